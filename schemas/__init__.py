@@ -1,0 +1,1 @@
+"""Data contracts: Debezium change events, source rows, the snapshot and the listing."""

@@ -1,0 +1,1 @@
+"""Market inventory snapshots, kept up to date from Storage Guard's change stream."""

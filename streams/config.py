@@ -1,0 +1,80 @@
+"""One frozen Settings object, read from MIS_* environment variables, built once and passed down."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MIS_", frozen=True, extra="ignore")
+
+    # --- where the local stack keeps its state and its downloads
+    state_dir: Path = REPO_ROOT / ".stack"
+    cache_dir: Path = Path.home() / ".cache" / "market-snapshots"
+
+    # --- Postgres (Storage Guard's database; also holds market_inventory_snapshots)
+    pg_host: str = "127.0.0.1"
+    pg_port: int = 55432
+    pg_user: str = "postgres"
+    pg_password: SecretStr = SecretStr("postgres")
+    pg_database: str = "storage_guard"
+
+    # --- Kafka (KRaft, one combined node) and Kafka Connect
+    kafka_port: int = 59092
+    kafka_controller_port: int = 59093
+    kafka_heap: str = "512m"
+    connect_port: int = 58083
+    connect_heap: str = "768m"
+    connect_group: str = "mis-connect"
+
+    # --- MongoDB wire server (Market Connect listings)
+    mongo_port: int = 57017
+    mongo_database: str = "market_connect"
+    mongo_collection: str = "market_listings"
+
+    # --- the pipeline
+    app_id: str = "market-snapshots"
+    topic_prefix: str = "sg"
+    partitions: int = Field(default=4, ge=1)
+    web_port: int = 56066
+    store: str = "rocksdb://"
+    auto_publish: bool = True
+    tick_interval_s: float = Field(default=5.0, gt=0)
+    sink_batch_size: int = Field(default=500, ge=1)
+    sink_batch_within_s: float = Field(default=0.05, gt=0)
+    sink_retry_max_s: float = Field(default=30.0, gt=0)
+    reading_history_per_sensor: int = Field(default=16, ge=1)
+    cleanup_after_days: int = Field(default=90, ge=1)
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        return f"127.0.0.1:{self.kafka_port}"
+
+    @property
+    def connect_url(self) -> str:
+        return f"http://127.0.0.1:{self.connect_port}"
+
+    @property
+    def mongo_url(self) -> str:
+        return f"mongodb://127.0.0.1:{self.mongo_port}/"
+
+    @property
+    def pg_dsn(self) -> str:
+        return (
+            f"host={self.pg_host} port={self.pg_port} user={self.pg_user} "
+            f"password={self.pg_password.get_secret_value()} dbname={self.pg_database}"
+        )
+
+    def cdc_topic(self, table: str) -> str:
+        return f"{self.topic_prefix}.public.{table}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
