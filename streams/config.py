@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     topic_prefix: str = "sg"
     partitions: int = Field(default=4, ge=1)
     web_port: int = 56066
+    # Each worker on one machine needs its own RocksDB directory (RocksDB locks it).
+    data_dir: Path | None = None
     store: str = "rocksdb://"
     auto_publish: bool = True
     tick_interval_s: float = Field(default=5.0, gt=0)
@@ -70,6 +72,10 @@ class Settings(BaseSettings):
             f"host={self.pg_host} port={self.pg_port} user={self.pg_user} "
             f"password={self.pg_password.get_secret_value()} dbname={self.pg_database}"
         )
+
+    @property
+    def worker_data_dir(self) -> Path:
+        return self.data_dir or self.state_dir / f"worker-{self.web_port}"
 
     def cdc_topic(self, table: str) -> str:
         return f"{self.topic_prefix}.public.{table}"

@@ -38,8 +38,12 @@ CREATE TABLE IF NOT EXISTS market_inventory_snapshots (
     -- passage of time (a pest event ageing out). content_hash makes a repeated snapshot a no-op.
     source_version      varchar(32) COLLATE "C" NOT NULL,
     evaluated_at        timestamptz NOT NULL,
-    content_hash        char(64) NOT NULL
+    content_hash        char(64) NOT NULL,
+    -- The content_hash last written to MongoDB: a row whose synced_hash differs is not yet
+    -- (re)published, which survives a crash between the two writes.
+    synced_hash         char(64)
 );
+ALTER TABLE market_inventory_snapshots ADD COLUMN IF NOT EXISTS synced_hash char(64);
 
 CREATE INDEX IF NOT EXISTS mis_farmer_idx ON market_inventory_snapshots (farmer_id);
 CREATE INDEX IF NOT EXISTS mis_location_idx ON market_inventory_snapshots (location_id);

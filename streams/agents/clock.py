@@ -1,0 +1,45 @@
+"""Time as input: ticks for the booking partitions, and the daily cleanup."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from streams import topics
+from streams.agents.sink import publisher
+from streams.app import app, settings
+from streams.clock import clock
+from streams.messages import Tick, encode
+from streams.sinks.publisher import retrying
+
+log = logging.getLogger(__name__)
+_TICK = encode(Tick())
+
+
+@app.timer(interval=settings.tick_interval_s, on_leader=True)
+async def tick() -> None:
+    for partition in range(settings.partitions):
+        await topics.bookings.send(key=None, value=_TICK, partition=partition)
+
+
+async def cleanup() -> int:
+    """Delete completed and withdrawn snapshots (and listings) unchanged for the retention period.
+
+    A tombstone goes to the snapshot topic for each, so that compaction forgets them too and
+    the sink removes whatever a concurrent write may have put back.
+    """
+    cutoff = clock() - timedelta(days=settings.cleanup_after_days)
+    rows = await retrying(
+        "postgres", lambda: publisher.postgres.expired_terminal(cutoff), max_delay=settings.sink_retry_max_s
+    )
+    if rows:
+        await publisher.remove([booking_id for booking_id, _ in rows])
+        for booking_id, _ in rows:
+            await topics.snapshots.send(key=str(booking_id).encode(), value=None)
+    log.info("cleanup removed=%d cutoff=%s", len(rows), cutoff.isoformat())
+    return len(rows)
+
+
+@app.crontab("17 3 * * *", on_leader=True)
+async def daily_cleanup() -> None:
+    await cleanup()

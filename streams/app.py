@@ -1,0 +1,35 @@
+"""The Faust application, built from Settings. Agents live in streams.agents."""
+
+from __future__ import annotations
+
+import faust
+
+from streams.config import Settings, get_settings
+
+
+def create_app(settings: Settings) -> faust.App:
+    return faust.App(
+        settings.app_id,
+        broker=f"kafka://{settings.kafka_bootstrap}",
+        broker_client_id=settings.app_id,
+        store=settings.store,
+        datadir=str(settings.worker_data_dir),
+        # One partition count for every topic of the pipeline: Faust refuses a table whose
+        # changelog and source topic disagree (PartitionsMismatch).
+        topic_partitions=settings.partitions,
+        topic_replication_factor=1,
+        key_serializer="raw",
+        value_serializer="raw",
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        web_bind="127.0.0.1",
+        web_port=settings.web_port,
+        web_in_thread=False,
+        autodiscover=["streams.agents"],
+        origin="streams",
+        table_cleanup_interval=60.0,
+    )
+
+
+settings = get_settings()
+app = create_app(settings)

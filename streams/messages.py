@@ -1,0 +1,113 @@
+"""Messages on the pipeline's internal, re-keyed topics.
+
+There is one topic per key space, and each carries every kind of message for its key in one
+order: the data changes, the subscriptions of bookings, and (for bookings) the parts answered by
+the other key spaces and the ticks of the clock. One ordered stream per key is what lets a
+subscriber see the state as of its subscription and then every later change.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from schemas.entities import Booking, Certificate, Inspection, PestDetection, SensorReading
+
+
+class _Msg(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class RowChange(_Msg):
+    """A source row changed. ``deleted`` rows carry their last state."""
+
+    deleted: bool
+    version: str
+
+
+class BookingChanged(RowChange):
+    kind: Literal["booking"] = "booking"
+    row: Booking
+
+
+class InspectionChanged(RowChange):
+    kind: Literal["inspection"] = "inspection"
+    row: Inspection
+
+
+class ReadingChanged(RowChange):
+    kind: Literal["reading"] = "reading"
+    row: SensorReading
+
+
+class PestChanged(RowChange):
+    kind: Literal["pest"] = "pest"
+    row: PestDetection
+
+
+class CertificateChanged(RowChange):
+    kind: Literal["certificate"] = "certificate"
+    row: Certificate
+
+
+class Subscribe(_Msg):
+    """A booking asks a key space for its part, now and on every later change."""
+
+    kind: Literal["subscribe"] = "subscribe"
+    booking_id: str
+
+
+class Unsubscribe(_Msg):
+    kind: Literal["unsubscribe"] = "unsubscribe"
+    booking_id: str
+
+
+class LocationPart(_Msg):
+    kind: Literal["location_part"] = "location_part"
+    fk: str
+    version: str
+    readings: list[SensorReading]  # the latest reading of each sensor_id
+    pests: list[PestDetection]
+
+
+class VendorPart(_Msg):
+    kind: Literal["vendor_part"] = "vendor_part"
+    fk: str
+    version: str
+    certificates: list[Certificate]
+
+
+class InspectionPart(_Msg):
+    kind: Literal["inspection_part"] = "inspection_part"
+    fk: str
+    version: str
+    inspection: Inspection | None
+
+
+class Tick(_Msg):
+    """Time passed: re-evaluate the bookings of this partition whose deadline is due."""
+
+    kind: Literal["tick"] = "tick"
+
+
+LocationMsg = Annotated[
+    ReadingChanged | PestChanged | Subscribe | Unsubscribe, Field(discriminator="kind")
+]
+VendorMsg = Annotated[CertificateChanged | Subscribe | Unsubscribe, Field(discriminator="kind")]
+InspectionMsg = Annotated[
+    InspectionChanged | Subscribe | Unsubscribe, Field(discriminator="kind")
+]
+BookingMsg = Annotated[
+    BookingChanged | LocationPart | VendorPart | InspectionPart | Tick,
+    Field(discriminator="kind"),
+]
+
+LOCATION_MSG: TypeAdapter[LocationMsg] = TypeAdapter(LocationMsg)
+VENDOR_MSG: TypeAdapter[VendorMsg] = TypeAdapter(VendorMsg)
+INSPECTION_MSG: TypeAdapter[InspectionMsg] = TypeAdapter(InspectionMsg)
+BOOKING_MSG: TypeAdapter[BookingMsg] = TypeAdapter(BookingMsg)
+
+
+def encode(msg: BaseModel) -> bytes:
+    return msg.model_dump_json().encode()

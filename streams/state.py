@@ -1,0 +1,303 @@
+"""The state each key space keeps, and how a message changes it. Pure: no Faust, no I/O.
+
+Delivery is at least once (a worker killed mid-batch replays its uncommitted messages on top of
+the state it had already written to the changelog), so every transition here is idempotent: a
+row change carries its Debezium version, and a change no newer than what the state already holds
+for that row (or for its tombstone) is ignored.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+
+from schemas.entities import Booking, Certificate, Inspection, PestDetection, Row, SensorReading
+from schemas.envelope import ZERO_VERSION
+from schemas.snapshot import SnapshotRecord
+from streams import snapshot as builder
+from streams.messages import (
+    BookingChanged,
+    CertificateChanged,
+    InspectionChanged,
+    InspectionPart,
+    LocationPart,
+    PestChanged,
+    ReadingChanged,
+    Subscribe,
+    Unsubscribe,
+    VendorPart,
+)
+
+R = TypeVar("R", bound=Row)
+
+# How many deleted row ids a key keeps to recognise a late duplicate of an older change.
+TOMBSTONES_KEPT = 512
+# Pest detections older than the snapshot window (plus a day of slack for clock skew) can never
+# appear in a snapshot again; the location forgets them to keep its state small.
+PEST_RETENTION = timedelta(days=8)
+
+Space = Literal["location", "vendor", "inspection"]
+
+
+class _State(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Versioned(BaseModel, Generic[R]):
+    model_config = ConfigDict(frozen=True)
+    version: str
+    row: R
+
+
+class KeyState(_State):
+    """What every foreign key space keeps besides its rows: who listens, and how new it is."""
+
+    subscribers: list[str] = []
+    version: str = ZERO_VERSION
+    tombstones: dict[str, str] = {}
+
+    def subscribe(self, msg: Subscribe | Unsubscribe) -> bool:
+        present = msg.booking_id in self.subscribers
+        if isinstance(msg, Subscribe) and not present:
+            self.subscribers = sorted([*self.subscribers, msg.booking_id])
+        elif isinstance(msg, Unsubscribe) and present:
+            self.subscribers = [b for b in self.subscribers if b != msg.booking_id]
+        # A subscribe is answered even when it is a duplicate: the subscriber may have reset.
+        return isinstance(msg, Subscribe)
+
+    def _bury(self, row_id: str, version: str) -> None:
+        self.tombstones[row_id] = version
+        if len(self.tombstones) > TOMBSTONES_KEPT:
+            newest = sorted(self.tombstones.items(), key=lambda kv: kv[1])[-TOMBSTONES_KEPT:]
+            self.tombstones = dict(newest)
+
+    def _seen(self, row_id: str, current: str | None, version: str) -> bool:
+        known = max(filter(None, (current, self.tombstones.get(row_id))), default=None)
+        return known is not None and version <= known
+
+    def _advance(self, version: str) -> None:
+        self.version = max(self.version, version)
+
+
+class LocationState(KeyState):
+    # sensor_id -> that sensor's readings, newest first, at most `history` of them
+    readings: dict[str, list[Versioned[SensorReading]]] = {}
+    pests: dict[str, Versioned[PestDetection]] = {}
+
+    def apply_reading(self, msg: ReadingChanged, *, history: int) -> bool:
+        rid = f"r:{msg.row.id}"
+        found = [
+            (sid, v) for sid, rows in self.readings.items() for v in rows if v.row.id == msg.row.id
+        ]
+        current = found[0][1].version if found else None
+        if self._seen(rid, current, msg.version):
+            return False
+        for sid, old in found:
+            self.readings[sid] = [v for v in self.readings[sid] if v is not old]
+            if not self.readings[sid]:
+                del self.readings[sid]
+        if msg.deleted:
+            self._bury(rid, msg.version)
+        else:
+            rows = [*self.readings.get(msg.row.sensor_id, []), Versioned(version=msg.version, row=msg.row)]
+            rows.sort(key=lambda v: (v.row.reading_time, v.row.id), reverse=True)
+            self.readings[msg.row.sensor_id] = rows[:history]
+            self.tombstones.pop(rid, None)
+        self._advance(msg.version)
+        return True
+
+    def apply_pest(self, msg: PestChanged, *, now: datetime) -> bool:
+        pid = str(msg.row.id)
+        current = self.pests.get(pid)
+        if self._seen(f"p:{pid}", current.version if current else None, msg.version):
+            return False
+        if msg.deleted:
+            self.pests.pop(pid, None)
+            self._bury(f"p:{pid}", msg.version)
+        else:
+            self.pests[pid] = Versioned(version=msg.version, row=msg.row)
+        horizon = now - PEST_RETENTION
+        self.pests = {k: v for k, v in self.pests.items() if v.row.detected_at >= horizon}
+        self._advance(msg.version)
+        return True
+
+    def part(self, fk: str) -> LocationPart:
+        latest = [rows[0].row for _, rows in sorted(self.readings.items()) if rows]
+        pests = [v.row for _, v in sorted(self.pests.items())]
+        return LocationPart(fk=fk, version=self.version, readings=latest, pests=pests)
+
+
+class VendorState(KeyState):
+    certificates: dict[str, Versioned[Certificate]] = {}
+
+    def apply_certificate(self, msg: CertificateChanged) -> bool:
+        cid = str(msg.row.id)
+        current = self.certificates.get(cid)
+        if self._seen(cid, current.version if current else None, msg.version):
+            return False
+        if msg.deleted:
+            self.certificates.pop(cid, None)
+            self._bury(cid, msg.version)
+        else:
+            self.certificates[cid] = Versioned(version=msg.version, row=msg.row)
+        self._advance(msg.version)
+        return True
+
+    def part(self, fk: str) -> VendorPart:
+        certs = [v.row for _, v in sorted(self.certificates.items())]
+        return VendorPart(fk=fk, version=self.version, certificates=certs)
+
+
+class InspectionState(KeyState):
+    inspection: Versioned[Inspection] | None = None
+
+    def apply_inspection(self, msg: InspectionChanged) -> bool:
+        iid = str(msg.row.id)
+        current = self.inspection.version if self.inspection else None
+        if self._seen(iid, current, msg.version):
+            return False
+        if msg.deleted:
+            self.inspection = None
+            self._bury(iid, msg.version)
+        else:
+            self.inspection = Versioned(version=msg.version, row=msg.row)
+        self._advance(msg.version)
+        return True
+
+    def part(self, fk: str) -> InspectionPart:
+        row = self.inspection.row if self.inspection else None
+        return InspectionPart(fk=fk, version=self.version, inspection=row)
+
+
+# --------------------------------------------------------------------------- bookings
+
+
+class Slot(_State):
+    """A booking's copy of one foreign part; ``version`` None means asked for, not answered."""
+
+    fk: str
+    version: str | None = None
+    readings: list[SensorReading] = []
+    pests: list[PestDetection] = []
+    certificates: list[Certificate] = []
+    inspection: Inspection | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.version is not None
+
+
+Command = tuple[Space, str, Subscribe | Unsubscribe]
+TERMINAL = frozenset({"cancelled", "completed"})
+
+
+class BookingState(_State):
+    booking: Booking | None = None
+    booking_version: str | None = None
+    deleted: bool = False
+    location: Slot | None = None
+    vendor: Slot | None = None
+    inspection: Slot | None = None
+    # The greatest version of every change that reached this booking. It never goes back, so
+    # a sink can refuse a snapshot that is older than the one it holds.
+    watermark: str = ZERO_VERSION
+    last_hash: str | None = None
+    deadline: datetime | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.deleted or (self.booking is not None and self.booking.status in TERMINAL)
+
+    def wanted(self) -> dict[Space, str]:
+        """The foreign keys this booking's snapshot is made of."""
+        b = self.booking
+        if b is None:
+            return {}
+        fks: dict[Space, str] = {"location": str(b.location_id), "vendor": str(b.vendor_id)}
+        if b.ai_inspection_id is not None:
+            fks["inspection"] = str(b.ai_inspection_id)
+        return fks
+
+    def subscriptions(self) -> dict[Space, str]:
+        # A finished booking's snapshot is frozen: it listens to nothing.
+        return {} if self.terminal else self.wanted()
+
+    def apply_booking(self, msg: BookingChanged) -> list[Command]:
+        if self.booking_version is not None and msg.version <= self.booking_version:
+            return []
+        booking_id = str(msg.row.id)
+        before_wanted, before_subs = self.wanted(), self.subscriptions()
+        self.booking, self.booking_version, self.deleted = msg.row, msg.version, msg.deleted
+        self.watermark = max(self.watermark, msg.version)
+        after_wanted, after_subs = self.wanted(), self.subscriptions()
+
+        commands: list[Command] = []
+        spaces: tuple[Space, ...] = ("location", "vendor", "inspection")
+        for space in spaces:
+            old, new = before_subs.get(space), after_subs.get(space)
+            if old != new:
+                if old is not None:
+                    commands.append((space, old, Unsubscribe(booking_id=booking_id)))
+                if new is not None:
+                    commands.append((space, new, Subscribe(booking_id=booking_id)))
+                    setattr(self, space, Slot(fk=new))
+            if before_wanted.get(space) != after_wanted.get(space):
+                fk = after_wanted.get(space)
+                if fk is None:
+                    setattr(self, space, None)
+                elif new is None:
+                    # Moved while finished: nothing will answer, the part is simply empty.
+                    setattr(self, space, Slot(fk=fk, version=ZERO_VERSION))
+        return commands
+
+    def apply_part(self, space: Space, part: LocationPart | VendorPart | InspectionPart) -> bool:
+        slot: Slot | None = getattr(self, space)
+        if slot is None or slot.fk != part.fk or self.subscriptions().get(space) != part.fk:
+            return False
+        if slot.version is not None and part.version < slot.version:
+            return False
+        if isinstance(part, LocationPart):
+            fresh = Slot(fk=part.fk, version=part.version, readings=part.readings, pests=part.pests)
+        elif isinstance(part, VendorPart):
+            fresh = Slot(fk=part.fk, version=part.version, certificates=part.certificates)
+        else:
+            fresh = Slot(fk=part.fk, version=part.version, inspection=part.inspection)
+        setattr(self, space, fresh)
+        self.watermark = max(self.watermark, part.version)
+        return True
+
+    def evaluate(self, now: datetime) -> SnapshotRecord | None:
+        """Build the snapshot as of ``now``; return it only if its content changed."""
+        b = self.booking
+        if b is None:
+            return None
+        slots = [self.location, self.vendor, self.inspection]
+        if not self.terminal and any(s is not None and not s.ready for s in slots):
+            return None  # wait for every part, so that a move does not flicker empty
+        loc = self.location or Slot(fk="")
+        readings, pests = loc.readings, loc.pests
+        certs = self.vendor.certificates if self.vendor else []
+        inspection = self.inspection.inspection if self.inspection else None
+        snap = builder.build_snapshot(
+            b,
+            inspection=inspection,
+            readings=readings,
+            pests=pests,
+            certificates=certs,
+            deleted=self.deleted,
+            now=now,
+        )
+        self.deadline = (
+            None
+            if self.terminal
+            else builder.next_deadline(readings=readings, pests=pests, certificates=certs, now=now)
+        )
+        digest = builder.content_hash(snap)
+        if digest == self.last_hash:
+            return None
+        self.last_hash = digest
+        return SnapshotRecord(
+            snapshot=snap, source_version=self.watermark, evaluated_at=now, content_hash=digest
+        )

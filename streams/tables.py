@@ -1,0 +1,12 @@
+"""Every table of the pipeline: the join state, on RocksDB with a changelog topic each."""
+
+from __future__ import annotations
+
+from streams.app import app, settings
+
+_options = {"partitions": settings.partitions, "value_serializer": "raw"}
+
+location_state = app.Table("location-state", help="sensors, pests and subscribers per location", **_options)
+vendor_state = app.Table("vendor-state", help="certificates and subscribers per vendor", **_options)
+inspection_state = app.Table("inspection-state", help="the inspection and its subscribers", **_options)
+booking_state = app.Table("booking-state", help="a booking, its three parts, the last snapshot", **_options)
