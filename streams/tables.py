@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from streams.app import app, settings
 
-_options = {"partitions": settings.partitions, "value_serializer": "raw"}
+# Keys and values are raw bytes (the app default): values are pydantic JSON, see agents.common.
+_options = {"partitions": settings.partitions}
 
 location_state = app.Table("location-state", help="sensors, pests and subscribers per location", **_options)
 vendor_state = app.Table("vendor-state", help="certificates and subscribers per vendor", **_options)

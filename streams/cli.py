@@ -1,0 +1,62 @@
+"""The project's command line: ``mis worker | demo | cleanup | dead-letters``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from streams.config import get_settings
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from faust.cli.faust import cli
+
+    argv = ["faust", "-A", "streams.app", "worker", "-l", args.loglevel]
+    sys.argv = argv
+    cli(prog_name="mis worker")  # exits
+    return 0
+
+
+def _cleanup(args: argparse.Namespace) -> int:
+    from streams.agents import clock as clock_agents
+    from streams.app import app
+
+    async def run() -> int:
+        await app.producer.start()
+        try:
+            return await clock_agents.cleanup()
+        finally:
+            await app.producer.stop()
+
+    removed = asyncio.run(run())
+    print(f"cleanup: removed {removed} completed or withdrawn snapshots")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from streams import demo
+
+    return demo.run(get_settings(), rows=args.bookings, watch_s=args.watch)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mis", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    w = sub.add_parser("worker", help="run a Faust worker of the pipeline")
+    w.add_argument("-l", "--loglevel", default="info")
+    w.set_defaults(fn=_worker)
+    d = sub.add_parser("demo", help="load demo data and show the snapshots it produced")
+    d.add_argument("--bookings", type=int, default=5)
+    d.add_argument("--watch", type=float, default=30.0, help="seconds to wait for snapshots")
+    d.set_defaults(fn=_demo)
+    c = sub.add_parser("cleanup", help="delete finished snapshots older than the retention")
+    c.set_defaults(fn=_cleanup)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    return int(args.fn(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,212 @@
+"""The join's state transitions, without a broker: subscriptions, parts, idempotency."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from uuid import UUID, uuid4
+
+from schemas.entities import Booking, Certificate, Inspection, PestDetection, SensorReading
+from schemas.envelope import make_version
+from streams.messages import (
+    BookingChanged,
+    CertificateChanged,
+    InspectionChanged,
+    PestChanged,
+    ReadingChanged,
+    Subscribe,
+    Unsubscribe,
+)
+from streams.state import BookingState, InspectionState, LocationState, VendorState
+
+NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+
+
+def v(n: int) -> str:
+    return make_version(n, n)
+
+
+def booking(**kw: object) -> Booking:
+    base = dict(
+        id=uuid4(), farmer_id=uuid4(), vendor_id=uuid4(), location_id=uuid4(),
+        crop_type="tomato", quantity_kg=500, status="confirmed",
+    )
+    base.update(kw)
+    return Booking.model_validate(base)
+
+
+def reading(location: UUID, rid: int, sensor: str = "t1", minutes_ago: int = 1, value: float = 4.0) -> SensorReading:
+    return SensorReading(
+        id=rid, location_id=location, sensor_id=sensor, sensor_type="temperature",
+        value=value, unit="C", reading_time=NOW - timedelta(minutes=minutes_ago),
+    )
+
+
+def answered(state: BookingState, b: Booking, loc: LocationState, ven: VendorState) -> None:
+    assert state.apply_part("location", loc.part(str(b.location_id)))
+    assert state.apply_part("vendor", ven.part(str(b.vendor_id)))
+
+
+def test_new_booking_subscribes_and_waits_for_every_part() -> None:
+    b = booking()
+    state = BookingState()
+    commands = state.apply_booking(BookingChanged(deleted=False, version=v(10), row=b))
+    assert [(s, fk, type(c).__name__) for s, fk, c in commands] == [
+        ("location", str(b.location_id), "Subscribe"),
+        ("vendor", str(b.vendor_id), "Subscribe"),
+    ]
+    assert state.evaluate(NOW) is None  # parts not answered yet
+    loc, ven = LocationState(), VendorState()
+    assert state.apply_part("location", loc.part(str(b.location_id)))
+    assert state.evaluate(NOW) is None  # vendor still missing
+    assert state.apply_part("vendor", ven.part(str(b.vendor_id)))
+    record = state.evaluate(NOW)
+    assert record is not None
+    assert record.snapshot.booking_id == b.id
+    assert record.snapshot.status == "ready_to_publish"
+    assert record.source_version == v(10)
+    assert state.evaluate(NOW) is None  # same content: nothing new to emit
+
+
+def test_location_change_moves_the_subscription_and_ignores_the_old_location() -> None:
+    b = booking()
+    state = BookingState()
+    state.apply_booking(BookingChanged(deleted=False, version=v(10), row=b))
+    old_loc = LocationState()
+    old_loc.apply_reading(ReadingChanged(deleted=False, version=v(11), row=reading(b.location_id, 1)), history=4)
+    answered(state, b, old_loc, VendorState())
+    first = state.evaluate(NOW)
+    assert first is not None and "temperature" in first.snapshot.sensors
+
+    new_location = uuid4()
+    moved = b.model_copy(update={"location_id": new_location})
+    commands = state.apply_booking(BookingChanged(deleted=False, version=v(20), row=moved))
+    assert [(s, fk, type(c)) for s, fk, c in commands] == [
+        ("location", str(b.location_id), Unsubscribe),
+        ("location", str(new_location), Subscribe),
+    ]
+    assert state.evaluate(NOW) is None  # waits for the new location's answer
+    assert not state.apply_part("location", old_loc.part(str(b.location_id)))  # late answer
+    assert state.apply_part("location", LocationState().part(str(new_location)))
+    second = state.evaluate(NOW)
+    assert second is not None
+    assert second.snapshot.location_id == new_location and second.snapshot.sensors == {}
+    assert second.source_version >= first.source_version
+
+
+def test_cancellation_withdraws_and_unsubscribes_then_reactivation_resubscribes() -> None:
+    b = booking()
+    state = BookingState()
+    state.apply_booking(BookingChanged(deleted=False, version=v(10), row=b))
+    answered(state, b, LocationState(), VendorState())
+    assert state.evaluate(NOW) is not None
+    commands = state.apply_booking(
+        BookingChanged(deleted=False, version=v(11), row=b.model_copy(update={"status": "cancelled"}))
+    )
+    assert {type(c) for _, _, c in commands} == {Unsubscribe}
+    record = state.evaluate(NOW)
+    assert record is not None and record.snapshot.status == "withdrawn"
+    assert state.deadline is None
+    commands = state.apply_booking(BookingChanged(deleted=False, version=v(12), row=b))
+    assert {type(c) for _, _, c in commands} == {Subscribe}
+    assert state.evaluate(NOW) is None  # waits for fresh parts
+    answered(state, b, LocationState(), VendorState())
+    again = state.evaluate(NOW)
+    assert again is not None and again.snapshot.status == "ready_to_publish"
+
+
+def test_deleted_booking_is_withdrawn_with_its_last_content() -> None:
+    b = booking()
+    state = BookingState()
+    state.apply_booking(BookingChanged(deleted=False, version=v(10), row=b))
+    answered(state, b, LocationState(), VendorState())
+    state.evaluate(NOW)
+    state.apply_booking(BookingChanged(deleted=True, version=v(15), row=b))
+    record = state.evaluate(NOW)
+    assert record is not None and record.snapshot.status == "withdrawn"
+    assert not state.apply_part("vendor", VendorState().part(str(b.vendor_id)))
+
+
+def test_older_or_repeated_booking_change_is_ignored() -> None:
+    b = booking()
+    state = BookingState()
+    state.apply_booking(BookingChanged(deleted=False, version=v(10), row=b))
+    assert state.apply_booking(BookingChanged(deleted=False, version=v(10), row=b)) == []
+    stale = b.model_copy(update={"quantity_kg": 1})
+    assert state.apply_booking(BookingChanged(deleted=False, version=v(5), row=stale)) == []
+    assert state.booking == b
+
+
+def test_location_state_is_idempotent_and_remembers_deletes() -> None:
+    loc_id = uuid4()
+    loc = LocationState()
+    r1 = ReadingChanged(deleted=False, version=v(1), row=reading(loc_id, 1, minutes_ago=5, value=3.0))
+    r2 = ReadingChanged(deleted=False, version=v(2), row=reading(loc_id, 2, minutes_ago=1, value=5.0))
+    assert loc.apply_reading(r1, history=4) and loc.apply_reading(r2, history=4)
+    assert not loc.apply_reading(r2, history=4)
+    assert [r.value for r in loc.part("x").readings] == [5.0]
+    # Deleting the latest reading brings back the one before it.
+    assert loc.apply_reading(ReadingChanged(deleted=True, version=v(3), row=r2.row), history=4)
+    assert [r.value for r in loc.part("x").readings] == [3.0]
+    # A late duplicate of the insert does not resurrect the deleted reading.
+    assert not loc.apply_reading(r2, history=4)
+    assert [r.value for r in loc.part("x").readings] == [3.0]
+    assert loc.version == v(3)
+
+
+def test_location_history_is_bounded_per_sensor() -> None:
+    loc_id = uuid4()
+    loc = LocationState()
+    for i in range(1, 11):
+        loc.apply_reading(
+            ReadingChanged(deleted=False, version=v(i), row=reading(loc_id, i, minutes_ago=60 - i)),
+            history=3,
+        )
+    assert [r.row.id for r in loc.readings["t1"]] == [10, 9, 8]
+
+
+def test_pests_outside_retention_are_forgotten() -> None:
+    loc_id = uuid4()
+    loc = LocationState()
+    old = PestDetection(id=uuid4(), location_id=loc_id, pest_type="moth", severity="low",
+                        confidence=0.5, detected_at=NOW - timedelta(days=9))
+    new = old.model_copy(update={"id": uuid4(), "detected_at": NOW - timedelta(days=1)})
+    loc.apply_pest(PestChanged(deleted=False, version=v(1), row=old), now=NOW)
+    loc.apply_pest(PestChanged(deleted=False, version=v(2), row=new), now=NOW)
+    assert [p.id for p in loc.part("x").pests] == [new.id]
+
+
+def test_vendor_and_inspection_states() -> None:
+    ven = VendorState()
+    cert = Certificate(id=uuid4(), vendor_id=uuid4(), type="organic", status="valid")
+    assert ven.apply_certificate(CertificateChanged(deleted=False, version=v(1), row=cert))
+    revoked = cert.model_copy(update={"status": "revoked"})
+    assert ven.apply_certificate(CertificateChanged(deleted=False, version=v(2), row=revoked))
+    assert not ven.apply_certificate(CertificateChanged(deleted=False, version=v(1), row=cert))
+    assert [c.status for c in ven.part("x").certificates] == ["revoked"]
+
+    ins = InspectionState()
+    row = Inspection(id=uuid4(), status="completed", quality_score="91.50")
+    assert ins.apply_inspection(InspectionChanged(deleted=False, version=v(1), row=row))
+    assert ins.apply_inspection(InspectionChanged(deleted=True, version=v(2), row=row))
+    assert ins.part("x").inspection is None
+    assert ins.subscribe(Subscribe(booking_id="b1")) and ins.subscribers == ["b1"]
+    assert ins.subscribe(Subscribe(booking_id="b1")) and ins.subscribers == ["b1"]
+    assert not ins.subscribe(Unsubscribe(booking_id="b1")) and ins.subscribers == []
+
+
+def test_time_alone_changes_the_snapshot_after_the_deadline() -> None:
+    b = booking()
+    loc = LocationState()
+    pest = PestDetection(id=uuid4(), location_id=b.location_id, pest_type="weevil", severity="high",
+                         confidence=0.9, detected_at=NOW - timedelta(days=7) + timedelta(minutes=1))
+    loc.apply_pest(PestChanged(deleted=False, version=v(2), row=pest), now=NOW)
+    state = BookingState()
+    state.apply_booking(BookingChanged(deleted=False, version=v(1), row=b))
+    answered(state, b, loc, VendorState())
+    first = state.evaluate(NOW)
+    assert first is not None and first.snapshot.pest_count == 1 and first.snapshot.has_pest_alerts
+    assert state.deadline is not None and state.deadline <= NOW + timedelta(minutes=1, seconds=1)
+    later = state.deadline + timedelta(seconds=1)
+    second = state.evaluate(later)
+    assert second is not None and second.snapshot.pest_count == 0
+    assert second.source_version == first.source_version and second.evaluated_at > first.evaluated_at
