@@ -1,0 +1,113 @@
+"""Writes to Storage Guard's source tables, as any application would make them.
+
+The pipeline never calls this: it sees these writes only through Debezium. The demo, the HTTP
+API's booking endpoint and the tests use it.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+from uuid import UUID, uuid4
+
+import psycopg
+
+COLUMNS = {
+    "storage_bookings": (
+        "id",
+        "farmer_id",
+        "vendor_id",
+        "location_id",
+        "crop_type",
+        "grade",
+        "quantity_kg",
+        "start_date",
+        "end_date",
+        "duration_days",
+        "ai_inspection_id",
+        "status",
+    ),
+    "crop_inspections": (
+        "id",
+        "farmer_id",
+        "crop_type",
+        "status",
+        "quality_score",
+        "freshness",
+        "visual_defects",
+        "shelf_life_days",
+    ),
+    "sensor_readings": (
+        "location_id",
+        "sensor_id",
+        "sensor_type",
+        "value",
+        "unit",
+        "reading_time",
+        "status",
+    ),
+    "pest_detections": ("id", "location_id", "pest_type", "severity", "confidence", "detected_at"),
+    "certificates": (
+        "id",
+        "vendor_id",
+        "type",
+        "issuer",
+        "status",
+        "expiry_date",
+        "document_url",
+        "score",
+    ),
+}
+
+
+def insert(conn: psycopg.Connection[Any], table: str, **values: Any) -> Any:
+    """Insert one row and return its id (generated for uuid tables when not given)."""
+    if table != "sensor_readings":
+        values.setdefault("id", uuid4())
+    cols = [c for c in COLUMNS[table] if c in values]
+    unknown = set(values) - set(cols)
+    if unknown:
+        raise ValueError(f"{table} has no column(s) {sorted(unknown)}")
+    sql = f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join(['%s'] * len(cols))}) RETURNING id"
+    row = conn.execute(sql, [values[c] for c in cols]).fetchone()
+    assert row is not None
+    return row[0]
+
+
+def update(conn: psycopg.Connection[Any], table: str, row_id: Any, **values: Any) -> None:
+    sets = ", ".join(f"{c} = %s" for c in values)
+    extra = ", updated_at = now()" if table in ("storage_bookings", "crop_inspections") else ""
+    conn.execute(f"UPDATE {table} SET {sets}{extra} WHERE id = %s", [*values.values(), row_id])
+
+
+def delete(conn: psycopg.Connection[Any], table: str, row_id: Any) -> None:
+    conn.execute(f"DELETE FROM {table} WHERE id = %s", [row_id])
+
+
+def booking_values(
+    *,
+    farmer_id: UUID,
+    vendor_id: UUID,
+    location_id: UUID,
+    crop_type: str,
+    quantity_kg: int,
+    ai_inspection_id: UUID | None = None,
+    grade: str | None = None,
+    status: str = "pending",
+    start_date: datetime | None = None,
+    end_date: datetime | None = None,
+    duration_days: int | None = None,
+) -> dict[str, Any]:
+    return {k: v for k, v in locals().items() if v is not None}
+
+
+def certificate_values(
+    *,
+    vendor_id: UUID,
+    type: str,
+    status: str = "valid",
+    expiry_date: date | None = None,
+    issuer: str | None = None,
+    score: int | None = None,
+) -> dict[str, Any]:
+    return {k: v for k, v in locals().items() if v is not None}
