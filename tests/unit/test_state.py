@@ -27,17 +27,29 @@ def v(n: int) -> str:
 
 def booking(**kw: object) -> Booking:
     base = dict(
-        id=uuid4(), farmer_id=uuid4(), vendor_id=uuid4(), location_id=uuid4(),
-        crop_type="tomato", quantity_kg=500, status="confirmed",
+        id=uuid4(),
+        farmer_id=uuid4(),
+        vendor_id=uuid4(),
+        location_id=uuid4(),
+        crop_type="tomato",
+        quantity_kg=500,
+        status="confirmed",
     )
     base.update(kw)
     return Booking.model_validate(base)
 
 
-def reading(location: UUID, rid: int, sensor: str = "t1", minutes_ago: int = 1, value: float = 4.0) -> SensorReading:
+def reading(
+    location: UUID, rid: int, sensor: str = "t1", minutes_ago: int = 1, value: float = 4.0
+) -> SensorReading:
     return SensorReading(
-        id=rid, location_id=location, sensor_id=sensor, sensor_type="temperature",
-        value=value, unit="C", reading_time=NOW - timedelta(minutes=minutes_ago),
+        id=rid,
+        location_id=location,
+        sensor_id=sensor,
+        sensor_type="temperature",
+        value=value,
+        unit="C",
+        reading_time=NOW - timedelta(minutes=minutes_ago),
     )
 
 
@@ -72,7 +84,9 @@ def test_location_change_moves_the_subscription_and_ignores_the_old_location() -
     state = BookingState()
     state.apply_booking(BookingChanged(deleted=False, version=v(10), row=b))
     old_loc = LocationState()
-    old_loc.apply_reading(ReadingChanged(deleted=False, version=v(11), row=reading(b.location_id, 1)), history=4)
+    old_loc.apply_reading(
+        ReadingChanged(deleted=False, version=v(11), row=reading(b.location_id, 1)), history=4
+    )
     answered(state, b, old_loc, VendorState())
     first = state.evaluate(NOW)
     assert first is not None and "temperature" in first.snapshot.sensors
@@ -100,7 +114,9 @@ def test_cancellation_withdraws_and_unsubscribes_then_reactivation_resubscribes(
     answered(state, b, LocationState(), VendorState())
     assert state.evaluate(NOW) is not None
     commands = state.apply_booking(
-        BookingChanged(deleted=False, version=v(11), row=b.model_copy(update={"status": "cancelled"}))
+        BookingChanged(
+            deleted=False, version=v(11), row=b.model_copy(update={"status": "cancelled"})
+        )
     )
     assert {type(c) for _, _, c in commands} == {Unsubscribe}
     record = state.evaluate(NOW)
@@ -139,8 +155,12 @@ def test_older_or_repeated_booking_change_is_ignored() -> None:
 def test_location_state_is_idempotent_and_remembers_deletes() -> None:
     loc_id = uuid4()
     loc = LocationState()
-    r1 = ReadingChanged(deleted=False, version=v(1), row=reading(loc_id, 1, minutes_ago=5, value=3.0))
-    r2 = ReadingChanged(deleted=False, version=v(2), row=reading(loc_id, 2, minutes_ago=1, value=5.0))
+    r1 = ReadingChanged(
+        deleted=False, version=v(1), row=reading(loc_id, 1, minutes_ago=5, value=3.0)
+    )
+    r2 = ReadingChanged(
+        deleted=False, version=v(2), row=reading(loc_id, 2, minutes_ago=1, value=5.0)
+    )
     assert loc.apply_reading(r1, history=4) and loc.apply_reading(r2, history=4)
     assert not loc.apply_reading(r2, history=4)
     assert [r.value for r in loc.part("x").readings] == [5.0]
@@ -167,8 +187,14 @@ def test_location_history_is_bounded_per_sensor() -> None:
 def test_pests_outside_retention_are_forgotten() -> None:
     loc_id = uuid4()
     loc = LocationState()
-    old = PestDetection(id=uuid4(), location_id=loc_id, pest_type="moth", severity="low",
-                        confidence=0.5, detected_at=NOW - timedelta(days=9))
+    old = PestDetection(
+        id=uuid4(),
+        location_id=loc_id,
+        pest_type="moth",
+        severity="low",
+        confidence=0.5,
+        detected_at=NOW - timedelta(days=9),
+    )
     new = old.model_copy(update={"id": uuid4(), "detected_at": NOW - timedelta(days=1)})
     loc.apply_pest(PestChanged(deleted=False, version=v(1), row=old), now=NOW)
     loc.apply_pest(PestChanged(deleted=False, version=v(2), row=new), now=NOW)
@@ -197,8 +223,14 @@ def test_vendor_and_inspection_states() -> None:
 def test_time_alone_changes_the_snapshot_after_the_deadline() -> None:
     b = booking()
     loc = LocationState()
-    pest = PestDetection(id=uuid4(), location_id=b.location_id, pest_type="weevil", severity="high",
-                         confidence=0.9, detected_at=NOW - timedelta(days=7) + timedelta(minutes=1))
+    pest = PestDetection(
+        id=uuid4(),
+        location_id=b.location_id,
+        pest_type="weevil",
+        severity="high",
+        confidence=0.9,
+        detected_at=NOW - timedelta(days=7) + timedelta(minutes=1),
+    )
     loc.apply_pest(PestChanged(deleted=False, version=v(2), row=pest), now=NOW)
     state = BookingState()
     state.apply_booking(BookingChanged(deleted=False, version=v(1), row=b))
@@ -209,4 +241,6 @@ def test_time_alone_changes_the_snapshot_after_the_deadline() -> None:
     later = state.deadline + timedelta(seconds=1)
     second = state.evaluate(later)
     assert second is not None and second.snapshot.pest_count == 0
-    assert second.source_version == first.source_version and second.evaluated_at > first.evaluated_at
+    assert (
+        second.source_version == first.source_version and second.evaluated_at > first.evaluated_at
+    )
