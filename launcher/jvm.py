@@ -25,6 +25,8 @@ logger.clients.name = org.apache.kafka.clients
 logger.clients.level = WARN
 logger.appinfo.name = org.apache.kafka.common.utils.AppInfoParser
 logger.appinfo.level = WARN
+logger.plugins.name = org.apache.kafka.connect.runtime.isolation.DelegatingClassLoader
+logger.plugins.level = WARN
 logger.reflections.name = org.reflections
 logger.reflections.level = ERROR
 """

@@ -81,14 +81,19 @@ class Stack:
             # up while it boots. Connect needs Kafka, the connector needs Connect and Postgres.
             kafka, pg, mongo, connect = (comps[n] for n in ("kafka", "postgres", "mongo",
                                                             "connect"))
+            # Formatting Kafka's storage (a JVM) and initdb each take seconds: overlap them.
+            with ThreadPoolExecutor(max_workers=3) as pool:
+                for job in [pool.submit(c.prepare) for c in (kafka, pg, mongo)]:
+                    job.result()
             procs = {}
             for comp in (kafka, pg, mongo):
-                procs[comp.name] = self._spawn(comp)
+                procs[comp.name] = self._launch(comp)
                 started.append((comp, procs[comp.name]))
             for comp in (pg, mongo, kafka):
                 self._wait_healthy(comp, procs[comp.name], began)
                 comp.after_healthy()
-            started.append((connect, self._spawn(connect)))
+            connect.prepare()
+            started.append((connect, self._launch(connect)))
             self._wait_healthy(connect, started[-1][1], began)
             for spec in connectors.register_all(self.settings):
                 log.info("%-9s %s RUNNING                (%5.1fs)", "connector", spec.name,
@@ -117,8 +122,7 @@ class Stack:
         for d in (self.paths.run, self.paths.logs):
             d.mkdir(parents=True, exist_ok=True)
 
-    def _spawn(self, comp: Component) -> process.Tracked:
-        comp.prepare()
+    def _launch(self, comp: Component) -> process.Tracked:
         proc = process.spawn(
             comp.argv(), log_file=self.paths.log_file(comp.name),
             pid_file=self.paths.pid_file(comp.name), env=comp.env(), cwd=comp.directory

@@ -1,0 +1,63 @@
+# Two commands: `make install`, then `make test`. The local stack (Postgres, Kafka, Kafka Connect
+# + Debezium, FerretDB) runs as plain processes; see `python -m launcher --help`.
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STACK := $(PY) -m launcher
+#: where `make test` writes its JUnit report (.ci/run reads it)
+JUNIT ?= build/test-results/junit.xml
+PYTEST_ARGS ?=
+C ?=
+
+.PHONY: help install lint test run down stack-up stack-down stack-status stack-logs
+
+help:
+	@echo "make install        create $(VENV) and install the project with its dev tools"
+	@echo "make test           start the stack, run every test, stop the stack"
+	@echo "                    (MIS_STACK_REUSE=1: use an already running stack, leave it up)"
+	@echo "make run            start the stack and the demo; Ctrl-C stops both"
+	@echo "make lint           ruff"
+	@echo "make stack-up | stack-down | stack-status | stack-logs [C=kafka] | down"
+
+install:
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+
+lint:
+	$(PY) -m ruff check .
+
+stack-up:
+	$(STACK) up
+
+stack-down down:
+	$(STACK) down
+
+stack-status:
+	$(STACK) status
+
+stack-logs:
+	$(STACK) logs $(C)
+
+# The stack is torn down on every exit path (failure, Ctrl-C) unless it was reused.
+test:
+	@mkdir -p $(dir $(JUNIT))
+	@if [ "$${MIS_STACK_REUSE:-0}" = 1 ]; then \
+	  $(STACK) status >/dev/null || { \
+	    echo "MIS_STACK_REUSE=1 but the stack is not up and healthy: run 'make stack-up'" >&2; \
+	    exit 1; }; \
+	else \
+	  trap 'exit 130' INT TERM; trap '$(STACK) down' EXIT; \
+	  $(STACK) up; \
+	fi; \
+	$(PY) -m pytest -p no:cacheprovider --junitxml=$(JUNIT) $(PYTEST_ARGS) tests
+
+run:
+	@trap 'exit 130' INT TERM; trap '$(STACK) down' EXIT; \
+	$(STACK) up; \
+	$(PY) -m streams.cli demo
