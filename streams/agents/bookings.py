@@ -14,7 +14,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from pydantic import ValidationError
 
 from streams import metrics, tables, topics
-from streams.agents.common import key_of, load, save
+from streams.agents.common import guarded, key_of, load, parse, save
 from streams.app import app, settings
 from streams.clock import clock
 from streams.deadletter import dead_letter
@@ -70,7 +70,7 @@ async def _on_tick(partition: int) -> None:
         for raw_key, raw in table.items():
             key = raw_key.decode() if isinstance(raw_key, bytes) else str(raw_key)
             if partition_of(key) == partition:
-                entries.append((key, BookingState.model_validate_json(raw).deadline))
+                entries.append((key, parse(BookingState, raw).deadline))
         deadlines.load(partition, entries)
     for key in deadlines.due(partition, clock()):
         if table.get(key) is None:
@@ -78,33 +78,39 @@ async def _on_tick(partition: int) -> None:
         await _emit(key, load(table, key, BookingState), partition)
 
 
+async def _handle(event: Any) -> None:
+    metrics.EVENTS_IN.labels(topic=event.message.topic).inc()
+    partition = event.message.partition
+    try:
+        msg = BOOKING_MSG.validate_json(event.value)
+    except ValidationError as exc:
+        await dead_letter(event, f"unreadable message: {exc.errors()[0]['msg']}")
+        return
+    if isinstance(msg, Tick):
+        await _on_tick(partition)
+        return
+    key = key_of(event)
+    state = load(tables.booking_state, key, BookingState)
+    if isinstance(msg, BookingChanged):
+        commands = state.apply_booking(msg)
+        for space, fk, command in commands:
+            await SPACE_TOPICS[space].send(key=fk.encode(), value=encode(command))
+        if state.booking_version != msg.version:
+            return  # a duplicate or an older change: nothing to do
+    elif not state.apply_part(PART_SPACE[type(msg)], msg):
+        return
+    await _emit(key, state, partition)
+
+
 @app.agent(topics.bookings)
 async def bookings(stream: Any) -> None:
     async for event in stream.events():
-        metrics.EVENTS_IN.labels(topic=event.message.topic).inc()
-        partition = event.message.partition
-        try:
-            msg = BOOKING_MSG.validate_json(event.value)
-        except ValidationError as exc:
-            await dead_letter(event, f"unreadable message: {exc.errors()[0]['msg']}")
-            continue
-        if isinstance(msg, Tick):
-            await _on_tick(partition)
-            continue
-        key = key_of(event)
-        state = load(tables.booking_state, key, BookingState)
-        if isinstance(msg, BookingChanged):
-            commands = state.apply_booking(msg)
-            for space, fk, command in commands:
-                await SPACE_TOPICS[space].send(key=fk.encode(), value=encode(command))
-            if state.booking_version != msg.version:
-                continue  # a duplicate or an older change: nothing to do
-        elif not state.apply_part(PART_SPACE[type(msg)], msg):
-            continue
-        await _emit(key, state, partition)
+        await guarded(event, _handle)
 
 
 @app.on_partitions_revoked.connect
 async def _forget_revoked(app: Any, revoked: Any, **kwargs: Any) -> None:
     # Another worker may change these bookings while we don't own them: reload on return.
-    deadlines.forget({tp.partition for tp in revoked if tp.topic == topics.bookings.get_topic_name()})
+    deadlines.forget(
+        {tp.partition for tp in revoked if tp.topic == topics.bookings.get_topic_name()}
+    )

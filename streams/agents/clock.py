@@ -30,7 +30,9 @@ async def cleanup() -> int:
     """
     cutoff = clock() - timedelta(days=settings.cleanup_after_days)
     rows = await retrying(
-        "postgres", lambda: publisher.postgres.expired_terminal(cutoff), max_delay=settings.sink_retry_max_s
+        "postgres",
+        lambda: publisher.postgres.expired_terminal(cutoff),
+        max_delay=settings.sink_retry_max_s,
     )
     if rows:
         await publisher.remove([booking_id for booking_id, _ in rows])
@@ -43,3 +45,10 @@ async def cleanup() -> int:
 @app.crontab("17 3 * * *", on_leader=True)
 async def daily_cleanup() -> None:
     await cleanup()
+
+
+@app.task
+async def declare_topics() -> None:
+    # Nothing consumes the dead-letter topic inside the pipeline, so Faust would not create it:
+    # declare it at start-up with the pipeline's partition count and retention.
+    await topics.dead_letters.maybe_declare()

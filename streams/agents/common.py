@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
 S = TypeVar("S", bound=BaseModel)
+log = logging.getLogger(__name__)
 
 
 def key_of(event: Any) -> str:
@@ -14,10 +17,37 @@ def key_of(event: Any) -> str:
     return key.decode() if isinstance(key, bytes) else str(key)
 
 
+def parse(cls: type[S], raw: Any) -> S:
+    if isinstance(raw, bytes | str):
+        return cls.model_validate_json(raw)
+    return cls.model_validate(raw)
+
+
 def load(table: Any, key: str, cls: type[S]) -> S:
+    """The state of ``key``; tables hold JSON documents (Faust's json codec for values)."""
     raw = table.get(key)
-    return cls.model_validate_json(raw) if raw else cls()
+    return cls() if raw is None else parse(cls, raw)
+
+
+async def guarded(event: Any, handler: Callable[[Any], Awaitable[None]]) -> None:
+    """Run ``handler`` on one event; whatever it raises sends the event to the dead letters.
+
+    An exception escaping a Faust agent would crash it and the event would be acknowledged
+    anyway, that is, lost. Parked with its reason, it can be inspected and replayed.
+    """
+    try:
+        await handler(event)
+    except Exception as exc:
+        log.exception(
+            "processing failed topic=%s partition=%s offset=%s",
+            event.message.topic,
+            event.message.partition,
+            event.message.offset,
+        )
+        from streams.deadletter import dead_letter
+
+        await dead_letter(event, f"processing failed: {type(exc).__name__}: {exc}")
 
 
 def save(table: Any, key: str, state: BaseModel) -> None:
-    table[key] = state.model_dump_json().encode()
+    table[key] = state.model_dump(mode="json")

@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from streams import metrics, tables, topics
-from streams.agents.common import key_of, load, save
+from streams.agents.common import guarded, key_of, load, save
 from streams.app import app, settings
 from streams.clock import clock
 from streams.deadletter import dead_letter
@@ -47,21 +47,18 @@ def _apply(state: KeyState, msg: Any) -> bool:
     raise TypeError(f"{type(msg).__name__} does not belong to {type(state).__name__}")
 
 
-async def _serve(
-    stream: Any, table: Any, adapter: TypeAdapter[Any], cls: type[KeyState]
-) -> None:
-    async for event in stream.events():
-        topic = event.message.topic
-        metrics.EVENTS_IN.labels(topic=topic).inc()
+def _handler(table: Any, adapter: TypeAdapter[Any], cls: type[KeyState]) -> Any:
+    async def handle(event: Any) -> None:
+        metrics.EVENTS_IN.labels(topic=event.message.topic).inc()
         try:
             msg = adapter.validate_json(event.value)
         except ValidationError as exc:
             await dead_letter(event, f"unreadable message: {exc.errors()[0]['msg']}")
-            continue
+            return
         key = key_of(event)
         state = load(table, key, cls)
         if not _apply(state, msg):
-            continue
+            return
         save(table, key, state)
         answer_to = [msg.booking_id] if isinstance(msg, Subscribe) else list(state.subscribers)
         if answer_to:
@@ -69,6 +66,14 @@ async def _serve(
             for booking_id in answer_to:
                 await topics.bookings.send(key=booking_id.encode(), value=part)
             metrics.EVENTS_OUT.labels(topic=topics.bookings.get_topic_name()).inc(len(answer_to))
+
+    return handle
+
+
+async def _serve(stream: Any, table: Any, adapter: TypeAdapter[Any], cls: type[KeyState]) -> None:
+    handle = _handler(table, adapter, cls)
+    async for event in stream.events():
+        await guarded(event, handle)
 
 
 @app.agent(topics.locations)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from streams import metrics, routing, topics
-from streams.agents.common import key_of
+from streams.agents.common import guarded, key_of
 from streams.app import app
 from streams.deadletter import dead_letter
 from streams.errors import BadEvent
@@ -19,19 +19,23 @@ SPACES = {
 }
 
 
+async def _handle(event: Any) -> None:
+    topic = event.message.topic
+    metrics.EVENTS_IN.labels(topic=topic).inc()
+    if event.value is None:
+        return  # the tombstone after a delete: the delete event itself was routed
+    try:
+        routed = routing.route(routing.table_of(topic), event.value)
+    except BadEvent as exc:
+        await dead_letter(event, f"{exc} (key={key_of(event)})")
+        return
+    for space, key, message in routed:
+        target = SPACES[space]
+        await target.send(key=key.encode(), value=encode(message))
+        metrics.EVENTS_OUT.labels(topic=target.get_topic_name()).inc()
+
+
 @app.agent(topics.cdc)
 async def route(stream: Any) -> None:
     async for event in stream.events():
-        topic = event.message.topic
-        metrics.EVENTS_IN.labels(topic=topic).inc()
-        if event.value is None:
-            continue  # the tombstone after a delete: the delete event itself was routed
-        try:
-            routed = routing.route(routing.table_of(topic), event.value)
-        except BadEvent as exc:
-            await dead_letter(event, f"{exc} (key={key_of(event)})")
-            continue
-        for space, key, message in routed:
-            target = SPACES[space]
-            await target.send(key=key.encode(), value=encode(message))
-            metrics.EVENTS_OUT.labels(topic=target.get_topic_name()).inc()
+        await guarded(event, _handle)
