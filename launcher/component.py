@@ -51,3 +51,6 @@ class Component(ABC):
 
     def after_healthy(self) -> None:  # noqa: B027 - optional hook
         """One-off setup that needs the running process (databases, topics)."""
+
+    def after_stop(self, clean: bool) -> None:  # noqa: B027 - optional hook
+        """Keep what a cleanly stopped process left for the next start (class archives)."""

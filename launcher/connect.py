@@ -23,6 +23,7 @@ from streams.config import Settings
 log = logging.getLogger(__name__)
 
 POSTGRES_CONNECTOR = "io.debezium.connector.postgresql.PostgresConnector"
+CONNECT_MAIN = "org.apache.kafka.connect.cli.ConnectDistributed"
 
 
 def internal_topics(settings: Settings) -> dict[str, str]:
@@ -105,15 +106,24 @@ config.providers.env.class=org.apache.kafka.common.config.provider.EnvVarConfigP
         jvm.write_log4j2(self.directory)
         ensure_internal_topics(self.settings)
 
+    def _archive(self) -> jvm.ClassArchive:
+        return jvm.class_archive(self.paths.cache, self.directory, "connect", CONNECT_MAIN,
+                                 maven.classpath(self.paths))
+
     def argv(self) -> list[str]:
         return jvm.command(
-            "org.apache.kafka.connect.cli.ConnectDistributed",
+            CONNECT_MAIN,
             heap=self.settings.connect_heap,
             classpath=maven.classpath(self.paths),
             log4j2=self.directory / "log4j2.properties",
             props={"kafka.logs.dir": str(self.directory / "logs")},
             args=[str(self.config_file)],
+            archive=self._archive(),
         )
+
+    def after_stop(self, clean: bool) -> None:
+        if clean:
+            self._archive().keep()
 
     def env(self) -> Mapping[str, str]:
         return {**os.environ, **settings_env(self.settings)}

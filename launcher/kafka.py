@@ -18,6 +18,9 @@ from launcher.errors import StartError
 
 log = logging.getLogger(__name__)
 
+KAFKA_MAIN = "kafka.Kafka"
+STORAGE_TOOL = "kafka.tools.StorageTool"
+
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
     try:
@@ -93,30 +96,43 @@ log.retention.hours=-1
         if not (self.directory / "data" / "meta.properties").exists():
             self._format()
 
+    def _archive(self, name: str, main_class: str) -> jvm.ClassArchive:
+        return jvm.class_archive(self.paths.cache, self.directory, name, main_class,
+                                 maven.classpath(self.paths))
+
     def _format(self) -> None:
         # 4.x needs an explicit cluster id; --standalone makes this node the whole dynamic quorum
         # (it requires controller.quorum.bootstrap.servers, not controller.quorum.voters).
+        archive = self._archive("kafka-storage", STORAGE_TOOL)
         argv = jvm.command(
-            "kafka.tools.StorageTool",
+            STORAGE_TOOL,
             heap="256m",
             classpath=maven.classpath(self.paths),
             log4j2=self.directory / "log4j2.properties",
             args=["format", "-t", _cluster_id(), "-c", str(self.config_file), "--standalone"],
+            archive=archive,
+            jit_c1_only=True,
         )
         result = subprocess.run(argv, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             last = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
             raise StartError(f"formatting Kafka storage failed: {last[0]}")
+        archive.keep()
 
     def argv(self) -> list[str]:
         return jvm.command(
-            "kafka.Kafka",
+            KAFKA_MAIN,
             heap=self.settings.kafka_heap,
             classpath=maven.classpath(self.paths),
             log4j2=self.directory / "log4j2.properties",
             props={"kafka.logs.dir": str(self.directory / "logs")},
             args=[str(self.config_file)],
+            archive=self._archive("kafka", KAFKA_MAIN),
         )
+
+    def after_stop(self, clean: bool) -> None:
+        if clean:
+            self._archive("kafka", KAFKA_MAIN).keep()
 
     def probe(self) -> str | None:
         if not port_open(self.port):

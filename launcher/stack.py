@@ -176,6 +176,7 @@ class Stack:
             if proc is not None:
                 comp = comps[name]
                 clean = process.stop(proc, sig=comp.stop_signal, timeout_s=comp.stop_timeout_s)
+                comp.after_stop(clean)
                 log.info("%-9s stopped pid=%s%s", name, proc.pid, "" if clean else " (killed)")
                 stopped.append(name)
             self.paths.pid_file(name).unlink(missing_ok=True)

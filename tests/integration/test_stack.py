@@ -91,8 +91,8 @@ def test_insert_reaches_its_cdc_topic(
     row_id = insert(pg, row)
 
     def is_ours(rec: Record) -> bool:
-        after = (rec.value or {}).get("after") or {}
-        return bool(after.get("id") == row_id)
+        after = rec.value.get("after") if isinstance(rec.value, dict) else None
+        return isinstance(after, dict) and after.get("id") == row_id
 
     rec = consume(settings.cdc_topic(row.table), is_ours, timeout_s=45)
 
