@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
+from types import FrameType
 
 from launcher.errors import StackError
 from launcher.stack import NAMES, Stack, tail
@@ -36,8 +38,14 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    # A SIGTERM (CI timeout, `kill`) must unwind like Ctrl-C so `up` stops what it started.
+    signal.signal(signal.SIGTERM, _interrupt)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(message)s" if not args.verbose else "%(asctime)s %(name)s %(message)s",

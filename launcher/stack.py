@@ -175,9 +175,11 @@ class Stack:
             proc = running.get(name)
             if proc is not None:
                 comp = comps[name]
+                peak = process.group_memory(proc).peak_bytes
                 clean = process.stop(proc, sig=comp.stop_signal, timeout_s=comp.stop_timeout_s)
                 comp.after_stop(clean)
-                log.info("%-9s stopped pid=%s%s", name, proc.pid, "" if clean else " (killed)")
+                log.info("%-9s stopped pid=%s peak_rss=%.0fMiB%s", name, proc.pid, peak / 2**20,
+                         "" if clean else " (killed)")
                 stopped.append(name)
             self.paths.pid_file(name).unlink(missing_ok=True)
         if purge and self.paths.state.exists():
