@@ -51,7 +51,7 @@ def state(settings: Settings, name: str) -> tuple[str, list[str], str | None]:
     status, body = rest(settings, "GET", f"/connectors/{name}/status", timeout=5)
     if status != 200 or not isinstance(body, dict):
         return "UNKNOWN", [], None
-    tasks = body.get("tasks", [])
+    tasks: list[dict[str, Any]] = body.get("tasks", [])
     trace = next(
         (t.get("trace") for t in [body.get("connector", {}), *tasks] if t.get("trace")), None
     )
@@ -61,7 +61,8 @@ def state(settings: Settings, name: str) -> tuple[str, list[str], str | None]:
 
 def wait_running(settings: Settings, spec: ConnectorSpec, timeout_s: float = 60.0) -> None:
     deadline = time.monotonic() + timeout_s
-    conn_state, tasks, trace = "UNKNOWN", [], None
+    conn_state = "UNKNOWN"
+    tasks: list[str] = []
     while time.monotonic() < deadline:
         conn_state, tasks, trace = state(settings, spec.name)
         if "FAILED" in (conn_state, *tasks):

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import uuid
 from pathlib import Path
+from typing import Any
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
@@ -32,7 +33,8 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
 
 def admin_client(bootstrap: str) -> AdminClient:
     # librdkafka prints every refused connection to stderr unless given a logger.
-    return AdminClient({"bootstrap.servers": bootstrap, "logger": logging.getLogger("rdkafka")})
+    conf: dict[str, Any] = {"bootstrap.servers": bootstrap, "logger": logging.getLogger("rdkafka")}
+    return AdminClient(conf)
 
 
 def _cluster_id() -> str:

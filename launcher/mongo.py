@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
@@ -51,10 +52,13 @@ class Mongo(Component):
     def probe(self) -> str | None:
         if not port_open(self.port):
             return f"port {self.port} not open"
+        client: MongoClient[dict[str, Any]] = MongoClient(
+            self.settings.mongo_url, serverSelectionTimeoutMS=2000, connectTimeoutMS=2000
+        )
         try:
-            with MongoClient(self.settings.mongo_url, serverSelectionTimeoutMS=2000,
-                             connectTimeoutMS=2000) as client:
-                client.admin.command("ping")
+            client.admin.command("ping")
         except PyMongoError as exc:
             return str(exc).splitlines()[0]
+        finally:
+            client.close()
         return None

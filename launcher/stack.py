@@ -109,10 +109,10 @@ class Stack:
     def _resolve(self) -> None:
         """Fetch jars and build FerretDB (cold start only), in parallel, before starting."""
         with ThreadPoolExecutor(max_workers=2) as pool:
-            jobs = [pool.submit(maven.resolve, self.paths),
-                    pool.submit(ensure_binary, self.settings)]
-            for job in jobs:
-                job.result()
+            jars = pool.submit(maven.resolve, self.paths)
+            binary = pool.submit(ensure_binary, self.settings)
+            jars.result()
+            binary.result()
 
     def _fresh_state(self) -> None:
         # A throwaway stack: data left by an earlier run (a slot without its offsets, offsets

@@ -126,13 +126,13 @@ def consume_until(
             msg = consumer.poll(0.5)
             if msg is None:
                 continue
-            if msg.error():
-                if msg.error().code() in (KafkaError.UNKNOWN_TOPIC_OR_PART,
-                                          KafkaError._PARTITION_EOF):
+            error = msg.error()
+            if error is not None:
+                if error.code() in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._PARTITION_EOF):
                     continue
-                raise AssertionError(f"consuming {topic}: {msg.error()}")
+                raise AssertionError(f"consuming {topic}: {error}")
             seen += 1
-            record = Record(msg.topic(), msg.partition(), msg.offset(),
+            record = Record(topic, msg.partition() or 0, msg.offset() or 0,
                             _decode(msg.key()), _decode(msg.value()))
             if predicate(record):
                 return record
