@@ -13,6 +13,15 @@ from streams.config import get_settings
 def _worker(args: argparse.Namespace) -> int:
     from faust.cli.faust import cli
 
+    from streams.admin import ensure_topics
+    from streams.errors import PipelineError
+
+    try:
+        ensure_topics(get_settings())
+    except PipelineError as exc:
+        print(f"mis worker: {exc}", file=sys.stderr)
+        return 2
+
     argv = ["faust", "-A", "streams.app", "worker", "-l", args.loglevel]
     sys.argv = argv
     cli(prog_name="mis worker")  # exits

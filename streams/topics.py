@@ -6,15 +6,8 @@ message that does not parse becomes a dead letter instead of an exception inside
 
 from __future__ import annotations
 
+from streams.admin import SOURCE_TABLES
 from streams.app import app, settings
-
-SOURCE_TABLES = (
-    "storage_bookings",
-    "crop_inspections",
-    "sensor_readings",
-    "pest_detections",
-    "certificates",
-)
 
 # Debezium's topics. Deletes are followed by tombstones (null values), hence allow_empty.
 cdc = app.topic(*(settings.cdc_topic(t) for t in SOURCE_TABLES), allow_empty=True)

@@ -1,0 +1,80 @@
+"""Creating the pipeline's topics before a worker subscribes to them.
+
+Debezium creates a table's topic only when its first change arrives, and a Kafka consumer that
+subscribed before that sees the topic only at its next metadata refresh. Creating every topic up
+front, with one partition count, removes both the wait and the PartitionsMismatch Faust raises
+when a table's source topic and changelog disagree.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from streams.config import Settings
+from streams.errors import PipelineError
+
+log = logging.getLogger(__name__)
+
+SOURCE_TABLES = (
+    "storage_bookings",
+    "crop_inspections",
+    "sensor_readings",
+    "pest_detections",
+    "certificates",
+)
+INTERNAL = ("by-location", "by-vendor", "by-inspection", "by-booking", "snapshots", "dead-letters")
+
+
+def pipeline_topics(settings: Settings) -> dict[str, dict[str, str]]:
+    """Every topic the pipeline reads or writes (bar Faust's changelogs), with its config."""
+    topics: dict[str, dict[str, str]] = {
+        settings.cdc_topic(t): {"cleanup.policy": "delete", "retention.ms": "-1"}
+        for t in SOURCE_TABLES
+    }
+    for suffix in INTERNAL:
+        topics[f"{settings.app_id}-{suffix}"] = {}
+    topics[f"{settings.app_id}-snapshots"] = {
+        "cleanup.policy": "compact",
+        "min.compaction.lag.ms": "60000",
+    }
+    topics[f"{settings.app_id}-dead-letters"] = {"retention.ms": str(30 * 24 * 3600 * 1000)}
+    return topics
+
+
+def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
+    """Create the missing topics; refuse to go on if one has another partition count."""
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    try:
+        existing = admin.list_topics(timeout=timeout).topics
+    except KafkaException as exc:
+        raise PipelineError(
+            f"Kafka at {settings.kafka_bootstrap} is not reachable ({exc}); "
+            "start the stack with `make stack-up` or set MIS_KAFKA_PORT"
+        ) from exc
+    wanted = pipeline_topics(settings)
+    for name in sorted(set(wanted) & set(existing)):
+        count = len(existing[name].partitions)
+        if count != settings.partitions:
+            raise PipelineError(
+                f"topic {name} has {count} partitions but MIS_PARTITIONS={settings.partitions}: "
+                "every topic of the pipeline needs the same count; set MIS_PARTITIONS to match"
+            )
+    missing = [
+        NewTopic(name, num_partitions=settings.partitions, replication_factor=1, config=config)
+        for name, config in wanted.items()
+        if name not in existing
+    ]
+    if not missing:
+        return []
+    for name, future in admin.create_topics(missing, request_timeout=timeout).items():
+        try:
+            future.result()
+        except KafkaException as exc:
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                raise PipelineError(f"could not create topic {name}: {exc}") from exc
+    created = [t.topic for t in missing]
+    log.info("created topics %s", ", ".join(created))
+    return created
