@@ -86,6 +86,9 @@ class Snapshot(_Frozen):
     # ready_to_publish, withdrawn or completed; "published" is set by the sinks, not the builder.
     status: SnapshotStatus
     metadata: SnapshotMetadata
+    # When the booking was cancelled, completed or deleted (the commit time of that change);
+    # the daily cleanup counts its 90 days from here. None while the booking is live.
+    finished_at: UtcDatetime | None = None
 
 
 class SnapshotRecord(_Frozen):

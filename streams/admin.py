@@ -9,6 +9,9 @@ when a table's source topic and changelog disagree.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
+
+import psycopg
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -78,3 +81,23 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
     created = [t.topic for t in missing]
     log.info("created topics %s", ", ".join(created))
     return created
+
+
+SINK_DDL = (
+    Path(__file__).resolve().parent.parent
+    / "schemas"
+    / "sql"
+    / "003_market_inventory_snapshots.sql"
+)
+
+
+def ensure_sink_table(settings: Settings) -> None:
+    """Create or migrate market_inventory_snapshots (the pipeline's own table; idempotent)."""
+    try:
+        with psycopg.connect(settings.pg_dsn, autocommit=True, connect_timeout=10) as conn:
+            conn.execute(SINK_DDL.read_text())  # type: ignore[call-overload]
+    except psycopg.OperationalError as exc:
+        raise PipelineError(
+            f"Postgres at {settings.pg_host}:{settings.pg_port} is not reachable ({exc}); "
+            "start the stack with `make stack-up` or set MIS_PG_*"
+        ) from exc

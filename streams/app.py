@@ -22,6 +22,8 @@ def create_app(settings: Settings) -> faust.App:
         value_serializer="raw",
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
         web_bind="127.0.0.1",
         web_port=settings.web_port,
         web_in_thread=False,

@@ -13,11 +13,13 @@ from streams.config import get_settings
 def _worker(args: argparse.Namespace) -> int:
     from faust.cli.faust import cli
 
-    from streams.admin import ensure_topics
+    from streams.admin import ensure_sink_table, ensure_topics
     from streams.errors import PipelineError
 
     try:
-        ensure_topics(get_settings())
+        settings = get_settings()
+        ensure_topics(settings)
+        ensure_sink_table(settings)
     except PipelineError as exc:
         print(f"mis worker: {exc}", file=sys.stderr)
         return 2
@@ -39,8 +41,8 @@ def _cleanup(args: argparse.Namespace) -> int:
         finally:
             await app.producer.stop()
 
-    removed = asyncio.run(run())
-    print(f"cleanup: removed {removed} completed or withdrawn snapshots")
+    evicted = asyncio.run(run())
+    print(f"cleanup: evicting {evicted} completed or withdrawn snapshots")
     return 0
 
 

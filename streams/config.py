@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     data_dir: Path | None = None
     store: str = "rocksdb://"
     auto_publish: bool = True
+    # How long the group waits for a silent worker before handing its partitions to the others.
+    session_timeout_s: float = Field(default=15.0, ge=6)
     tick_interval_s: float = Field(default=5.0, gt=0)
     sink_batch_size: int = Field(default=500, ge=1)
     sink_batch_within_s: float = Field(default=0.05, gt=0)

@@ -27,7 +27,10 @@ async def dead_letter(event: Any, reason: str) -> None:
     msg = event.message
     log.warning(
         "dead letter topic=%s partition=%s offset=%s reason=%s",
-        msg.topic, msg.partition, msg.offset, reason,
+        msg.topic,
+        msg.partition,
+        msg.offset,
+        reason,
     )
     record = {
         "reason": reason,

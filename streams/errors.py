@@ -11,3 +11,7 @@ class BadEvent(PipelineError):
 
 class SinkUnavailable(PipelineError):
     """A sink could not be written to; the write is retried with capped backoff."""
+
+
+class SinkRejected(PipelineError):
+    """A sink refused a write for what it contains; the snapshot goes to the dead letters."""

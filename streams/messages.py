@@ -12,7 +12,14 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from schemas.entities import Booking, Certificate, Inspection, PestDetection, SensorReading
+from schemas.entities import (
+    Booking,
+    Certificate,
+    Inspection,
+    PestDetection,
+    SensorReading,
+    UtcDatetime,
+)
 
 
 class _Msg(BaseModel):
@@ -29,6 +36,7 @@ class RowChange(_Msg):
 class BookingChanged(RowChange):
     kind: Literal["booking"] = "booking"
     row: Booking
+    committed_at: UtcDatetime | None = None  # Debezium's source.ts_ms
 
 
 class InspectionChanged(RowChange):
@@ -85,6 +93,12 @@ class InspectionPart(_Msg):
     inspection: Inspection | None
 
 
+class Evict(_Msg):
+    """Forget a finished booking: unsubscribe, drop its state, tombstone its snapshot."""
+
+    kind: Literal["evict"] = "evict"
+
+
 class Tick(_Msg):
     """Time passed: re-evaluate the bookings of this partition whose deadline is due."""
 
@@ -95,11 +109,9 @@ LocationMsg = Annotated[
     ReadingChanged | PestChanged | Subscribe | Unsubscribe, Field(discriminator="kind")
 ]
 VendorMsg = Annotated[CertificateChanged | Subscribe | Unsubscribe, Field(discriminator="kind")]
-InspectionMsg = Annotated[
-    InspectionChanged | Subscribe | Unsubscribe, Field(discriminator="kind")
-]
+InspectionMsg = Annotated[InspectionChanged | Subscribe | Unsubscribe, Field(discriminator="kind")]
 BookingMsg = Annotated[
-    BookingChanged | LocationPart | VendorPart | InspectionPart | Tick,
+    BookingChanged | LocationPart | VendorPart | InspectionPart | Evict | Tick,
     Field(discriminator="kind"),
 ]
 

@@ -6,7 +6,9 @@ from prometheus_client import Counter, Gauge, Histogram
 
 EVENTS_IN = Counter("mis_events_in_total", "Messages consumed", ["topic"])
 EVENTS_OUT = Counter("mis_events_out_total", "Messages produced", ["topic"])
-DEAD_LETTERS = Counter("mis_dead_letters_total", "Messages sent to the dead-letter topic", ["topic"])
+DEAD_LETTERS = Counter(
+    "mis_dead_letters_total", "Messages sent to the dead-letter topic", ["topic"]
+)
 SNAPSHOTS_EMITTED = Counter("mis_snapshots_emitted_total", "Snapshots whose content changed")
 SINK_WRITES = Counter("mis_sink_writes_total", "Rows or documents written", ["sink"])
 SINK_LATENCY = Histogram("mis_sink_latency_seconds", "Time to write one batch", ["sink"])

@@ -38,9 +38,27 @@ def route(table: str, value: bytes) -> list[Routed]:
 
     deleted, row = event.is_delete, event.row
     if table == "storage_bookings":
-        return [("booking", str(row.id), BookingChanged(deleted=deleted, version=version, row=row))]
+        committed = event.source.ts_ms
+        return [
+            (
+                "booking",
+                str(row.id),
+                BookingChanged(
+                    deleted=deleted,
+                    version=version,
+                    row=row,
+                    committed_at=None if committed is None else committed * 1000,
+                ),
+            )
+        ]
     if table == "crop_inspections":
-        return [("inspection", str(row.id), InspectionChanged(deleted=deleted, version=version, row=row))]
+        return [
+            (
+                "inspection",
+                str(row.id),
+                InspectionChanged(deleted=deleted, version=version, row=row),
+            )
+        ]
 
     space, fk_field, message_type = {
         "sensor_readings": ("location", "location_id", ReadingChanged),
@@ -50,14 +68,27 @@ def route(table: str, value: bytes) -> list[Routed]:
     routed: list[Routed] = []
     before = event.before
     if not deleted and before is not None and getattr(before, fk_field) != getattr(row, fk_field):
-        routed.append((space, str(getattr(before, fk_field)), message_type(deleted=True, version=version, row=before)))
-    routed.append((space, str(getattr(row, fk_field)), message_type(deleted=deleted, version=version, row=row)))
+        routed.append(
+            (
+                space,
+                str(getattr(before, fk_field)),
+                message_type(deleted=True, version=version, row=before),
+            )
+        )
+    routed.append(
+        (
+            space,
+            str(getattr(row, fk_field)),
+            message_type(deleted=deleted, version=version, row=row),
+        )
+    )
     return routed
 
 
 def _describe(exc: Exception) -> str:
     if isinstance(exc, ValidationError):
         return "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '<value>'}: {err['msg']}" for err in exc.errors()[:5]
+            f"{'.'.join(str(p) for p in err['loc']) or '<value>'}: {err['msg']}"
+            for err in exc.errors()[:5]
         )
     return str(exc)

@@ -101,7 +101,10 @@ class LocationState(KeyState):
         if msg.deleted:
             self._bury(rid, msg.version)
         else:
-            rows = [*self.readings.get(msg.row.sensor_id, []), Versioned(version=msg.version, row=msg.row)]
+            rows = [
+                *self.readings.get(msg.row.sensor_id, []),
+                Versioned(version=msg.version, row=msg.row),
+            ]
             rows.sort(key=lambda v: (v.row.reading_time, v.row.id), reverse=True)
             self.readings[msg.row.sensor_id] = rows[:history]
             self.tombstones.pop(rid, None)
@@ -197,6 +200,7 @@ class BookingState(_State):
     booking: Booking | None = None
     booking_version: str | None = None
     deleted: bool = False
+    finished_at: datetime | None = None
     location: Slot | None = None
     vendor: Slot | None = None
     inspection: Slot | None = None
@@ -210,8 +214,13 @@ class BookingState(_State):
     def terminal(self) -> bool:
         return self.deleted or (self.booking is not None and self.booking.status in TERMINAL)
 
-    def wanted(self) -> dict[Space, str]:
-        """The foreign keys this booking's snapshot is made of."""
+    def subscriptions(self) -> dict[Space, str]:
+        """The foreign keys this booking's snapshot is made of, and listens to.
+
+        A finished (cancelled, completed or deleted) booking keeps listening until it is
+        evicted: its snapshot stays a function of the source tables alone, so that a replay
+        in any interleaving converges to the same content.
+        """
         b = self.booking
         if b is None:
             return {}
@@ -220,42 +229,45 @@ class BookingState(_State):
             fks["inspection"] = str(b.ai_inspection_id)
         return fks
 
-    def subscriptions(self) -> dict[Space, str]:
-        # A finished booking's snapshot is frozen: it listens to nothing.
-        return {} if self.terminal else self.wanted()
-
     def apply_booking(self, msg: BookingChanged) -> list[Command]:
         if self.booking_version is not None and msg.version <= self.booking_version:
             return []
         booking_id = str(msg.row.id)
-        before_wanted, before_subs = self.wanted(), self.subscriptions()
+        was_terminal, before = self.terminal, self.subscriptions()
         self.booking, self.booking_version, self.deleted = msg.row, msg.version, msg.deleted
         self.watermark = max(self.watermark, msg.version)
-        after_wanted, after_subs = self.wanted(), self.subscriptions()
+        after = self.subscriptions()
+        if not self.terminal:
+            self.finished_at = None
+        elif not was_terminal or self.finished_at is None:
+            self.finished_at = msg.committed_at
 
         commands: list[Command] = []
         spaces: tuple[Space, ...] = ("location", "vendor", "inspection")
         for space in spaces:
-            old, new = before_subs.get(space), after_subs.get(space)
-            if old != new:
-                if old is not None:
-                    commands.append((space, old, Unsubscribe(booking_id=booking_id)))
-                if new is not None:
-                    commands.append((space, new, Subscribe(booking_id=booking_id)))
-                    setattr(self, space, Slot(fk=new))
-            if before_wanted.get(space) != after_wanted.get(space):
-                fk = after_wanted.get(space)
-                if fk is None:
-                    setattr(self, space, None)
-                elif new is None:
-                    # Moved while finished: nothing will answer, the part is simply empty.
-                    setattr(self, space, Slot(fk=fk, version=ZERO_VERSION))
+            old, new = before.get(space), after.get(space)
+            if old == new:
+                continue
+            if old is not None:
+                commands.append((space, old, Unsubscribe(booking_id=booking_id)))
+            if new is not None:
+                commands.append((space, new, Subscribe(booking_id=booking_id)))
+            setattr(self, space, None if new is None else Slot(fk=new))
         return commands
+
+    def evict(self, booking_id: str) -> list[Command]:
+        """Unsubscribe a finished booking (its state is dropped by the caller)."""
+        if not self.terminal:
+            return []
+        return [
+            (space, fk, Unsubscribe(booking_id=booking_id))
+            for space, fk in self.subscriptions().items()
+        ]
 
     def apply_part(self, space: Space, part: LocationPart | VendorPart | InspectionPart) -> bool:
         slot: Slot | None = getattr(self, space)
-        if slot is None or slot.fk != part.fk or self.subscriptions().get(space) != part.fk:
-            return False
+        if slot is None or slot.fk != part.fk:
+            return False  # an answer for a key this booking no longer listens to
         if slot.version is not None and part.version < slot.version:
             return False
         if isinstance(part, LocationPart):
@@ -274,10 +286,10 @@ class BookingState(_State):
         if b is None:
             return None
         slots = [self.location, self.vendor, self.inspection]
-        if not self.terminal and any(s is not None and not s.ready for s in slots):
+        if any(s is not None and not s.ready for s in slots):
             return None  # wait for every part, so that a move does not flicker empty
-        loc = self.location or Slot(fk="")
-        readings, pests = loc.readings, loc.pests
+        readings = self.location.readings if self.location else []
+        pests = self.location.pests if self.location else []
         certs = self.vendor.certificates if self.vendor else []
         inspection = self.inspection.inspection if self.inspection else None
         snap = builder.build_snapshot(
@@ -288,11 +300,9 @@ class BookingState(_State):
             certificates=certs,
             deleted=self.deleted,
             now=now,
-        )
-        self.deadline = (
-            None
-            if self.terminal
-            else builder.next_deadline(readings=readings, pests=pests, certificates=certs, now=now)
+        ).model_copy(update={"finished_at": self.finished_at})
+        self.deadline = builder.next_deadline(
+            readings=readings, pests=pests, certificates=certs, now=now
         )
         digest = builder.content_hash(snap)
         if digest == self.last_hash:

@@ -7,7 +7,13 @@ from streams.app import app, settings
 # Keys and values are raw bytes (the app default): values are pydantic JSON, see agents.common.
 _options = {"partitions": settings.partitions}
 
-location_state = app.Table("location-state", help="sensors, pests and subscribers per location", **_options)
+location_state = app.Table(
+    "location-state", help="sensors, pests and subscribers per location", **_options
+)
 vendor_state = app.Table("vendor-state", help="certificates and subscribers per vendor", **_options)
-inspection_state = app.Table("inspection-state", help="the inspection and its subscribers", **_options)
-booking_state = app.Table("booking-state", help="a booking, its three parts, the last snapshot", **_options)
+inspection_state = app.Table(
+    "inspection-state", help="the inspection and its subscribers", **_options
+)
+booking_state = app.Table(
+    "booking-state", help="a booking, its three parts, the last snapshot", **_options
+)

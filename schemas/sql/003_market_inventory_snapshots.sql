@@ -30,6 +30,7 @@ CREATE TABLE IF NOT EXISTS market_inventory_snapshots (
     published_at        timestamptz,
     last_synced_at      timestamptz,
     metadata            jsonb NOT NULL DEFAULT '{}'::jsonb,
+    finished_at         timestamptz,
     created_at          timestamptz NOT NULL DEFAULT now(),
     updated_at          timestamptz NOT NULL DEFAULT now(),
     -- The idempotency guard. source_version is the greatest Debezium (commit LSN, LSN) pair that
@@ -44,10 +45,12 @@ CREATE TABLE IF NOT EXISTS market_inventory_snapshots (
     synced_hash         char(64)
 );
 ALTER TABLE market_inventory_snapshots ADD COLUMN IF NOT EXISTS synced_hash char(64);
+ALTER TABLE market_inventory_snapshots ADD COLUMN IF NOT EXISTS finished_at timestamptz;
 
 CREATE INDEX IF NOT EXISTS mis_farmer_idx ON market_inventory_snapshots (farmer_id);
 CREATE INDEX IF NOT EXISTS mis_location_idx ON market_inventory_snapshots (location_id);
 CREATE INDEX IF NOT EXISTS mis_status_idx ON market_inventory_snapshots (status);
 CREATE INDEX IF NOT EXISTS mis_created_idx ON market_inventory_snapshots (created_at);
-CREATE INDEX IF NOT EXISTS mis_cleanup_idx ON market_inventory_snapshots (updated_at)
+DROP INDEX IF EXISTS mis_cleanup_idx;
+CREATE INDEX IF NOT EXISTS mis_finished_idx ON market_inventory_snapshots (finished_at)
     WHERE status IN ('completed', 'withdrawn');

@@ -22,6 +22,7 @@ from streams.deadlines import DeadlineIndex
 from streams.messages import (
     BOOKING_MSG,
     BookingChanged,
+    Evict,
     InspectionPart,
     LocationPart,
     Tick,
@@ -63,6 +64,18 @@ async def _emit(key: str, state: BookingState, partition: int) -> None:
         metrics.EVENTS_OUT.labels(topic=topics.snapshots.get_topic_name()).inc()
 
 
+async def _evict(key: str, state: BookingState, partition: int) -> None:
+    if not state.terminal:
+        log.info("evict ignored: booking is live booking_id=%s", key)
+        return
+    for space, fk, command in state.evict(key):
+        await SPACE_TOPICS[space].send(key=fk.encode(), value=encode(command))
+    del tables.booking_state[key]
+    deadlines.set(partition, key, None)
+    # The tombstone lets compaction forget the snapshot and makes the sink delete row and listing.
+    await topics.snapshots.send(key=key.encode(), value=None)
+
+
 async def _on_tick(partition: int) -> None:
     table = tables.booking_state
     if not deadlines.loaded(partition):
@@ -91,6 +104,9 @@ async def _handle(event: Any) -> None:
         return
     key = key_of(event)
     state = load(tables.booking_state, key, BookingState)
+    if isinstance(msg, Evict):
+        await _evict(key, state, partition)
+        return
     if isinstance(msg, BookingChanged):
         commands = state.apply_booking(msg)
         for space, fk, command in commands:

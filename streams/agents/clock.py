@@ -9,11 +9,12 @@ from streams import topics
 from streams.agents.sink import publisher
 from streams.app import app, settings
 from streams.clock import clock
-from streams.messages import Tick, encode
+from streams.messages import Evict, Tick, encode
 from streams.sinks.publisher import retrying
 
 log = logging.getLogger(__name__)
 _TICK = encode(Tick())
+_EVICT = encode(Evict())
 
 
 @app.timer(interval=settings.tick_interval_s, on_leader=True)
@@ -23,10 +24,10 @@ async def tick() -> None:
 
 
 async def cleanup() -> int:
-    """Delete completed and withdrawn snapshots (and listings) unchanged for the retention period.
+    """Evict completed and withdrawn bookings finished longer ago than the retention period.
 
-    A tombstone goes to the snapshot topic for each, so that compaction forgets them too and
-    the sink removes whatever a concurrent write may have put back.
+    Each eviction goes through the booking's own partition: it unsubscribes the booking, drops
+    its state and tombstones its snapshot, upon which the sink deletes the row and the listing.
     """
     cutoff = clock() - timedelta(days=settings.cleanup_after_days)
     rows = await retrying(
@@ -34,11 +35,9 @@ async def cleanup() -> int:
         lambda: publisher.postgres.expired_terminal(cutoff),
         max_delay=settings.sink_retry_max_s,
     )
-    if rows:
-        await publisher.remove([booking_id for booking_id, _ in rows])
-        for booking_id, _ in rows:
-            await topics.snapshots.send(key=str(booking_id).encode(), value=None)
-    log.info("cleanup removed=%d cutoff=%s", len(rows), cutoff.isoformat())
+    for booking_id, _ in rows:
+        await topics.bookings.send(key=str(booking_id).encode(), value=_EVICT)
+    log.info("cleanup evicting=%d cutoff=%s", len(rows), cutoff.isoformat())
     return len(rows)
 
 

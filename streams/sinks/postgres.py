@@ -13,16 +13,36 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from schemas.snapshot import SnapshotRecord
-from streams.errors import SinkUnavailable
+from streams.errors import SinkRejected, SinkUnavailable
 
 log = logging.getLogger(__name__)
 
 CONTENT_COLUMNS = (
-    "farmer_id", "vendor_id", "location_id", "crop_type", "grade", "quantity_kg", "start_date",
-    "end_date", "duration_days", "inspection_id", "inspection_status", "quality_score",
-    "freshness", "visual_defects", "shelf_life_days", "sensors", "sensor_summary", "pest_events",
-    "has_pest_alerts", "pest_count", "certificates", "is_certified", "certification_types",
+    "farmer_id",
+    "vendor_id",
+    "location_id",
+    "crop_type",
+    "grade",
+    "quantity_kg",
+    "start_date",
+    "end_date",
+    "duration_days",
+    "inspection_id",
+    "inspection_status",
+    "quality_score",
+    "freshness",
+    "visual_defects",
+    "shelf_life_days",
+    "sensors",
+    "sensor_summary",
+    "pest_events",
+    "has_pest_alerts",
+    "pest_count",
+    "certificates",
+    "is_certified",
+    "certification_types",
     "metadata",
+    "finished_at",
 )
 JSON_COLUMNS = {"sensors", "sensor_summary", "pest_events", "certificates", "metadata"}
 GUARD_COLUMNS = ("source_version", "evaluated_at", "content_hash")
@@ -99,9 +119,15 @@ class PostgresSink:
         try:
             async with conn.transaction():
                 return await fn(conn)
-        except psycopg.OperationalError as exc:
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             await self.close()
             raise SinkUnavailable(f"postgres: {exc}") from exc
+        except (psycopg.errors.DataError, psycopg.errors.IntegrityError) as exc:
+            raise SinkRejected(f"postgres rejected the snapshot: {exc}") from exc
+        except psycopg.Error as exc:
+            # A missing table or column, a privilege: the operator can fix it, and the batch
+            # waits for that rather than being skipped.
+            raise SinkUnavailable(f"postgres: {type(exc).__name__}: {exc}") from exc
 
     async def upsert(self, records: Sequence[SnapshotRecord]) -> set[UUID]:
         """Write the records that pass the guard; return the booking ids that changed."""
@@ -130,7 +156,9 @@ class PostgresSink:
         result: dict[UUID, dict[str, Any]] = await self._run(work)
         return result
 
-    async def mark_synced(self, synced: Sequence[tuple[SnapshotRecord, str]], now: datetime) -> None:
+    async def mark_synced(
+        self, synced: Sequence[tuple[SnapshotRecord, str]], now: datetime
+    ) -> None:
         async def work(conn: psycopg.AsyncConnection[Any]) -> None:
             async with conn.cursor() as cur:
                 await cur.executemany(
@@ -155,12 +183,12 @@ class PostgresSink:
         await self._run(work)
 
     async def expired_terminal(self, older_than: datetime) -> list[tuple[UUID, str | None]]:
-        """Completed and withdrawn snapshots whose last change is older than ``older_than``."""
+        """Completed and withdrawn snapshots finished before ``older_than``."""
 
         async def work(conn: psycopg.AsyncConnection[Any]) -> list[tuple[UUID, str | None]]:
             cur = await conn.execute(
                 f"SELECT booking_id, market_listing_id FROM {T} "
-                "WHERE status IN ('completed', 'withdrawn') AND updated_at < %s",
+                "WHERE status IN ('completed', 'withdrawn') AND finished_at < %s",
                 (older_than,),
             )
             return [(r[0], r[1]) for r in await cur.fetchall()]

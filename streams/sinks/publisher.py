@@ -60,7 +60,9 @@ class Publisher:
         gone = [UUID(k) for k, r in latest.items() if r is None]
         if records:
             started = time.perf_counter()
-            changed = await retrying("postgres", lambda: self.postgres.upsert(records), max_delay=self.max_delay)
+            changed = await retrying(
+                "postgres", lambda: self.postgres.upsert(records), max_delay=self.max_delay
+            )
             metrics.SINK_WRITES.labels(sink="postgres").inc(len(changed))
             metrics.SINK_LATENCY.labels(sink="postgres").observe(time.perf_counter() - started)
             await self.publish(records)
@@ -72,7 +74,9 @@ class Publisher:
     async def publish(self, records: Sequence[SnapshotRecord], *, force: bool = False) -> list[str]:
         """Write to MongoDB the records whose content Postgres holds but MongoDB does not yet."""
         state = await retrying(
-            "postgres", lambda: self.postgres.sync_state([r.snapshot.booking_id for r in records]), max_delay=self.max_delay
+            "postgres",
+            lambda: self.postgres.sync_state([r.snapshot.booking_id for r in records]),
+            max_delay=self.max_delay,
         )
         due: list[tuple[SnapshotRecord, dict[str, Any]]] = []
         for r in records:
@@ -93,11 +97,19 @@ class Publisher:
         metrics.SINK_WRITES.labels(sink="mongodb").inc(len(docs))
         metrics.SINK_LATENCY.labels(sink="mongodb").observe(time.perf_counter() - started)
         synced = [(r, listing_id(r)) for r, _ in due]
-        await retrying("postgres", lambda: self.postgres.mark_synced(synced, now), max_delay=self.max_delay)
+        await retrying(
+            "postgres", lambda: self.postgres.mark_synced(synced, now), max_delay=self.max_delay
+        )
         return [lid for _, lid in synced]
 
     async def remove(self, booking_ids: Sequence[UUID]) -> None:
-        state = await retrying("postgres", lambda: self.postgres.sync_state(booking_ids), max_delay=self.max_delay)
-        listings = [str(row["market_listing_id"]) for row in state.values() if row["market_listing_id"]]
+        state = await retrying(
+            "postgres", lambda: self.postgres.sync_state(booking_ids), max_delay=self.max_delay
+        )
+        listings = [
+            str(row["market_listing_id"]) for row in state.values() if row["market_listing_id"]
+        ]
         await retrying("mongodb", lambda: self.mongo.delete(listings), max_delay=self.max_delay)
-        await retrying("postgres", lambda: self.postgres.delete(booking_ids), max_delay=self.max_delay)
+        await retrying(
+            "postgres", lambda: self.postgres.delete(booking_ids), max_delay=self.max_delay
+        )

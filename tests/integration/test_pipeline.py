@@ -7,6 +7,8 @@ pipeline made of it: the row in market_inventory_snapshots and the document in m
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -503,3 +505,32 @@ def test_malformed_event_goes_to_dead_letters_and_the_stream_goes_on(
     assert "storage_bookings" in by_topic[settings.cdc_topic("storage_bookings")]["reason"]
     assert "location_id" in by_topic[settings.cdc_topic("sensor_readings")]["reason"]
     assert marker in by_topic[settings.cdc_topic("storage_bookings")]["value"]["text"]
+
+
+def test_daily_cleanup_removes_finished_snapshots_after_90_days(
+    worker: Worker, pg: Any, mongo_db: Any, app_id: str
+) -> None:
+    w = World(pg)
+    old, recent, live = w.booking(None), w.booking(None), w.booking(None)
+    for bk in (old, recent):
+        source_db.update(pg, "storage_bookings", bk, status="completed")
+    for bk in (old, recent):
+        settled(pg, mongo_db, bk, lambda r, d: r["status"] == "completed" and r["finished_at"])
+    settled(pg, mongo_db, live, lambda r, d: r["status"] == "published")
+    # 91 days pass for one of them.
+    pg.execute(
+        "UPDATE market_inventory_snapshots SET finished_at = finished_at - interval '91 days' "
+        "WHERE booking_id = %s",
+        (old,),
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "cleanup"],
+        env={**worker.env}, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "evicting 1 " in result.stdout
+    wait_for("the old snapshot to be deleted", lambda: snapshot_row(pg, old) is None, timeout=30)
+    wait_for("its listing to be deleted", lambda: listing(mongo_db, old) is None, timeout=30)
+    assert snapshot_row(pg, recent)["status"] == "completed"
+    assert listing(mongo_db, recent)["status"] == "completed"
+    assert snapshot_row(pg, live)["status"] == "published"

@@ -107,39 +107,59 @@ def test_location_change_moves_the_subscription_and_ignores_the_old_location() -
     assert second.source_version >= first.source_version
 
 
-def test_cancellation_withdraws_and_unsubscribes_then_reactivation_resubscribes() -> None:
+def test_a_finished_booking_keeps_following_its_parts_until_evicted() -> None:
     b = booking()
     state = BookingState()
     state.apply_booking(BookingChanged(deleted=False, version=v(10), row=b))
     answered(state, b, LocationState(), VendorState())
     assert state.evaluate(NOW) is not None
+    assert state.evict(str(b.id)) == []  # a live booking is not evicted
+
+    cancelled_at = NOW - timedelta(minutes=5)
     commands = state.apply_booking(
         BookingChanged(
-            deleted=False, version=v(11), row=b.model_copy(update={"status": "cancelled"})
+            deleted=False,
+            version=v(11),
+            row=b.model_copy(update={"status": "cancelled"}),
+            committed_at=cancelled_at,
         )
     )
-    assert {type(c) for _, _, c in commands} == {Unsubscribe}
+    assert commands == []  # still listening: content stays a function of the sources
     record = state.evaluate(NOW)
     assert record is not None and record.snapshot.status == "withdrawn"
-    assert state.deadline is None
-    commands = state.apply_booking(BookingChanged(deleted=False, version=v(12), row=b))
-    assert {type(c) for _, _, c in commands} == {Subscribe}
-    assert state.evaluate(NOW) is None  # waits for fresh parts
-    answered(state, b, LocationState(), VendorState())
+    assert record.snapshot.finished_at == cancelled_at
+
+    loc = LocationState()
+    loc.apply_reading(
+        ReadingChanged(deleted=False, version=v(12), row=reading(b.location_id, 1)), history=4
+    )
+    assert state.apply_part("location", loc.part(str(b.location_id)))
+    later = state.evaluate(NOW)
+    assert later is not None and "temperature" in later.snapshot.sensors
+    assert later.snapshot.finished_at == cancelled_at
+
+    evicted = state.evict(str(b.id))
+    assert {(space, type(c)) for space, _, c in evicted} == {
+        ("location", Unsubscribe),
+        ("vendor", Unsubscribe),
+    }
+
+    state.apply_booking(BookingChanged(deleted=False, version=v(13), row=b))
+    assert state.finished_at is None
     again = state.evaluate(NOW)
     assert again is not None and again.snapshot.status == "ready_to_publish"
 
 
-def test_deleted_booking_is_withdrawn_with_its_last_content() -> None:
+def test_deleted_booking_is_withdrawn_with_its_last_row() -> None:
     b = booking()
     state = BookingState()
     state.apply_booking(BookingChanged(deleted=False, version=v(10), row=b))
     answered(state, b, LocationState(), VendorState())
     state.evaluate(NOW)
-    state.apply_booking(BookingChanged(deleted=True, version=v(15), row=b))
+    state.apply_booking(BookingChanged(deleted=True, version=v(15), row=b, committed_at=NOW))
     record = state.evaluate(NOW)
     assert record is not None and record.snapshot.status == "withdrawn"
-    assert not state.apply_part("vendor", VendorState().part(str(b.vendor_id)))
+    assert record.snapshot.booking_id == b.id and record.snapshot.finished_at == NOW
 
 
 def test_older_or_repeated_booking_change_is_ignored() -> None:
