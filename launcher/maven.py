@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -57,10 +58,12 @@ def _copy_dependencies(bundle: Bundle, paths: StackPaths) -> None:
     if mvn is None:
         raise ResolveError("mvn not found: install Maven 3.8+ (apt-get install maven)")
     log.info("resolving %s jars from Maven Central into %s", bundle.name, bundle.target)
-    staging = bundle.target.with_name(bundle.target.name + ".partial")
+    # Per process, since stacks with different state dirs share one cache and may resolve at once;
+    # outside plugin.path, where Connect would take a half-copied directory for a plugin.
+    staging = paths.cache / "staging" / f"{bundle.name}-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     paths.markers.mkdir(parents=True, exist_ok=True)
-    mvn_log = paths.markers / f"{bundle.name}.mvn.log"
+    mvn_log = paths.markers / f"{bundle.name}.mvn-{os.getpid()}.log"
     argv = [
         mvn, "-B", "-q", "-Dstyle.color=never", "-f", str(bundle.pom),
         "dependency:copy-dependencies",
@@ -74,11 +77,15 @@ def _copy_dependencies(bundle: Bundle, paths: StackPaths) -> None:
             f"maven could not resolve {bundle.pom.relative_to(MAVEN_DIR.parent.parent)}; "
             f"see {mvn_log}"
         )
+    if is_cached(bundle, paths):  # another launcher finished first
+        shutil.rmtree(staging, ignore_errors=True)
+        return
     # Swap in the complete directory only, so an interrupted resolve never looks cached.
     shutil.rmtree(bundle.target, ignore_errors=True)
     bundle.target.parent.mkdir(parents=True, exist_ok=True)
     staging.rename(bundle.target)
     (paths.markers / f"{bundle.name}.sha256").write_text(bundle.digest() + "\n")
+    mvn_log.unlink(missing_ok=True)
 
 
 def classpath(paths: StackPaths) -> str:

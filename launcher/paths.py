@@ -18,6 +18,11 @@ class StackPaths:
         return cls(state=settings.state_dir.resolve(), cache=settings.cache_dir.expanduser())
 
     @property
+    def marker(self) -> Path:
+        """Present in every state directory the launcher made (and may therefore delete)."""
+        return self.state / ".mis-stack"
+
+    @property
     def run(self) -> Path:
         return self.state / "run"
 

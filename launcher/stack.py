@@ -117,10 +117,22 @@ class Stack:
     def _fresh_state(self) -> None:
         # A throwaway stack: data left by an earlier run (a slot without its offsets, offsets
         # without their slot) would only make this run disagree with itself.
-        if self.paths.state.exists():
-            shutil.rmtree(self.paths.state)
+        self._remove_state()
         for d in (self.paths.run, self.paths.logs):
             d.mkdir(parents=True, exist_ok=True)
+        self.paths.marker.touch()
+
+    def _remove_state(self) -> None:
+        state = self.paths.state
+        if not state.exists():
+            return
+        # MIS_STATE_DIR may point anywhere: only ever delete a directory this launcher made.
+        if any(state.iterdir()) and not self.paths.marker.exists():
+            raise StackError(
+                f"{state} is not empty and was not made by the launcher; "
+                "point MIS_STATE_DIR at a new directory"
+            )
+        shutil.rmtree(state)
 
     def _launch(self, comp: Component) -> process.Tracked:
         proc = process.spawn(
@@ -183,7 +195,7 @@ class Stack:
                 stopped.append(name)
             self.paths.pid_file(name).unlink(missing_ok=True)
         if purge and self.paths.state.exists():
-            shutil.rmtree(self.paths.state)
+            self._remove_state()
             log.info("removed %s", self.paths.state)
         return stopped
 
