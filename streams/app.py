@@ -27,7 +27,7 @@ def create_app(settings: Settings) -> faust.App:
         web_bind="127.0.0.1",
         web_port=settings.web_port,
         web_in_thread=False,
-        autodiscover=["streams.agents"],
+        autodiscover=["streams.agents", "streams.web"],
         origin="streams",
         table_cleanup_interval=60.0,
     )

@@ -56,6 +56,12 @@ class Settings(BaseSettings):
     reading_history_per_sensor: int = Field(default=16, ge=1)
     cleanup_after_days: int = Field(default=90, ge=1)
 
+    # --- the HTTP API each worker serves (streams.web)
+    connector_name: str = "storage_guard-source"
+    api_max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    # A request waits this long for Postgres, MongoDB or Kafka before answering 503.
+    api_timeout_s: float = Field(default=10.0, gt=0)
+
     @property
     def kafka_bootstrap(self) -> str:
         return f"127.0.0.1:{self.kafka_port}"

@@ -16,3 +16,12 @@ SINK_RETRIES = Counter("mis_sink_retries_total", "Failed sink writes that were r
 SNAPSHOT_FRESHNESS = Gauge(
     "mis_snapshot_freshness_seconds", "Age of the newest snapshot written, at the time of writing"
 )
+CONSUMER_LAG = Gauge(
+    "mis_consumer_lag_messages",
+    "Messages between the log end and the committed offset, per assigned partition",
+    ["topic", "partition"],
+)
+HTTP_REQUESTS = Counter(
+    "mis_http_requests_total", "HTTP requests answered by the API", ["route", "method", "status"]
+)
+HTTP_LATENCY = Histogram("mis_http_request_seconds", "Time to answer an HTTP request", ["route"])

@@ -1,0 +1,50 @@
+"""Errors the API answers with; each carries its HTTP status and a message for the client."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from streams.errors import PipelineError
+
+
+class ApiError(PipelineError):
+    """A request the API answers with ``{"success": false, "error": message}``."""
+
+    status = 400
+
+    def __init__(self, message: str, details: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class BadRequest(ApiError):
+    status = 400
+
+
+class NotFound(ApiError):
+    status = 404
+
+
+class Conflict(ApiError):
+    status = 409
+
+
+class PayloadTooLarge(ApiError):
+    status = 413
+
+
+class UnsupportedMediaType(ApiError):
+    status = 415
+
+
+class Invalid(ApiError):
+    """Well-formed input that breaks a rule: wrong type, out of range, unknown reference."""
+
+    status = 422
+
+
+class Unavailable(ApiError):
+    """A dependency (Postgres, MongoDB, Kafka) did not answer in time; the client may retry."""
+
+    status = 503

@@ -1,0 +1,137 @@
+"""The API's aiohttp handlers: parse, call one function, answer JSON."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+from uuid import uuid4
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from pydantic import BaseModel
+
+from streams.api import openapi
+from streams.api.errors import NotFound
+from streams.api.health import Health
+from streams.api.lag import update_consumer_lag
+from streams.api.models import BookingRequest, BookingResponse, SnapshotResponse, SnapshotView
+from streams.api.publishing import Publishing
+from streams.api.reconcile import reconcile
+from streams.api.requests import (
+    check_content_type,
+    parse_json_model,
+    parse_uuid,
+    read_body,
+    single_query_param,
+)
+from streams.api.store import Store
+from streams.clock import clock
+from streams.config import Settings
+from streams.sinks.records import snapshot_fields
+
+SNAPSHOT = "/storage-guard/snapshots/{booking_id}"
+
+
+@dataclass
+class Api:
+    """What the handlers share; one per worker, closed with the web server."""
+
+    settings: Settings
+    store: Store
+    publishing: Publishing
+    health: Health
+    faust_app: Any
+
+    async def close(self) -> None:
+        await self.publishing.close()
+        await self.health.close()
+        await self.store.close()
+
+
+API = web.AppKey("api", Api)
+routes = web.RouteTableDef()
+
+
+def answer(
+    model: BaseModel, status: int = 200, *, exclude_none: bool = False, **kwargs: Any
+) -> web.Response:
+    text = model.model_dump_json(exclude_none=exclude_none)
+    return web.json_response(text=text, status=status, **kwargs)
+
+
+def _booking_id(request: web.Request) -> Any:
+    return parse_uuid(request.match_info["booking_id"], "booking_id")
+
+
+@routes.get(SNAPSHOT, allow_head=False)
+async def get_snapshot(request: web.Request) -> web.Response:
+    api, booking_id = request.app[API], _booking_id(request)
+    row = await api.store.snapshot(booking_id)
+    if row is None:
+        raise NotFound(f"no snapshot for booking {booking_id}")
+    view = SnapshotView.model_validate(
+        {
+            **snapshot_fields(row),
+            **{
+                k: row[k]
+                for k in (
+                    "market_listing_id",
+                    "published_at",
+                    "last_synced_at",
+                    "created_at",
+                    "updated_at",
+                )
+            },
+        }
+    )
+    return answer(SnapshotResponse(snapshot=view))
+
+
+@routes.post(SNAPSHOT + "/publish")
+async def publish(request: web.Request) -> web.Response:
+    api = request.app[API]
+    return answer(await api.publishing.publish(_booking_id(request)))
+
+
+@routes.post("/storage-guard/snapshots/sync-all")
+async def sync_all(request: web.Request) -> web.Response:
+    return answer(await request.app[API].publishing.sync_all())
+
+
+@routes.post(SNAPSHOT + "/reconcile")
+async def reconcile_booking(request: web.Request) -> web.Response:
+    api, booking_id = request.app[API], _booking_id(request)
+    return answer(await reconcile(api.store, api.publishing, booking_id), status=202)
+
+
+@routes.post("/storage-guard/bookings")
+async def create_booking(request: web.Request) -> web.Response:
+    api = request.app[API]
+    farmer_id = parse_uuid(single_query_param(request.query, "farmer_id"), "farmer_id")
+    check_content_type(request.headers.get("Content-Type"))
+    raw = await read_body(request.content, request.content_length, api.settings.api_max_body_bytes)
+    booking = parse_json_model(BookingRequest, raw)
+    row = await api.store.create_booking(farmer_id, booking, booking.id or uuid4(), clock())
+    url = SNAPSHOT.format(booking_id=row["id"])
+    body = BookingResponse.model_validate({"booking": row, "snapshot_url": url})
+    return answer(body, status=201, headers={"Location": url})
+
+
+@routes.get("/health", allow_head=False)
+async def health(request: web.Request) -> web.Response:
+    report = await request.app[API].health.report()
+    return answer(report, status=200 if report.status == "ok" else 503, exclude_none=True)
+
+
+@routes.get("/metrics", allow_head=False)
+async def metrics(request: web.Request) -> web.Response:
+    update_consumer_lag(request.app[API].faust_app)
+    return web.Response(
+        body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST}
+    )
+
+
+@routes.get("/openapi.json", allow_head=False)
+async def openapi_document(request: web.Request) -> web.Response:
+    return web.json_response(text=json.dumps(openapi.document()))

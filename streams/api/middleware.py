@@ -1,0 +1,93 @@
+"""One place where every answer of the web server becomes JSON, timed and counted.
+
+Whatever a request contains, it gets a 4xx with a message or a real answer: errors raised on
+purpose carry their status (streams.api.errors), aiohttp's own (unknown path, wrong method) are
+rendered as JSON too, and a dependency that does not answer in time gives 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from streams import metrics
+from streams.api.errors import ApiError
+from streams.api.requests import check_length
+from streams.config import Settings
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error_response(
+    status: int, message: str, details: list[dict[str, Any]] | None = None, **kwargs: Any
+) -> web.Response:
+    body: dict[str, Any] = {"success": False, "error": message}
+    if details is not None:
+        body["details"] = details
+    return web.json_response(body, status=status, **kwargs)
+
+
+def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
+    """aiohttp's own refusals (no such path, wrong method, body too large) as JSON."""
+    if isinstance(exc, web.HTTPNotFound):
+        return error_response(404, f"no such path: {request.path[:200]}")
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        allowed = ", ".join(sorted(exc.allowed_methods))
+        return error_response(
+            405,
+            f"{request.method} is not allowed on {request.path[:200]}; allowed: {allowed}",
+            headers={"Allow": allowed},
+        )
+    return error_response(exc.status, exc.reason)
+
+
+def _route(request: web.Request) -> str:
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"
+
+
+def api_middleware(settings: Settings) -> Any:
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        started = time.perf_counter()
+        response: web.StreamResponse
+        try:
+            # An announced oversized body is refused before anything reads it, on any route.
+            check_length(request.content_length, settings.api_max_body_bytes)
+            async with asyncio.timeout(settings.api_timeout_s):
+                response = await handler(request)
+        except ApiError as exc:
+            response = error_response(exc.status, exc.message, exc.details)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            response = _http_error(request, exc)
+        except TimeoutError:
+            response = error_response(
+                503, f"no answer from a dependency within {settings.api_timeout_s:.0f}s; retry"
+            )
+        except Exception:
+            log.exception("request failed method=%s path=%s", request.method, request.path)
+            response = error_response(500, "internal error; the worker's log has the details")
+        route = _route(request)
+        metrics.HTTP_REQUESTS.labels(
+            route=route, method=request.method, status=str(response.status)
+        ).inc()
+        metrics.HTTP_LATENCY.labels(route=route).observe(time.perf_counter() - started)
+        if response.status >= 500:
+            log.warning(
+                "answered status=%d method=%s path=%s",
+                response.status,
+                request.method,
+                request.path,
+            )
+        return response
+
+    return middleware

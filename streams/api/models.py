@@ -1,0 +1,186 @@
+"""What the API accepts and answers, as pydantic models; the OpenAPI document is built from them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+from uuid import UUID
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+)
+
+from schemas.entities import BookingStatus, UtcDatetime
+from schemas.snapshot import Snapshot, SnapshotStatus
+
+INT4_MAX = 2_147_483_647
+# Bookings are for storage that starts within a sensible range; outside it, start_date plus
+# duration_days could leave the calendar Python and Postgres share.
+EARLIEST_START = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST_START = datetime(2100, 1, 1, tzinfo=UTC)
+
+
+def _no_nul(value: str) -> str:
+    # Postgres text cannot hold NUL; refusing it here keeps it a 422 instead of a driver error.
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+def _sensible_start(value: datetime) -> datetime:
+    if not EARLIEST_START <= value < LATEST_START:
+        raise ValueError("must be between 2000-01-01 and 2100-01-01")
+    return value.astimezone(UTC)
+
+
+CropType = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=120),
+    AfterValidator(_no_nul),
+]
+Grade = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=16),
+    AfterValidator(_no_nul),
+]
+StartDate = Annotated[AwareDatetime, AfterValidator(_sensible_start)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# --------------------------------------------------------------------------- requests
+
+
+class BookingRequest(_Model):
+    """A new storage booking. Strict: "12" is not a number and unknown fields are refused."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    location_id: UUID
+    vendor_id: UUID
+    crop_type: CropType
+    quantity_kg: int = Field(gt=0, le=INT4_MAX)
+    duration_days: int = Field(ge=1, le=3650)
+    ai_inspection_id: UUID | None = Field(
+        default=None, description="must name an existing crop_inspections row"
+    )
+    grade: Grade | None = None
+    start_date: StartDate | None = Field(default=None, description="defaults to now")
+    id: UUID | None = Field(
+        default=None,
+        description="the booking id, for safe retries: a second request with it answers 409",
+    )
+
+
+# --------------------------------------------------------------------------- responses
+
+
+class ErrorDetail(_Model):
+    loc: list[str | int]
+    msg: str
+
+
+class ErrorResponse(_Model):
+    success: Literal[False] = False
+    error: str
+    details: list[ErrorDetail] | None = None
+
+
+class SnapshotView(Snapshot):
+    """A stored snapshot with its publication state."""
+
+    market_listing_id: str | None = None
+    published_at: UtcDatetime | None = None
+    last_synced_at: UtcDatetime | None = None
+    created_at: UtcDatetime | None = None
+    updated_at: UtcDatetime | None = None
+
+
+class SnapshotResponse(_Model):
+    success: Literal[True] = True
+    snapshot: SnapshotView
+
+
+class PublishResponse(_Model):
+    success: Literal[True] = True
+    booking_id: UUID
+    listing_id: str
+    status: SnapshotStatus
+    published_at: UtcDatetime | None
+
+
+class SyncResult(_Model):
+    booking_id: UUID
+    success: bool
+    listing_id: str | None = None
+    error: str | None = None
+
+
+class SyncAllResponse(_Model):
+    success: Literal[True] = True
+    total: int
+    published: int
+    results: list[SyncResult]
+
+
+class AdditionalCondition(_Model):
+    data_collection: str
+    filter: str
+
+
+class ReconcileResponse(_Model):
+    success: Literal[True] = True
+    booking_id: UUID
+    signal_id: str
+    data_collections: list[str]
+    additional_conditions: list[AdditionalCondition]
+    listing_republished: bool
+
+
+class BookingView(_Model):
+    id: UUID
+    farmer_id: UUID
+    vendor_id: UUID
+    location_id: UUID
+    crop_type: str
+    grade: str | None
+    quantity_kg: int
+    start_date: UtcDatetime | None
+    end_date: UtcDatetime | None
+    duration_days: int | None
+    ai_inspection_id: UUID | None
+    status: BookingStatus
+    created_at: UtcDatetime
+
+
+class BookingResponse(_Model):
+    success: Literal[True] = True
+    booking: BookingView
+    snapshot_url: str
+
+
+class DependencyState(_Model):
+    status: Literal["up", "down"]
+    latency_ms: float | None = None
+    error: str | None = None
+    # Kafka Connect only: the connector's and its tasks' states.
+    state: str | None = None
+    tasks: list[str] | None = None
+
+
+class WorkerInfo(_Model):
+    app_id: str
+    assigned_partitions: int
+
+
+class HealthResponse(_Model):
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, DependencyState]
+    worker: WorkerInfo

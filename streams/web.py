@@ -1,0 +1,42 @@
+"""The HTTP API on the worker's own web server (Faust's aiohttp application).
+
+Imported by the worker through the app's autodiscovery. Routes and middleware are added to the
+aiohttp application before the worker starts it; the shared resources (a Postgres pool, MongoDB
+clients) are created here but connect lazily, inside the worker's event loop, on first use.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from streams.api.handlers import API, Api, routes
+from streams.api.health import Health
+from streams.api.middleware import api_middleware
+from streams.api.publishing import Publishing
+from streams.api.store import Store
+from streams.app import app, settings
+
+
+def install(web_app: web.Application, faust_app: Any) -> Api:
+    store = Store(settings.pg_dsn, settings.api_timeout_s)
+    api = Api(
+        settings=settings,
+        store=store,
+        publishing=Publishing(settings, store),
+        health=Health(settings, store, faust_app),
+        faust_app=faust_app,
+    )
+    web_app[API] = api
+    web_app.middlewares.append(api_middleware(settings))
+    web_app.add_routes(routes)
+
+    async def _close(_: web.Application) -> None:
+        await api.close()
+
+    web_app.on_cleanup.append(_close)
+    return api
+
+
+api = install(app.web.web_app, app)
