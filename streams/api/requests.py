@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
@@ -11,6 +12,10 @@ from streams.api.errors import BadRequest, Invalid, PayloadTooLarge, Unsupported
 
 JSON_TYPES = ("application/json",)
 M = TypeVar("M", bound=BaseModel)
+# Python's UUID() also takes braces, "urn:uuid:" and bare hex; the API takes the canonical form.
+_UUID_TEXT = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+)
 
 
 class BodyStream(Protocol):
@@ -18,12 +23,12 @@ class BodyStream(Protocol):
 
 
 def parse_uuid(value: str, what: str) -> UUID:
-    try:
-        return UUID(value)
-    except (ValueError, TypeError):
+    """A UUID in its canonical 8-4-4-4-12 form, as the OpenAPI document declares it."""
+    if not _UUID_TEXT.fullmatch(value):
         raise Invalid(
             f"{what} must be a UUID, got {value[:64]!r}", [{"loc": [what], "msg": "not a UUID"}]
-        ) from None
+        )
+    return UUID(value)
 
 
 def single_query_param(query: Any, name: str) -> str:
