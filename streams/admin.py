@@ -12,7 +12,6 @@ import logging
 from pathlib import Path
 
 import psycopg
-
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -29,10 +28,16 @@ SOURCE_TABLES = (
     "certificates",
 )
 INTERNAL = ("by-location", "by-vendor", "by-inspection", "by-booking", "snapshots", "dead-letters")
+# The Faust tables of streams.tables; their changelogs are `<app_id>-<table>-changelog`.
+TABLES = ("location-state", "vendor-state", "inspection-state", "booking-state")
+
+
+def changelog_topic(settings: Settings, table: str) -> str:
+    return f"{settings.app_id}-{table}-changelog"
 
 
 def pipeline_topics(settings: Settings) -> dict[str, dict[str, str]]:
-    """Every topic the pipeline reads or writes (bar Faust's changelogs), with its config."""
+    """Every topic the pipeline reads or writes, with its config."""
     topics: dict[str, dict[str, str]] = {
         settings.cdc_topic(t): {"cleanup.policy": "delete", "retention.ms": "-1"}
         for t in SOURCE_TABLES
@@ -44,6 +49,12 @@ def pipeline_topics(settings: Settings) -> dict[str, dict[str, str]]:
         "min.compaction.lag.ms": "60000",
     }
     topics[f"{settings.app_id}-dead-letters"] = {"retention.ms": str(30 * 24 * 3600 * 1000)}
+    # Faust creates a table's changelog while it starts, moments before it asks for the topic's
+    # partitions; when the broker's metadata does not list the new topic yet, the consumer keeps
+    # "0 partitions" until its next metadata refresh (5 minutes) and every write to the table
+    # raises PartitionsMismatch. Created here, before the worker starts, they are known to it.
+    for table in TABLES:
+        topics[changelog_topic(settings, table)] = {"cleanup.policy": "compact"}
     return topics
 
 
