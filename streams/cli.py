@@ -8,6 +8,7 @@ import logging
 import sys
 
 from streams.config import get_settings
+from streams.ops.commands import add_ops_commands
 
 
 def _worker(args: argparse.Namespace) -> int:
@@ -64,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     d.set_defaults(fn=_demo)
     c = sub.add_parser("cleanup", help="delete finished snapshots older than the retention")
     c.set_defaults(fn=_cleanup)
+    add_ops_commands(sub)  # replay, backfill, republish (streams.ops)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     return int(args.fn(args))
