@@ -31,6 +31,9 @@ from streams.config import Settings
 from streams.sinks.records import snapshot_fields
 
 SNAPSHOT = "/storage-guard/snapshots/{booking_id}"
+# Any one path segment, braces included (aiohttp's default refuses them with a 404): whatever
+# is not a UUID there gets the 422 that says so.
+SNAPSHOT_ROUTE = "/storage-guard/snapshots/{booking_id:[^/]+}"
 
 
 @dataclass
@@ -64,7 +67,7 @@ def _booking_id(request: web.Request) -> Any:
     return parse_uuid(request.match_info["booking_id"], "booking_id")
 
 
-@routes.get(SNAPSHOT, allow_head=False)
+@routes.get(SNAPSHOT_ROUTE, allow_head=False)
 async def get_snapshot(request: web.Request) -> web.Response:
     api, booking_id = request.app[API], _booking_id(request)
     row = await api.store.snapshot(booking_id)
@@ -88,7 +91,7 @@ async def get_snapshot(request: web.Request) -> web.Response:
     return answer(SnapshotResponse(snapshot=view))
 
 
-@routes.post(SNAPSHOT + "/publish")
+@routes.post(SNAPSHOT_ROUTE + "/publish")
 async def publish(request: web.Request) -> web.Response:
     api = request.app[API]
     return answer(await api.publishing.publish(_booking_id(request)))
@@ -99,7 +102,7 @@ async def sync_all(request: web.Request) -> web.Response:
     return answer(await request.app[API].publishing.sync_all())
 
 
-@routes.post(SNAPSHOT + "/reconcile")
+@routes.post(SNAPSHOT_ROUTE + "/reconcile")
 async def reconcile_booking(request: web.Request) -> web.Response:
     api, booking_id = request.app[API], _booking_id(request)
     return answer(await reconcile(api.store, api.publishing, booking_id), status=202)

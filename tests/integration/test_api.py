@@ -1,0 +1,728 @@
+"""Issue 4: the Storage Guard HTTP API, served by real workers on the real stack.
+
+Three groups, each with workers of its own (an app id of its own, so its own consumer group):
+one worker with auto-publish on, two workers sharing the partitions, and one worker with
+auto-publish off. Only one group's workers run at a time: workers of two pipelines would both
+write market_inventory_snapshots, and an auto-publishing one would publish what the other is
+meant to hold back.
+
+Every answer is checked against the schema the OpenAPI document declares for its status.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from uuid import UUID, uuid4
+
+import pytest
+import requests
+from hypothesis import HealthCheck, Phase, given, settings
+from jsonschema import Draft202012Validator
+from prometheus_client.parser import text_string_to_metric_families
+
+from schemas.snapshot import snapshot_id
+from streams import source_db
+from streams.api import openapi
+from streams.config import Settings
+from tests.integration.workers import Worker, snapshot_row, wait_for
+
+DOC = openapi.document()
+SETTLE = 60.0  # seconds for a source change to reach the snapshot and the listing
+SNAPSHOT = "/storage-guard/snapshots/{booking_id}"
+BOOKINGS = "/storage-guard/bookings"
+REPO = Path(__file__).resolve().parents[2]
+CONNECTOR = json.loads((REPO / "connectors" / "storage_guard-source.json").read_text())
+
+
+class Http:
+    """One worker's HTTP API."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self.base = f"http://127.0.0.1:{worker.web_port}"
+        self.session = requests.Session()
+
+    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        return self.session.request(method, self.base + path, timeout=60, **kwargs)
+
+    def get(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.request("POST", path, **kwargs)
+
+    def snapshot(self, booking_id: UUID) -> dict[str, Any] | None:
+        resp = self.get(SNAPSHOT.format(booking_id=booking_id))
+        if resp.status_code == 404:
+            return None
+        return conforms(resp, "GET", SNAPSHOT)["snapshot"]
+
+    def wait_snapshot(
+        self, booking_id: UUID, check: Callable[[dict[str, Any]], bool], timeout: float = SETTLE
+    ) -> dict[str, Any]:
+        def probe() -> dict[str, Any] | None:
+            snap = self.snapshot(booking_id)
+            return snap if snap is not None and check(snap) else None
+
+        return wait_for(f"snapshot of {booking_id} via :{self.worker.web_port}", probe, timeout)
+
+    def metrics(self) -> dict[str, list[Any]]:
+        resp = self.get("/metrics")
+        assert resp.status_code == 200 and resp.headers["Content-Type"].startswith("text/plain")
+        return {f.name: f.samples for f in text_string_to_metric_families(resp.text)}
+
+
+def conforms(resp: requests.Response, method: str, template: str) -> Any:
+    """The JSON body of ``resp``, validated against the schema declared for its status."""
+    responses = DOC["paths"][template][method.lower()]["responses"]
+    declared = responses.get(str(resp.status_code))
+    assert declared is not None, (
+        f"{method} {template} answered an undeclared {resp.status_code}: {resp.text[:300]}"
+    )
+    assert resp.headers["Content-Type"].startswith("application/json")
+    body = resp.json()
+    schema = declared["content"]["application/json"]["schema"]
+    Draft202012Validator({**schema, "components": DOC["components"]}).validate(body)
+    return body
+
+
+def refused(resp: requests.Response, status: int) -> str:
+    """A 4xx answer in the API's error shape; returns its message."""
+    assert resp.status_code == status, (resp.status_code, resp.text[:300])
+    body = resp.json()
+    assert body["success"] is False and isinstance(body["error"], str) and body["error"]
+    return str(body["error"])
+
+
+def start_workers(
+    names: tuple[str, ...], workdir: Path, env: dict[str, str] | None = None
+) -> list[Worker]:
+    app_id = f"mis-api-{uuid.uuid4().hex[:8]}"
+    workers = [Worker(name, app_id, workdir, env).start() for name in names]
+    try:
+        for w in workers:
+            w.wait_ready(timeout=180)
+        for w in workers:
+            http = Http(w)
+            # Ready to answer, and owning partitions (with two, once the rebalance is done).
+            wait_for(
+                f"worker {w.name} to own partitions",
+                lambda http=http: _owns_partitions(http),
+                timeout=120,
+                every=1.0,
+            )
+    except BaseException:
+        for w in workers:
+            w.stop()
+        raise
+    return workers
+
+
+def _owns_partitions(http: Http) -> bool:
+    try:
+        body = http.get("/health").json()
+    except (requests.RequestException, ValueError):
+        return False
+    return bool(body["worker"]["assigned_partitions"] > 0)
+
+
+class Place:
+    """A farmer with a completed inspection, a certified vendor and a location with a reading."""
+
+    def __init__(self, pg: Any) -> None:
+        self.pg = pg
+        self.farmer, self.vendor, self.location = uuid4(), uuid4(), uuid4()
+        self.inspection = source_db.insert(
+            pg,
+            "crop_inspections",
+            farmer_id=self.farmer,
+            crop_type="maize",
+            status="completed",
+            quality_score=Decimal("91.50"),
+            freshness="fresh",
+            shelf_life_days=20,
+        )
+        source_db.insert(
+            pg,
+            "certificates",
+            **source_db.certificate_values(
+                vendor_id=self.vendor, type="haccp", expiry_date=date.today() + timedelta(days=300)
+            ),
+        )
+        source_db.insert(
+            pg,
+            "sensor_readings",
+            location_id=self.location,
+            sensor_id="t-1",
+            sensor_type="temperature",
+            value=4.5,
+            unit="C",
+            reading_time=datetime.now(UTC),
+        )
+
+    def body(self, **changes: Any) -> dict[str, Any]:
+        return {
+            "location_id": str(self.location),
+            "vendor_id": str(self.vendor),
+            "crop_type": "maize",
+            "quantity_kg": 1500,
+            "duration_days": 30,
+            "ai_inspection_id": str(self.inspection),
+            "grade": "A",
+            **changes,
+        }
+
+    def booking(self, **changes: Any) -> UUID:
+        """A confirmed booking written straight to storage_bookings, as another app would."""
+        values = source_db.booking_values(
+            farmer_id=self.farmer,
+            vendor_id=self.vendor,
+            location_id=self.location,
+            crop_type="maize",
+            quantity_kg=800,
+            ai_inspection_id=self.inspection,
+            status="confirmed",
+            duration_days=10,
+        )
+        return UUID(str(source_db.insert(self.pg, "storage_bookings", **{**values, **changes})))
+
+    def bookings_count(self) -> int:
+        row = self.pg.execute(
+            "SELECT count(*) FROM storage_bookings WHERE farmer_id = %s OR vendor_id = %s",
+            (self.farmer, self.vendor),
+        ).fetchone()
+        return int(row[0])
+
+
+def listing(mongo_db: Any, booking_id: UUID) -> dict[str, Any] | None:
+    doc: dict[str, Any] | None = mongo_db["market_listings"].find_one(
+        {"_id": str(snapshot_id(booking_id))}
+    )
+    return doc
+
+
+# =========================================================================== one worker
+
+
+@pytest.fixture(scope="class")
+def one(stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Http]:
+    (worker,) = start_workers(("one",), tmp_path_factory.mktemp("api-one"))
+    try:
+        yield Http(worker)
+    finally:
+        worker.stop()
+
+
+class TestOneWorker:
+    def test_openapi_document_is_served(self, one: Http) -> None:
+        resp = one.get("/openapi.json")
+        assert resp.status_code == 200
+        assert resp.json() == json.loads(json.dumps(DOC))
+
+    def test_health_reports_every_dependency_up(self, one: Http) -> None:
+        body = conforms(one.get("/health"), "GET", "/health")
+        assert body["status"] == "ok"
+        assert set(body["checks"]) == {"postgres", "mongodb", "kafka", "connector"}
+        assert all(c["status"] == "up" for c in body["checks"].values())
+        assert body["checks"]["connector"]["state"] == "RUNNING"
+        assert body["worker"]["assigned_partitions"] > 0
+
+    def test_a_booking_made_through_the_api_becomes_a_published_snapshot(
+        self, one: Http, pg: Any, mongo_db: Any
+    ) -> None:
+        place = Place(pg)
+        resp = one.post(BOOKINGS, params={"farmer_id": str(place.farmer)}, json=place.body())
+        body = conforms(resp, "POST", BOOKINGS)
+        assert resp.status_code == 201
+        booking_id = UUID(body["booking"]["id"])
+        assert (
+            resp.headers["Location"]
+            == body["snapshot_url"]
+            == f"/storage-guard/snapshots/{booking_id}"
+        )
+        assert body["booking"]["status"] == "pending"
+        stored = pg.execute(
+            "SELECT farmer_id, quantity_kg, end_date - start_date FROM storage_bookings "
+            "WHERE id = %s",
+            (booking_id,),
+        ).fetchone()
+        assert stored == (place.farmer, 1500, timedelta(days=30))
+
+        snap = one.wait_snapshot(booking_id, lambda s: s["status"] == "published")
+        assert snap["booking_id"] == str(booking_id)
+        assert snap["id"] == str(snapshot_id(booking_id))
+        assert (snap["crop_type"], snap["quantity_kg"], snap["grade"]) == ("maize", 1500, "A")
+        assert snap["quality_score"] == 91.5 and snap["inspection_status"] == "completed"
+        assert snap["is_certified"] and snap["certification_types"] == ["haccp"]
+        assert snap["sensors"]["temperature"]["value"] == 4.5
+        assert snap["market_listing_id"] == str(snapshot_id(booking_id))
+        doc = wait_for("the listing", lambda: listing(mongo_db, booking_id), timeout=SETTLE)
+        assert doc["quantity_kg"] == 1500 and doc["status"] == "published"
+
+    def test_unknown_and_malformed_ids(self, one: Http) -> None:
+        unknown = uuid4()
+        for method, template in (
+            ("GET", SNAPSHOT),
+            ("POST", SNAPSHOT + "/publish"),
+            ("POST", SNAPSHOT + "/reconcile"),
+        ):
+            resp = one.request(method, template.format(booking_id=unknown))
+            assert str(unknown) in refused(resp, 404)
+            conforms(resp, method, template)
+            for bad in ("not-a-uuid", "12345", f"{{{unknown}}}", str(unknown)[:-1]):
+                resp = one.request(method, template.format(booking_id=bad))
+                assert "UUID" in refused(resp, 422)
+                conforms(resp, method, template)
+
+    def test_publish_rewrites_the_listing(self, one: Http, pg: Any, mongo_db: Any) -> None:
+        place = Place(pg)
+        booking_id = place.booking()
+        one.wait_snapshot(booking_id, lambda s: s["status"] == "published")
+        wait_for("the listing", lambda: listing(mongo_db, booking_id), timeout=SETTLE)
+        before = snapshot_row(pg, booking_id)
+        assert before is not None
+        mongo_db["market_listings"].delete_one({"_id": str(snapshot_id(booking_id))})
+
+        resp = one.post(SNAPSHOT.format(booking_id=booking_id) + "/publish")
+        body = conforms(resp, "POST", SNAPSHOT + "/publish")
+        assert resp.status_code == 200
+        assert body["listing_id"] == str(snapshot_id(booking_id))
+        assert body["status"] == "published"
+        doc = listing(mongo_db, booking_id)
+        assert doc is not None and doc["content_hash"] == before["content_hash"]
+        after = snapshot_row(pg, booking_id)
+        assert after is not None and after["last_synced_at"] > before["last_synced_at"]
+        assert after["published_at"] == before["published_at"]
+
+    def test_publish_refuses_a_withdrawn_snapshot(self, one: Http, pg: Any) -> None:
+        place = Place(pg)
+        booking_id = place.booking()
+        one.wait_snapshot(booking_id, lambda s: s["status"] == "published")
+        source_db.update(pg, "storage_bookings", booking_id, status="cancelled")
+        one.wait_snapshot(booking_id, lambda s: s["status"] == "withdrawn")
+        resp = one.post(SNAPSHOT.format(booking_id=booking_id) + "/publish")
+        assert "withdrawn" in refused(resp, 409)
+        conforms(resp, "POST", SNAPSHOT + "/publish")
+
+    def test_sync_all_answers_per_booking(self, one: Http) -> None:
+        resp = one.post("/storage-guard/snapshots/sync-all")
+        body = conforms(resp, "POST", "/storage-guard/snapshots/sync-all")
+        assert resp.status_code == 200
+        assert body["total"] == len(body["results"])
+        assert body["published"] == sum(1 for r in body["results"] if r["success"])
+
+    def test_reconcile_heals_a_missed_change_and_a_drifted_listing(
+        self, one: Http, pg: Any, mongo_db: Any
+    ) -> None:
+        place = Place(pg)
+        booking_id = place.booking()
+        one.wait_snapshot(booking_id, lambda s: s["status"] == "published")
+        wait_for("the listing", lambda: listing(mongo_db, booking_id), timeout=SETTLE)
+
+        # A change the pipeline never sees: written while its table is out of the publication.
+        publication = CONNECTOR["config"]["publication.name"]
+        pg.execute(f"ALTER PUBLICATION {publication} DROP TABLE certificates")
+        try:
+            source_db.insert(
+                pg,
+                "certificates",
+                **source_db.certificate_values(vendor_id=place.vendor, type="organic"),
+            )
+        finally:
+            pg.execute(f"ALTER PUBLICATION {publication} ADD TABLE certificates")
+        # And a listing edited behind the pipeline's back.
+        mongo_db["market_listings"].update_one(
+            {"_id": str(snapshot_id(booking_id))}, {"$set": {"quantity_kg": 1}}
+        )
+        time.sleep(3)
+        assert one.snapshot(booking_id)["certification_types"] == ["haccp"]  # type: ignore[index]
+
+        resp = one.post(SNAPSHOT.format(booking_id=booking_id) + "/reconcile")
+        body = conforms(resp, "POST", SNAPSHOT + "/reconcile")
+        assert resp.status_code == 202
+        assert body["data_collections"] == [
+            "public.storage_bookings",
+            "public.crop_inspections",
+            "public.sensor_readings",
+            "public.pest_detections",
+            "public.certificates",
+        ]
+        assert {
+            "data_collection": "public.certificates",
+            "filter": f"vendor_id = '{place.vendor}'",
+        } in body["additional_conditions"]
+        signal = pg.execute(
+            "SELECT type, data FROM debezium_signal WHERE id = %s", (body["signal_id"],)
+        ).fetchone()
+        assert signal is not None and signal[0] == "execute-snapshot"
+        assert json.loads(signal[1])["type"] == "incremental"
+        assert body["listing_republished"] is True
+        assert listing(mongo_db, booking_id)["quantity_kg"] == 800  # type: ignore[index]
+
+        snap = one.wait_snapshot(
+            booking_id, lambda s: s["certification_types"] == ["haccp", "organic"]
+        )
+        assert snap["status"] == "published"
+        wait_for(
+            "the healed listing",
+            lambda: (
+                (listing(mongo_db, booking_id) or {}).get("certification_types")
+                == ["haccp", "organic"]
+            ),
+            timeout=SETTLE,
+        )
+
+    def test_reconcile_of_a_booking_not_in_the_source_is_404(self, one: Http) -> None:
+        resp = one.post(SNAPSHOT.format(booking_id=uuid4()) + "/reconcile")
+        assert "storage_bookings" in refused(resp, 404)
+
+    def test_bad_input_gets_a_4xx_and_changes_nothing(self, one: Http, pg: Any) -> None:
+        place = Place(pg)
+        other = Place(pg)  # another farmer, with an inspection of their own
+        farmer = {"farmer_id": str(place.farmer)}
+        as_json = {"Content-Type": "application/json"}
+        bodies: list[tuple[str, Any, int]] = [
+            ("a JSON array", [place.body()], 422),
+            ("negative quantity", place.body(quantity_kg=-1), 422),
+            ("quantity as text", place.body(quantity_kg="9"), 422),
+            ("huge quantity", place.body(quantity_kg=2**40), 422),
+            ("zero days", place.body(duration_days=0), 422),
+            ("vendor not a UUID", place.body(vendor_id="v-1"), 422),
+            ("crop type too long", place.body(crop_type="x" * 121), 422),
+            ("NUL in text", place.body(crop_type="ma\u0000ize"), 422),
+            ("naive start date", place.body(start_date="2027-01-01T00:00:00"), 422),
+            ("unknown field", place.body(status="active"), 422),
+            ("missing field", {"vendor_id": str(place.vendor)}, 422),
+            ("unknown inspection", place.body(ai_inspection_id=str(uuid4())), 422),
+            ("another's inspection", place.body(ai_inspection_id=str(other.inspection)), 422),
+        ]
+        cases: list[tuple[str, dict[str, Any], int]] = [
+            (name, {"params": farmer, "json": body}, status) for name, body, status in bodies
+        ]
+        cases += [
+            ("malformed JSON", {"params": farmer, "data": b"{oops", "headers": as_json}, 400),
+            ("empty body", {"params": farmer, "data": b"", "headers": as_json}, 400),
+            ("not UTF-8", {"params": farmer, "data": b"\xff\xfe{}", "headers": as_json}, 400),
+            ("no farmer_id", {"json": place.body()}, 422),
+            ("farmer_id not a UUID", {"params": {"farmer_id": "f-1"}, "json": place.body()}, 422),
+            ("farmer_id twice", {"params": [("farmer_id", str(place.farmer))] * 2}, 422),
+            ("form data", {"params": farmer, "data": {"crop_type": "maize"}}, 415),
+            ("oversized", {"params": farmer, "data": b" " * 70_000, "headers": as_json}, 413),
+            ("oversized, chunked", {"params": farmer, "data": iter([b" " * 40_000] * 2)}, 413),
+        ]
+        for name, kwargs, status in cases:
+            resp = one.post(BOOKINGS, **kwargs)
+            assert resp.status_code == status, (name, resp.status_code, resp.text[:300])
+            refused(resp, status)
+            conforms(resp, "POST", BOOKINGS)
+        assert place.bookings_count() == 0
+
+        resp = one.post(SNAPSHOT.format(booking_id=uuid4()) + "/publish", data=b"x" * 70_000)
+        refused(resp, 413)
+        assert "no such path" in refused(one.get("/storage-guard/nothing-here"), 404)
+        resp = one.request("DELETE", "/health")
+        refused(resp, 405)
+        assert resp.headers["Allow"] == "GET"
+
+    def test_a_booking_id_is_taken_once(self, one: Http, pg: Any) -> None:
+        place = Place(pg)
+        booking_id = uuid4()
+        body = place.body(id=str(booking_id))
+        first = one.post(BOOKINGS, params={"farmer_id": str(place.farmer)}, json=body)
+        assert first.status_code == 201 and first.json()["booking"]["id"] == str(booking_id)
+        again = one.post(BOOKINGS, params={"farmer_id": str(place.farmer)}, json=body)
+        assert str(booking_id) in refused(again, 409)
+        conforms(again, "POST", BOOKINGS)
+        assert place.bookings_count() == 1
+
+    def test_metrics_cover_topics_sinks_lag_and_freshness(
+        self, one: Http, pg: Any, settings: Settings
+    ) -> None:
+        place = Place(pg)
+        one.wait_snapshot(place.booking(), lambda s: s["status"] == "published")
+        app_id = one.worker.env["MIS_APP_ID"]
+        booking_topic = f"{app_id}-by-booking"
+
+        def lag_partitions() -> set[str] | None:
+            samples = one.metrics().get("mis_consumer_lag_messages", [])
+            found = {s.labels["partition"] for s in samples if s.labels["topic"] == booking_topic}
+            return found if len(found) == settings.partitions else None
+
+        # Ticks reach every booking partition each second, so each one gets committed offsets.
+        wait_for("lag of every booking partition", lag_partitions, timeout=60)
+        families = one.metrics()
+        topics_in = {s.labels["topic"] for s in families["mis_events_in"]}
+        assert {settings.cdc_topic("storage_bookings"), booking_topic} <= topics_in
+        assert f"{app_id}-snapshots" in {s.labels["topic"] for s in families["mis_events_out"]}
+        assert "mis_dead_letters" in families
+        sinks = {s.labels["sink"] for s in families["mis_sink_latency_seconds"]}
+        assert sinks == {"postgres", "mongodb"}
+        (freshness,) = families["mis_snapshot_freshness_seconds"]
+        assert 0 <= freshness.value < 60
+        http = {(s.labels["route"], s.labels["status"]) for s in families["mis_http_requests"]}
+        assert ("/storage-guard/snapshots/{booking_id}", "200") in http
+
+    def test_health_is_503_while_the_connector_is_paused(
+        self, one: Http, settings: Settings
+    ) -> None:
+        name = CONNECTOR["name"]
+        connector = f"{settings.connect_url}/connectors/{name}"
+        requests.put(f"{connector}/pause", timeout=30).raise_for_status()
+        try:
+
+            def unavailable() -> list[requests.Response]:
+                resp = one.get("/health")
+                return [resp] if resp.status_code == 503 else []  # a 503 Response is falsy
+
+            (resp,) = wait_for("health to see the paused connector", unavailable, timeout=60)
+            body = conforms(resp, "GET", "/health")
+            assert body["status"] == "unavailable"
+            assert body["checks"]["connector"] == {
+                "status": "down",
+                "error": body["checks"]["connector"]["error"],
+                "state": "PAUSED",
+                "tasks": body["checks"]["connector"]["tasks"],
+            }
+            assert body["checks"]["postgres"]["status"] == "up"
+        finally:
+            requests.put(f"{connector}/resume", timeout=30).raise_for_status()
+        wait_for("health to recover", lambda: one.get("/health").status_code == 200, timeout=60)
+
+    def test_fuzzing_the_openapi_document_finds_no_server_error(self, one: Http) -> None:
+        failures = fuzz(f"{one.base}/openapi.json", examples_per_mode=25)
+        assert not failures, "\n\n".join(failures)
+
+
+# =========================================================================== two workers
+
+
+@pytest.fixture(scope="class")
+def pair(stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Http, Http]]:
+    a, b = start_workers(("a", "b"), tmp_path_factory.mktemp("api-pair"))
+    try:
+        yield Http(a), Http(b)
+    finally:
+        for w in (a, b):
+            w.stop()
+
+
+def same_answer(
+    pair: tuple[Http, Http], method: str, path: str, template: str, **kwargs: Any
+) -> tuple[int, Any]:
+    """Send one request to both workers; both must answer it alike. Returns (status, body)."""
+    first, second = (http.request(method, path, **kwargs) for http in pair)
+    assert first.status_code == second.status_code, (path, first.text[:200], second.text[:200])
+    one, other = conforms(first, method, template), conforms(second, method, template)
+    assert one == other, (path, one, other)
+    return first.status_code, one
+
+
+class TestTwoWorkers:
+    def test_both_workers_own_partitions_and_report_the_same_health(
+        self, pair: tuple[Http, Http], settings: Settings
+    ) -> None:
+        bodies = [conforms(http.get("/health"), "GET", "/health") for http in pair]
+        assert all(b["status"] == "ok" for b in bodies)
+        assert bodies[0]["worker"]["app_id"] == bodies[1]["worker"]["app_id"]
+        assert all(b["worker"]["assigned_partitions"] > 0 for b in bodies)
+        assert pair[0].get("/openapi.json").json() == pair[1].get("/openapi.json").json()
+
+    def test_the_same_requests_give_the_same_answers(
+        self, pair: tuple[Http, Http], pg: Any, mongo_db: Any
+    ) -> None:
+        a, b = pair
+        place = Place(pg)
+        booking_id = uuid4()
+        body = place.body(id=str(booking_id))
+        created = a.post(BOOKINGS, params={"farmer_id": str(place.farmer)}, json=body)
+        assert created.status_code == 201, created.text
+        # The same booking sent to the other worker is the same booking: a conflict.
+        assert str(booking_id) in refused(
+            b.post(BOOKINGS, params={"farmer_id": str(place.farmer)}, json=body), 409
+        )
+        b.wait_snapshot(booking_id, lambda s: s["status"] == "published")
+        a.wait_snapshot(booking_id, lambda s: s["status"] == "published")
+        path = SNAPSHOT.format(booking_id=booking_id)
+        same_answer(pair, "GET", path, SNAPSHOT)
+
+        published = [
+            conforms(h.post(path + "/publish"), "POST", SNAPSHOT + "/publish") for h in pair
+        ]
+        assert {p["listing_id"] for p in published} == {str(snapshot_id(booking_id))}
+        assert listing(mongo_db, booking_id) is not None
+        same_answer(pair, "GET", path, SNAPSHOT)
+
+        reconciled = [h.post(path + "/reconcile") for h in pair]
+        bodies = [conforms(r, "POST", SNAPSHOT + "/reconcile") for r in reconciled]
+        assert [r.status_code for r in reconciled] == [202, 202]
+        for key in ("booking_id", "data_collections", "additional_conditions"):
+            assert bodies[0][key] == bodies[1][key]
+        assert bodies[0]["signal_id"] != bodies[1]["signal_id"]
+
+        for h in pair:
+            resp = h.post("/storage-guard/snapshots/sync-all")
+            assert conforms(resp, "POST", "/storage-guard/snapshots/sync-all")["success"]
+
+        unknown = SNAPSHOT.format(booking_id=uuid4())
+        assert same_answer(pair, "GET", unknown, SNAPSHOT)[0] == 404
+        assert same_answer(pair, "POST", unknown + "/publish", SNAPSHOT + "/publish")[0] == 404
+        bad = SNAPSHOT.format(booking_id="nope")
+        assert same_answer(pair, "GET", bad, SNAPSHOT)[0] == 422
+        status, _ = same_answer(
+            pair,
+            "POST",
+            BOOKINGS,
+            BOOKINGS,
+            params={"farmer_id": str(place.farmer)},
+            json=place.body(quantity_kg=-3),
+        )
+        assert status == 422 and place.bookings_count() == 1
+
+    def test_each_partition_lag_is_reported_by_the_one_worker_that_owns_it(
+        self, pair: tuple[Http, Http], settings: Settings
+    ) -> None:
+        topic = f"{pair[0].worker.env['MIS_APP_ID']}-by-booking"
+
+        def owned(http: Http) -> set[str]:
+            samples = http.metrics().get("mis_consumer_lag_messages", [])
+            return {s.labels["partition"] for s in samples if s.labels["topic"] == topic}
+
+        def split() -> tuple[set[str], set[str]] | None:
+            a, b = owned(pair[0]), owned(pair[1])
+            everything = {str(p) for p in range(settings.partitions)}
+            return (a, b) if a | b == everything and not a & b and a and b else None
+
+        wait_for("the booking partitions' lag, split between the workers", split, timeout=90)
+
+
+# =========================================================================== auto-publish off
+
+
+@pytest.fixture(scope="class")
+def manual(stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Http]:
+    (worker,) = start_workers(
+        ("manual",), tmp_path_factory.mktemp("api-manual"), {"MIS_AUTO_PUBLISH": "false"}
+    )
+    try:
+        yield Http(worker)
+    finally:
+        worker.stop()
+
+
+class TestAutoPublishOff:
+    def test_snapshots_wait_until_sync_all_or_publish(
+        self, manual: Http, pg: Any, mongo_db: Any
+    ) -> None:
+        place = Place(pg)
+        created = manual.post(BOOKINGS, params={"farmer_id": str(place.farmer)}, json=place.body())
+        assert created.status_code == 201, created.text
+        first = UUID(created.json()["booking"]["id"])
+        second, third = place.booking(), place.booking()
+        for booking_id in (first, second, third):
+            manual.wait_snapshot(booking_id, lambda s: s["status"] == "ready_to_publish")
+        time.sleep(3)  # long enough for an auto-publishing sink to have published them
+        for booking_id in (first, second, third):
+            snap = manual.snapshot(booking_id)
+            assert snap is not None and snap["status"] == "ready_to_publish"
+            assert snap["market_listing_id"] is None and listing(mongo_db, booking_id) is None
+
+        resp = manual.post(SNAPSHOT.format(booking_id=third) + "/publish")
+        body = conforms(resp, "POST", SNAPSHOT + "/publish")
+        assert resp.status_code == 200 and body["listing_id"] == str(snapshot_id(third))
+        assert manual.snapshot(third)["status"] == "published"  # type: ignore[index]
+        assert listing(mongo_db, third) is not None
+
+        resp = manual.post("/storage-guard/snapshots/sync-all")
+        body = conforms(resp, "POST", "/storage-guard/snapshots/sync-all")
+        results = {UUID(r["booking_id"]): r for r in body["results"]}
+        assert body["total"] == len(body["results"]) >= 2
+        assert body["published"] == sum(1 for r in body["results"] if r["success"])
+        for booking_id in (first, second):
+            assert results[booking_id]["success"] is True
+            assert results[booking_id]["listing_id"] == str(snapshot_id(booking_id))
+            snap = manual.snapshot(booking_id)
+            assert snap is not None and snap["status"] == "published"
+            assert listing(mongo_db, booking_id) is not None
+        assert third not in results  # already published: not waiting any more
+
+        again = conforms(
+            manual.post("/storage-guard/snapshots/sync-all"),
+            "POST",
+            "/storage-guard/snapshots/sync-all",
+        )
+        assert not {first, second, third} & {UUID(r["booking_id"]) for r in again["results"]}
+
+    def test_a_published_listing_follows_changes_without_auto_publish(
+        self, manual: Http, pg: Any, mongo_db: Any
+    ) -> None:
+        place = Place(pg)
+        booking_id = place.booking()
+        manual.wait_snapshot(booking_id, lambda s: s["status"] == "ready_to_publish")
+        assert manual.post(SNAPSHOT.format(booking_id=booking_id) + "/publish").status_code == 200
+        source_db.update(pg, "storage_bookings", booking_id, quantity_kg=4321)
+        manual.wait_snapshot(booking_id, lambda s: s["quantity_kg"] == 4321)
+        wait_for(
+            "the listing to follow",
+            lambda: (listing(mongo_db, booking_id) or {}).get("quantity_kg") == 4321,
+            timeout=SETTLE,
+        )
+
+
+def fuzz(url: str, examples_per_mode: int) -> list[str]:
+    """Property-based requests to every operation of the live document, positive and negative.
+
+    Checks: no 5xx; every status, content type and body is one the document declares; input
+    the schema forbids is refused.
+    """
+    import schemathesis
+    from schemathesis import GenerationMode
+    from schemathesis.checks import not_a_server_error
+    from schemathesis.specs.openapi.checks import (
+        content_type_conformance,
+        negative_data_rejection,
+        response_schema_conformance,
+        status_code_conformance,
+    )
+
+    checks = [
+        not_a_server_error,
+        status_code_conformance,
+        content_type_conformance,
+        response_schema_conformance,
+        negative_data_rejection,
+    ]
+    schema = schemathesis.openapi.from_url(url)
+    failures: list[str] = []
+    operations = 0
+    for result in schema.get_all_operations():
+        operation = result.ok()
+        operations += 1
+        takes_input = bool(operation.path_parameters or operation.query or operation.body)
+        for mode in GenerationMode:
+            if mode is GenerationMode.NEGATIVE and not takes_input:
+                continue  # nothing to make invalid
+
+            @given(case=operation.as_strategy(generation_mode=mode))
+            @settings(
+                max_examples=examples_per_mode,
+                deadline=None,
+                database=None,
+                phases=[Phase.explicit, Phase.generate],
+                suppress_health_check=list(HealthCheck),
+            )
+            def run(case: Any) -> None:
+                case.call_and_validate(checks=checks)
+
+            try:
+                run()
+            except Exception as exc:
+                failures.append(f"{operation.label} [{mode.value}]: {exc}")
+    assert operations >= len(openapi.operations(DOC)) - 1  # all but the document itself
+    return failures
