@@ -7,9 +7,10 @@ clients) are created here but connect lazily, inside the worker's event loop, on
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
+from faust.web.drivers.aiohttp import Web
 
 from streams.api.handlers import API, Api, routes
 from streams.api.health import Health
@@ -39,4 +40,4 @@ def install(web_app: web.Application, faust_app: Any) -> Api:
     return api
 
 
-api = install(app.web.web_app, app)
+api = install(cast(Web, app.web).web_app, app)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 from uuid import uuid4
 
 import pytest
@@ -43,11 +43,13 @@ def declared(method: str, path: str, status: int) -> dict[str, Any]:
 
 
 def test_every_route_is_documented_and_every_operation_is_routed() -> None:
+    from faust.web.drivers.aiohttp import Web
+
     from streams.web import app  # registers the routes on the worker's aiohttp application
 
     routed = {
         (route.method, route.resource.canonical)
-        for route in app.web.web_app.router.routes()
+        for route in cast(Web, app.web).web_app.router.routes()
         if route.resource is not None
     }
     assert routed == openapi.operations(DOC)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -45,8 +46,8 @@ def test_a_valid_booking_is_parsed_and_normalised() -> None:
         body(ai_inspection_id=str(uuid4()), grade="A", start_date="2026-12-01T08:00:00+02:00"),
     )
     assert req.crop_type == "maize"
-    assert req.start_date is not None and req.start_date.utcoffset().total_seconds() == 0
-    assert req.start_date.hour == 6
+    assert req.start_date == datetime(2026, 12, 1, 6, tzinfo=UTC)
+    assert req.start_date is not None and req.start_date.tzinfo is UTC
 
 
 @pytest.mark.parametrize(
