@@ -24,7 +24,7 @@ def create_app(settings: Settings) -> faust.App:
         producer_acks=-1,
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
-        web_bind="127.0.0.1",
+        web_bind=settings.web_host,
         web_port=settings.web_port,
         web_in_thread=False,
         autodiscover=["streams.agents", "streams.web"],

@@ -25,15 +25,19 @@ class Settings(BaseSettings):
     pg_password: SecretStr = SecretStr("postgres")
     pg_database: str = "storage_guard"
 
-    # --- Kafka (KRaft, one combined node) and Kafka Connect
+    # --- Kafka (KRaft, one combined node) and Kafka Connect. The hosts are loopback for the local
+    # stack; in docker-compose.yml they are the services' names (kafka, connect, mongo).
+    kafka_host: str = "127.0.0.1"
     kafka_port: int = 59092
     kafka_controller_port: int = 59093
     kafka_heap: str = "512m"
+    connect_host: str = "127.0.0.1"
     connect_port: int = 58083
     connect_heap: str = "768m"
     connect_group: str = "mis-connect"
 
     # --- MongoDB wire server (Market Connect listings)
+    mongo_host: str = "127.0.0.1"
     mongo_port: int = 57017
     mongo_database: str = "market_connect"
     mongo_collection: str = "market_listings"
@@ -42,6 +46,8 @@ class Settings(BaseSettings):
     app_id: str = "market-snapshots"
     topic_prefix: str = "sg"
     partitions: int = Field(default=4, ge=1)
+    # The worker's HTTP server listens here; 0.0.0.0 in a container so a published port reaches it.
+    web_host: str = "127.0.0.1"
     web_port: int = 56066
     # Each worker on one machine needs its own RocksDB directory (RocksDB locks it).
     data_dir: Path | None = None
@@ -64,15 +70,15 @@ class Settings(BaseSettings):
 
     @property
     def kafka_bootstrap(self) -> str:
-        return f"127.0.0.1:{self.kafka_port}"
+        return f"{self.kafka_host}:{self.kafka_port}"
 
     @property
     def connect_url(self) -> str:
-        return f"http://127.0.0.1:{self.connect_port}"
+        return f"http://{self.connect_host}:{self.connect_port}"
 
     @property
     def mongo_url(self) -> str:
-        return f"mongodb://127.0.0.1:{self.mongo_port}/"
+        return f"mongodb://{self.mongo_host}:{self.mongo_port}/"
 
     @property
     def pg_dsn(self) -> str:
