@@ -63,16 +63,19 @@ class BookingRequest(_Model):
 
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
-    location_id: UUID
-    vendor_id: UUID
-    crop_type: CropType
+    location_id: UUID = Field(description="not checked: Storage Guard has no location table")
+    vendor_id: UUID = Field(description="not checked: Storage Guard has no vendor table")
+    crop_type: CropType = Field(description="trimmed; 1 to 120 characters, no NUL")
     quantity_kg: int = Field(gt=0, le=INT4_MAX)
-    duration_days: int = Field(ge=1, le=3650)
+    duration_days: int = Field(ge=1, le=3650, description="end_date is start_date plus this")
     ai_inspection_id: UUID | None = Field(
-        default=None, description="must name an existing crop_inspections row"
+        default=None,
+        description="must name an existing crop_inspections row of this farmer (or of none)",
     )
-    grade: Grade | None = None
-    start_date: StartDate | None = Field(default=None, description="defaults to now")
+    grade: Grade | None = Field(default=None, description="trimmed; 1 to 16 characters")
+    start_date: StartDate | None = Field(
+        default=None, description="with a time zone, from 2000 to 2100; defaults to now"
+    )
     id: UUID | None = Field(
         default=None,
         description="the booking id, for safe retries: a second request with it answers 409",
