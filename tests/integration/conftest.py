@@ -2,6 +2,8 @@
 
 Every test in this directory is marked `integration`. A stack that is down or unhealthy fails
 the session with the reason; it never skips, so a green run always means the stack was exercised.
+MIS_TEST_BACKEND=containers runs the same tests against docker-compose.yml instead (backends.py);
+only that backend is skipped, and only when no Docker engine is reachable.
 """
 
 from __future__ import annotations
@@ -23,14 +25,21 @@ from pymongo.database import Database
 
 from launcher.stack import Stack
 from streams.config import Settings
+from tests.integration import backends
 
 _HERE = Path(__file__).resolve().parent
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    try:
+        reason = backends.skip_reason()
+    except backends.BackendError as exc:
+        raise pytest.UsageError(str(exc)) from exc
     for item in items:
         if _HERE in item.path.resolve().parents:
             item.add_marker(pytest.mark.integration)
+            if reason:
+                item.add_marker(pytest.mark.skip(reason=reason))
 
 
 @pytest.fixture(scope="session")
@@ -39,7 +48,11 @@ def settings() -> Settings:
 
 
 @pytest.fixture(scope="session")
-def stack(settings: Settings) -> Stack:
+def stack(settings: Settings) -> Iterator[Stack | backends.ComposeStack]:
+    if backends.selected() == "containers":
+        with backends.compose_stack(settings) as compose:
+            yield compose
+        return
     stack = Stack.from_settings(settings)
     problems = [f"{s.name}: {s.state}" for s in stack.status() if not s.healthy]
     if not problems:
@@ -54,7 +67,7 @@ def stack(settings: Settings) -> Stack:
             "Start it with `make stack-up` or run the tests through `make test`.",
             pytrace=False,
         )
-    return stack
+    yield stack
 
 
 @pytest.fixture(scope="session")

@@ -107,6 +107,12 @@ def field(name: str) -> str:
     return key
 
 
+def settings_from(env: Mapping[str, str]) -> Settings:
+    """Settings from these MIS_* variables (others ignored) over the defaults."""
+    values: dict[str, Any] = {field(k): v for k, v in env.items() if k.startswith("MIS_")}
+    return Settings(**values)
+
+
 def plain(value: Any) -> Any:
     return value.get_secret_value() if hasattr(value, "get_secret_value") else value
 
@@ -200,7 +206,7 @@ def test_every_MIS_name_is_a_setting_and_every_default_is_the_settings_default()
     native = Settings()
     for name, default in defaults:
         key = field(name)
-        written = getattr(Settings(**{key: default}), key)
+        written = getattr(settings_from({name: default}), key)
         assert plain(written) == plain(getattr(native, key)), f"{name}: {default!r}"
 
 
@@ -238,7 +244,7 @@ def test_containers_reach_each_other_by_service_name_on_their_own_ports() -> Non
     ],
 )
 def test_the_host_reaches_the_containers_on_the_local_stacks_ports(env: dict[str, str]) -> None:
-    settings = Settings(**{field(k): v for k, v in env.items()})
+    settings = settings_from(env)
     for service, (container_port, key) in PUBLISHED.items():
         assert published(service, **env) == ("127.0.0.1", getattr(settings, key), container_port)
     # Clients on the host bootstrap from 127.0.0.1:MIS_KAFKA_PORT and must be sent back there.
@@ -265,7 +271,7 @@ def test_one_partition_count_for_every_topic(partitions: str | None) -> None:
 
 def test_the_worker_creates_the_same_topics_as_on_the_local_stack() -> None:
     env = environment("worker")
-    in_compose = Settings(**{field(k): v for k, v in env.items() if k.startswith("MIS_")})
+    in_compose = settings_from(env)
     native = Settings()
     assert pipeline_topics(in_compose) == pipeline_topics(native)
     assert in_compose.partitions == native.partitions
