@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from typing import Any
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
@@ -34,6 +34,13 @@ SNAPSHOT = "/storage-guard/snapshots/{booking_id}"
 # Any one path segment, braces included (aiohttp's default refuses them with a 404): whatever
 # is not a UUID there gets the 422 that says so.
 SNAPSHOT_ROUTE = "/storage-guard/snapshots/{booking_id:[^/]+}"
+PUBLICATION_FIELDS = (
+    "market_listing_id",
+    "published_at",
+    "last_synced_at",
+    "created_at",
+    "updated_at",
+)
 
 
 @dataclass
@@ -63,7 +70,7 @@ def answer(
     return web.json_response(text=text, status=status, **kwargs)
 
 
-def _booking_id(request: web.Request) -> Any:
+def _booking_id(request: web.Request) -> UUID:
     return parse_uuid(request.match_info["booking_id"], "booking_id")
 
 
@@ -73,21 +80,8 @@ async def get_snapshot(request: web.Request) -> web.Response:
     row = await api.store.snapshot(booking_id)
     if row is None:
         raise NotFound(f"no snapshot for booking {booking_id}")
-    view = SnapshotView.model_validate(
-        {
-            **snapshot_fields(row),
-            **{
-                k: row[k]
-                for k in (
-                    "market_listing_id",
-                    "published_at",
-                    "last_synced_at",
-                    "created_at",
-                    "updated_at",
-                )
-            },
-        }
-    )
+    publication = {k: row[k] for k in PUBLICATION_FIELDS}
+    view = SnapshotView.model_validate({**snapshot_fields(row), **publication})
     return answer(SnapshotResponse(snapshot=view))
 
 
