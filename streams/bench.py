@@ -25,9 +25,14 @@ from streams import source_db
 from streams.config import REPO_ROOT, Settings, get_settings
 
 
+_worker: subprocess.Popen[bytes] | None = None
+
+
 def _wait(what: str, probe, timeout: float) -> float:  # type: ignore[no-untyped-def]
     start = time.monotonic()
     while time.monotonic() - start < timeout:
+        if _worker is not None and _worker.poll() is not None:
+            raise SystemExit(f"bench: the worker exited with {_worker.returncode}; see its log")
         if probe():
             return time.monotonic() - start
         time.sleep(0.02)
@@ -41,9 +46,9 @@ def _start_worker(settings: Settings, workdir: Path) -> subprocess.Popen[bytes]:
         "MIS_DATA_DIR": str(workdir / "data"),
         "MIS_WEB_PORT": str(settings.web_port + 7),
     }
-    log = (workdir / "worker.log").open("wb")
+    log = (workdir / "worker.log").open("wb")  # kept only for the run; see --keep-log
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", "worker", "-l", "warning"],
+        [sys.executable, "-m", "streams.cli", "worker", "-l", "warn"],
         cwd=REPO_ROOT,
         env=env,
         stdout=log,
@@ -64,7 +69,9 @@ def run(locations: int, bookings_per_location: int, readings: int, samples: int)
     pg = psycopg.connect(settings.pg_dsn, autocommit=True)
     mongo = MongoClient(settings.mongo_url)[settings.mongo_database][settings.mongo_collection]
     with tempfile.TemporaryDirectory(prefix="mis-bench-") as tmp:
-        worker = _start_worker(settings, Path(tmp))
+        print(f"bench: worker log in {tmp}/worker.log")
+        global _worker
+        worker = _worker = _start_worker(settings, Path(tmp))
         try:
             vendor, now = uuid4(), datetime.now(UTC)
             locs = [uuid4() for _ in range(locations)]
@@ -131,7 +138,7 @@ def run(locations: int, bookings_per_location: int, readings: int, samples: int)
                 ).fetchall()
                 return len(got) == locations and all(last_value[loc] == v for loc, v in got)
 
-            elapsed = _wait("the burst to reach the sinks", caught_up, timeout=600)
+            _wait("the burst to reach the sinks", caught_up, timeout=600)
             total = time.monotonic() - start
             print(
                 f"bench: {readings} readings written in {written:.2f}s; all {len(every)} snapshots current "
@@ -188,7 +195,11 @@ def run(locations: int, bookings_per_location: int, readings: int, samples: int)
             print(f"bench: worker peak RSS {_rss_kb(worker.pid) / 1024:.0f} MiB")
         finally:
             worker.terminate()
-            worker.wait(30)
+            try:
+                worker.wait(30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from streams.app import app, settings
 
-# Keys and values are raw bytes (the app default): values are pydantic JSON, see agents.common.
-_options = {"partitions": settings.partitions}
+# Keys and values are raw bytes: values are pydantic JSON (see agents.common), which pydantic
+# writes and reads several times faster than Faust's json codec would.
+_options = {"partitions": settings.partitions, "key_type": bytes, "value_type": bytes}
 
 location_state = app.Table(
     "location-state", help="sensors, pests and subscribers per location", **_options

@@ -70,7 +70,7 @@ async def _evict(key: str, state: BookingState, partition: int) -> None:
         return
     for space, fk, command in state.evict(key):
         await SPACE_TOPICS[space].send(key=fk.encode(), value=encode(command))
-    del tables.booking_state[key]
+    tables.booking_state.pop(key.encode(), None)
     deadlines.set(partition, key, None)
     # The tombstone lets compaction forget the snapshot and makes the sink delete row and listing.
     await topics.snapshots.send(key=key.encode(), value=None)
@@ -86,7 +86,7 @@ async def _on_tick(partition: int) -> None:
                 entries.append((key, parse(BookingState, raw).deadline))
         deadlines.load(partition, entries)
     for key in deadlines.due(partition, clock()):
-        if table.get(key) is None:
+        if table.get(key.encode()) is None:
             continue
         await _emit(key, load(table, key, BookingState), partition)
 

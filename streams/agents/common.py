@@ -24,8 +24,8 @@ def parse(cls: type[S], raw: Any) -> S:
 
 
 def load(table: Any, key: str, cls: type[S]) -> S:
-    """The state of ``key``; tables hold JSON documents (Faust's json codec for values)."""
-    raw = table.get(key)
+    """The state of ``key``; tables hold pydantic JSON as raw bytes."""
+    raw = table.get(key.encode())
     return cls() if raw is None else parse(cls, raw)
 
 
@@ -50,4 +50,4 @@ async def guarded(event: Any, handler: Callable[[Any], Awaitable[None]]) -> None
 
 
 def save(table: Any, key: str, state: BaseModel) -> None:
-    table[key] = state.model_dump(mode="json")
+    table[key.encode()] = state.model_dump_json().encode()

@@ -17,6 +17,10 @@ from streams.errors import SinkUnavailable
 
 log = logging.getLogger(__name__)
 
+# FerretDB 1.24 holds one SQLite connection per matched statement until an update command ends,
+# from a pool of 100: a bulk write of 100 or more replaces never returns. Keep commands small.
+WRITE_CHUNK = 50
+
 
 def _bson(value: Any) -> Any:
     if isinstance(value, dict):
@@ -89,9 +93,14 @@ class MongoSink:
             return
         try:
             await self._ensure_index()
-            await self._collection.bulk_write(
-                [ReplaceOne({"_id": d["_id"]}, d, upsert=True) for d in documents], ordered=False
-            )
+            # Only a filter on the bare _id is served by an index on FerretDB, and a guarded
+            # filter that fails breaks the rest of its command there: replace by _id alone;
+            # the Postgres guard has already decided what is newer.
+            for start in range(0, len(documents), WRITE_CHUNK):
+                chunk = documents[start : start + WRITE_CHUNK]
+                await self._collection.bulk_write(
+                    [ReplaceOne({"_id": d["_id"]}, d, upsert=True) for d in chunk], ordered=True
+                )
         except PyMongoError as exc:
             raise SinkUnavailable(f"mongodb: {exc}") from exc
 
