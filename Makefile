@@ -14,7 +14,7 @@ JUNIT ?= build/test-results/junit.xml
 PYTEST_ARGS ?=
 C ?=
 
-.PHONY: help install lint test run down stack-up stack-down stack-status stack-logs
+.PHONY: help install lint test run down bench stack-up stack-down stack-status stack-logs
 
 help:
 	@echo "make install        create $(VENV) and install the project with its dev tools"
@@ -22,6 +22,7 @@ help:
 	@echo "                    (MIS_STACK_REUSE=1: use an already running stack, leave it up)"
 	@echo "make run            start the stack and the demo; Ctrl-C stops both"
 	@echo "make lint           ruff"
+	@echo "make bench          throughput and end-to-end delay on a fresh stack"
 	@echo "make stack-up | stack-down | stack-status | stack-logs [C=kafka] | down"
 
 install:
@@ -35,7 +36,11 @@ lint:
 stack-up:
 	$(STACK) up
 
-stack-down down:
+stack-down:
+	$(STACK) down
+
+down:
+	@if test -f $(WORKER_PID); then kill $$(cat $(WORKER_PID)) 2>/dev/null || true; rm -f $(WORKER_PID); sleep 2; fi
 	$(STACK) down
 
 stack-status:
@@ -57,7 +62,23 @@ test:
 	fi; \
 	$(PY) -m pytest -p no:cacheprovider --junitxml=$(JUNIT) $(PYTEST_ARGS) tests
 
+# The worker's pid goes next to the stack's, so that `make down` from another shell stops it too.
+WORKER_PID = $${MIS_STATE_DIR:-.stack}/run/worker.pid
+
 run:
+	@trap 'exit 130' INT TERM; \
+	trap 'test -f $(WORKER_PID) && kill $$(cat $(WORKER_PID)) 2>/dev/null; sleep 2; $(STACK) down' EXIT; \
+	$(STACK) up; \
+	$(PY) -m streams.cli worker > $${MIS_STATE_DIR:-.stack}/logs/worker.log 2>&1 & \
+	echo $$! > $(WORKER_PID); \
+	$(PY) -m streams.cli demo --watch 90; \
+	echo "The worker keeps the snapshots current (log: $${MIS_STATE_DIR:-.stack}/logs/worker.log)."; \
+	echo "Write to the source tables (psql -h 127.0.0.1 -p $${MIS_PG_PORT:-55432} -U postgres storage_guard);"; \
+	echo "Ctrl-C or 'make down' stops the worker and the stack."; \
+	wait
+
+# Throughput and end-to-end delay on a fresh stack of its own (figures printed, nothing asserted).
+bench:
 	@trap 'exit 130' INT TERM; trap '$(STACK) down' EXIT; \
 	$(STACK) up; \
-	$(PY) -m streams.cli demo
+	$(PY) -m streams.bench $(BENCH_ARGS)

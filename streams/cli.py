@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 
 from streams.config import get_settings
@@ -25,7 +26,9 @@ def _worker(args: argparse.Namespace) -> int:
         print(f"mis worker: {exc}", file=sys.stderr)
         return 2
 
-    argv = ["faust", "-A", "streams.app", "worker", "-l", args.loglevel]
+    level = (args.loglevel or settings.log_level).lower().replace("warning", "warn")
+    os.environ["MIS_LOG_LEVEL"] = level
+    argv = ["faust", "-A", "streams.app", "worker", "-l", level]
     sys.argv = argv
     cli(prog_name="mis worker")  # exits
     return 0
@@ -57,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mis", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     w = sub.add_parser("worker", help="run a Faust worker of the pipeline")
-    w.add_argument("-l", "--loglevel", default="info")
+    w.add_argument("-l", "--loglevel", default=None, help="default: MIS_LOG_LEVEL (info)")
     w.set_defaults(fn=_worker)
     d = sub.add_parser("demo", help="load demo data and show the snapshots it produced")
     d.add_argument("--bookings", type=int, default=5)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -52,6 +53,7 @@ class Settings(BaseSettings):
     # Each worker on one machine needs its own RocksDB directory (RocksDB locks it).
     data_dir: Path | None = None
     store: str = "rocksdb://"
+    log_level: Literal["debug", "info", "warn", "warning", "error", "critical"] = "info"
     auto_publish: bool = True
     # How long the group waits for a silent worker before handing its partitions to the others.
     session_timeout_s: float = Field(default=15.0, ge=6)

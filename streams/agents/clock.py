@@ -44,10 +44,3 @@ async def cleanup() -> int:
 @app.crontab("17 3 * * *", on_leader=True)
 async def daily_cleanup() -> None:
     await cleanup()
-
-
-@app.task
-async def declare_topics() -> None:
-    # Nothing consumes the dead-letter topic inside the pipeline, so Faust would not create it:
-    # declare it at start-up with the pipeline's partition count and retention.
-    await topics.dead_letters.maybe_declare()
