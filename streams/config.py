@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     # How long the group waits for a silent worker before handing its partitions to the others.
     session_timeout_s: float = Field(default=15.0, ge=6)
     tick_interval_s: float = Field(default=5.0, gt=0)
+    # Agents take up to batch_size events at a time, waiting at most batch_within_s for more.
+    batch_size: int = Field(default=500, ge=1)
+    batch_within_s: float = Field(default=0.01, gt=0)
     sink_batch_size: int = Field(default=500, ge=1)
     sink_batch_within_s: float = Field(default=0.05, gt=0)
     sink_retry_max_s: float = Field(default=30.0, gt=0)

@@ -14,7 +14,8 @@ from aiokafka.partitioner import DefaultPartitioner
 from pydantic import ValidationError
 
 from streams import metrics, tables, topics
-from streams.agents.common import guarded, key_of, load, parse, save
+from streams.agents.batch import KeyedBatch
+from streams.agents.common import guarded, key_of, parse
 from streams.app import app, settings
 from streams.clock import clock
 from streams.deadletter import dead_letter
@@ -54,74 +55,78 @@ def partition_of(key: str) -> int:
     return int(_partitioner(key.encode(), _all_partitions, _all_partitions))
 
 
-async def _emit(key: str, state: BookingState, partition: int) -> None:
-    record = state.evaluate(clock())
-    save(tables.booking_state, key, state)
-    deadlines.set(partition, key, state.deadline)
-    if record is not None:
-        await topics.snapshots.send(key=key.encode(), value=record.model_dump_json().encode())
-        metrics.SNAPSHOTS_EMITTED.inc()
-        metrics.EVENTS_OUT.labels(topic=topics.snapshots.get_topic_name()).inc()
-
-
-async def _evict(key: str, state: BookingState, partition: int) -> None:
-    if not state.terminal:
-        log.info("evict ignored: booking is live booking_id=%s", key)
+def _load_index(partition: int) -> None:
+    if deadlines.loaded(partition):
         return
-    for space, fk, command in state.evict(key):
-        await SPACE_TOPICS[space].send(key=fk.encode(), value=encode(command))
-    tables.booking_state.pop(key.encode(), None)
-    deadlines.set(partition, key, None)
-    # The tombstone lets compaction forget the snapshot and makes the sink delete row and listing.
-    await topics.snapshots.send(key=key.encode(), value=None)
+    entries = []
+    for raw_key, raw in tables.booking_state.items():
+        key = raw_key.decode() if isinstance(raw_key, bytes) else str(raw_key)
+        if partition_of(key) == partition:
+            entries.append((key, parse(BookingState, raw).deadline))
+    deadlines.load(partition, entries)
 
 
-async def _on_tick(partition: int) -> None:
-    table = tables.booking_state
-    if not deadlines.loaded(partition):
-        entries = []
-        for raw_key, raw in table.items():
-            key = raw_key.decode() if isinstance(raw_key, bytes) else str(raw_key)
-            if partition_of(key) == partition:
-                entries.append((key, parse(BookingState, raw).deadline))
-        deadlines.load(partition, entries)
-    for key in deadlines.due(partition, clock()):
-        if table.get(key.encode()) is None:
-            continue
-        await _emit(key, load(table, key, BookingState), partition)
+class _Batch:
+    """One batch of the booking topic: every booking it touches is evaluated once, at the end."""
 
+    def __init__(self) -> None:
+        self.keys: KeyedBatch[BookingState] = KeyedBatch(tables.booking_state, BookingState)
 
-async def _handle(event: Any) -> None:
-    metrics.EVENTS_IN.labels(topic=event.message.topic).inc()
-    partition = event.message.partition
-    try:
-        msg = BOOKING_MSG.validate_json(event.value)
-    except ValidationError as exc:
-        await dead_letter(event, f"unreadable message: {exc.errors()[0]['msg']}")
-        return
-    if isinstance(msg, Tick):
-        await _on_tick(partition)
-        return
-    key = key_of(event)
-    state = load(tables.booking_state, key, BookingState)
-    if isinstance(msg, Evict):
-        await _evict(key, state, partition)
-        return
-    if isinstance(msg, BookingChanged):
-        commands = state.apply_booking(msg)
-        for space, fk, command in commands:
+    async def handle(self, event: Any) -> None:
+        metrics.EVENTS_IN.labels(topic=event.message.topic).inc()
+        try:
+            msg = BOOKING_MSG.validate_json(event.value)
+        except ValidationError as exc:
+            await dead_letter(event, f"unreadable message: {exc.errors()[0]['msg']}")
+            return
+        if isinstance(msg, Tick):
+            partition = event.message.partition
+            _load_index(partition)
+            for due in deadlines.due(partition, clock()):
+                if self.keys.stored(due, event):
+                    self.keys.state(due, event)
+                    self.keys.touch(due)
+            return
+        key = key_of(event)
+        state = self.keys.state(key, event)
+        if isinstance(msg, Evict):
+            await self._evict(key, state, event.message.partition)
+        elif isinstance(msg, BookingChanged):
+            known = state.booking_version
+            for space, fk, command in state.apply_booking(msg):
+                await SPACE_TOPICS[space].send(key=fk.encode(), value=encode(command))
+            if state.booking_version != known:  # else a duplicate or an older change
+                self.keys.touch(key)
+        elif state.apply_part(PART_SPACE[type(msg)], msg):
+            self.keys.touch(key)
+
+    async def _evict(self, key: str, state: BookingState, partition: int) -> None:
+        if not state.terminal:
+            log.info("evict ignored: booking is live booking_id=%s", key)
+            return
+        for space, fk, command in state.evict(key):
             await SPACE_TOPICS[space].send(key=fk.encode(), value=encode(command))
-        if state.booking_version != msg.version:
-            return  # a duplicate or an older change: nothing to do
-    elif not state.apply_part(PART_SPACE[type(msg)], msg):
-        return
-    await _emit(key, state, partition)
+        self.keys.drop(key)
+        deadlines.set(partition, key, None)
+        # The tombstone lets compaction forget the snapshot and the sink delete row and listing.
+        await topics.snapshots.send(key=key.encode(), value=None)
+
+    async def emit(self, key: str, state: BookingState) -> None:
+        record = state.evaluate(clock())
+        deadlines.set(self.keys.partition(key), key, state.deadline)
+        if record is not None:
+            await topics.snapshots.send(key=key.encode(), value=record.model_dump_json().encode())
+            metrics.SNAPSHOTS_EMITTED.inc()
+            metrics.EVENTS_OUT.labels(topic=topics.snapshots.get_topic_name()).inc()
 
 
 @app.agent(topics.bookings)
 async def bookings(stream: Any) -> None:
-    async for event in stream.events():
-        await guarded(event, _handle)
+    async for events in stream.take_events(settings.batch_size, settings.batch_within_s):
+        batch = _Batch()
+        for event in events:
+            await guarded(event, batch.handle)
+        await batch.keys.flush(batch.emit)
 
 
 @app.on_partitions_revoked.connect

@@ -1,7 +1,8 @@
 """The foreign key spaces: location, vendor and inspection.
 
 Each agent keeps its key's rows and subscribers in a table and answers with its *part*: to a new
-subscriber at once, and to every subscriber whenever a change alters the state.
+subscriber at once, and to every subscriber whenever a change alters the state. Within a batch a
+key answers once, with its state after all of the batch's changes.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from streams import metrics, tables, topics
-from streams.agents.common import guarded, key_of, load, save
+from streams.agents.batch import KeyedBatch
+from streams.agents.common import guarded, key_of
 from streams.app import app, settings
 from streams.clock import clock
 from streams.deadletter import dead_letter
@@ -34,8 +36,7 @@ log = logging.getLogger(__name__)
 
 
 def _apply(state: KeyState, msg: Any) -> bool:
-    if isinstance(msg, Subscribe | Unsubscribe):
-        return state.subscribe(msg)
+    """Apply a row change; True when the state changed."""
     if isinstance(msg, ReadingChanged) and isinstance(state, LocationState):
         return state.apply_reading(msg, history=settings.reading_history_per_sensor)
     if isinstance(msg, PestChanged) and isinstance(state, LocationState):
@@ -47,33 +48,49 @@ def _apply(state: KeyState, msg: Any) -> bool:
     raise TypeError(f"{type(msg).__name__} does not belong to {type(state).__name__}")
 
 
-def _handler(table: Any, adapter: TypeAdapter[Any], cls: type[KeyState]) -> Any:
-    async def handle(event: Any) -> None:
+class _Batch:
+    def __init__(self, table: Any, adapter: TypeAdapter[Any], cls: type[KeyState]) -> None:
+        self.keys: KeyedBatch[KeyState] = KeyedBatch(table, cls)
+        self.adapter = adapter
+        self.changed: set[str] = set()
+        self.new_subscribers: dict[str, set[str]] = {}
+
+    async def handle(self, event: Any) -> None:
         metrics.EVENTS_IN.labels(topic=event.message.topic).inc()
         try:
-            msg = adapter.validate_json(event.value)
+            msg = self.adapter.validate_json(event.value)
         except ValidationError as exc:
             await dead_letter(event, f"unreadable message: {exc.errors()[0]['msg']}")
             return
         key = key_of(event)
-        state = load(table, key, cls)
-        if not _apply(state, msg):
-            return
-        save(table, key, state)
-        answer_to = [msg.booking_id] if isinstance(msg, Subscribe) else list(state.subscribers)
-        if answer_to:
-            part = encode(state.part(key))  # type: ignore[attr-defined]
-            for booking_id in answer_to:
-                await topics.bookings.send(key=booking_id.encode(), value=part)
-            metrics.EVENTS_OUT.labels(topic=topics.bookings.get_topic_name()).inc(len(answer_to))
+        state = self.keys.state(key, event)
+        if isinstance(msg, Subscribe | Unsubscribe):
+            if state.subscribe(msg):
+                self.new_subscribers.setdefault(key, set()).add(msg.booking_id)
+            self.keys.touch(key)
+        elif _apply(state, msg):
+            self.changed.add(key)
+            self.keys.touch(key)
 
-    return handle
+    async def answer(self, key: str, state: KeyState) -> None:
+        wanted = set(
+            state.subscribers if key in self.changed else self.new_subscribers.get(key, ())
+        )
+        targets = [b for b in state.subscribers if b in wanted]
+        if not targets:
+            return
+        part = encode(state.part(key))  # type: ignore[attr-defined]
+        for booking_id in targets:
+            await topics.bookings.send(key=booking_id.encode(), value=part)
+        metrics.EVENTS_OUT.labels(topic=topics.bookings.get_topic_name()).inc(len(targets))
 
 
 async def _serve(stream: Any, table: Any, adapter: TypeAdapter[Any], cls: type[KeyState]) -> None:
-    handle = _handler(table, adapter, cls)
-    async for event in stream.events():
-        await guarded(event, handle)
+    async for events in stream.take_events(settings.batch_size, settings.batch_within_s):
+        batch = _Batch(table, adapter, cls)
+        for event in events:
+            await guarded(event, batch.handle)
+        await batch.keys.flush(batch.answer)
 
 
 @app.agent(topics.locations)
