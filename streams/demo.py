@@ -97,13 +97,15 @@ def run(settings: Settings, rows: int, watch_s: float) -> int:
     with psycopg.connect(settings.pg_dsn, autocommit=True) as conn:
         ids = load(conn, rows, rng)
         print(
-            f"demo: wrote {rows} bookings with an inspection each, 4 sensors, 1 pest event, 2 certificates"
+            f"demo: wrote {rows} bookings with an inspection each, "
+            "4 sensors, 1 pest event and 2 certificates"
         )
         deadline = time.monotonic() + watch_s
         found: list[tuple] = []
         while time.monotonic() < deadline:
             found = conn.execute(
-                "SELECT booking_id, crop_type, quantity_kg, quality_score, pest_count, is_certified, "
+                "SELECT booking_id, crop_type, quantity_kg, quality_score, pest_count, "
+                "is_certified, "
                 "certification_types, metadata->>'sensor_health', status, market_listing_id "
                 "FROM market_inventory_snapshots WHERE booking_id = ANY(%s) ORDER BY crop_type",
                 (ids,),

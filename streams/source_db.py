@@ -68,7 +68,8 @@ def insert(conn: psycopg.Connection[Any], table: str, **values: Any) -> Any:
     unknown = set(values) - set(cols)
     if unknown:
         raise ValueError(f"{table} has no column(s) {sorted(unknown)}")
-    sql = f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join(['%s'] * len(cols))}) RETURNING id"
+    marks = ", ".join(["%s"] * len(cols))
+    sql = f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({marks}) RETURNING id"
     row = conn.execute(sql, [values[c] for c in cols]).fetchone()
     assert row is not None
     return row[0]

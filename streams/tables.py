@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+from faust.types import TableT
+
 from streams.app import app, settings
 
-# Keys and values are raw bytes: values are pydantic JSON (see agents.common), which pydantic
-# writes and reads several times faster than Faust's json codec would.
-_options = {"partitions": settings.partitions, "key_type": bytes, "value_type": bytes}
 
-location_state = app.Table(
-    "location-state", help="sensors, pests and subscribers per location", **_options
-)
-vendor_state = app.Table("vendor-state", help="certificates and subscribers per vendor", **_options)
-inspection_state = app.Table(
-    "inspection-state", help="the inspection and its subscribers", **_options
-)
-booking_state = app.Table(
-    "booking-state", help="a booking, its three parts, the last snapshot", **_options
-)
+def _table(name: str, help: str) -> TableT:
+    # Keys and values are raw bytes: values are pydantic JSON (see agents.common), which pydantic
+    # writes and reads several times faster than Faust's json codec would.
+    return app.Table(
+        name, partitions=settings.partitions, key_type=bytes, value_type=bytes, help=help
+    )
+
+
+location_state = _table("location-state", "sensors, pests and subscribers per location")
+vendor_state = _table("vendor-state", "certificates and subscribers per vendor")
+inspection_state = _table("inspection-state", "the inspection and its subscribers")
+booking_state = _table("booking-state", "a booking, its three parts, the last snapshot")

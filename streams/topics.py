@@ -6,6 +6,10 @@ message that does not parse becomes a dead letter instead of an exception inside
 
 from __future__ import annotations
 
+from typing import Any
+
+from faust.types import TopicT
+
 from streams.admin import SOURCE_TABLES
 from streams.app import app, settings
 
@@ -13,12 +17,12 @@ from streams.app import app, settings
 cdc = app.topic(*(settings.cdc_topic(t) for t in SOURCE_TABLES), allow_empty=True)
 
 
-def _internal(suffix: str, **kwargs: object) -> object:
+def _internal(suffix: str, **kwargs: Any) -> TopicT:
     return app.topic(
         f"{settings.app_id}-{suffix}",
         partitions=settings.partitions,
         internal=True,
-        **kwargs,  # type: ignore[arg-type]
+        **kwargs,
     )
 
 

@@ -129,7 +129,7 @@ async def bookings(stream: Any) -> None:
         await batch.keys.flush(batch.emit)
 
 
-@app.on_partitions_revoked.connect
+@app.on_partitions_revoked.connect  # type: ignore[arg-type]
 async def _forget_revoked(app: Any, revoked: Any, **kwargs: Any) -> None:
     # Another worker may change these bookings while we don't own them: reload on return.
     deadlines.forget(

@@ -385,7 +385,7 @@ def test_pest_event_ages_out_with_no_write(worker: Worker, pg: Any, mongo_db: An
     lsn_before = pg.execute("SELECT pg_current_wal_insert_lsn()").fetchone()[0]
     source_rows_before = _source_counts(pg, w)
     # Nothing is written to the source tables from here on: time alone moves the snapshot.
-    row2, doc2 = settled(
+    row2, _ = settled(
         pg,
         mongo_db,
         booking,
@@ -525,7 +525,10 @@ def test_daily_cleanup_removes_finished_snapshots_after_90_days(
     )
     result = subprocess.run(
         [sys.executable, "-m", "streams.cli", "cleanup"],
-        env={**worker.env}, capture_output=True, text=True, timeout=60,
+        env={**worker.env},
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
     assert "evicting 1 " in result.stdout

@@ -48,9 +48,16 @@ def _bookings_on_every_partition(settings: Settings) -> list[UUID]:
 
 
 def _reading(pg: Any, location: UUID, value: float) -> None:
-    source_db.insert(pg, "sensor_readings", location_id=location, sensor_id="t-1",
-                     sensor_type="temperature", value=value, unit="C",
-                     reading_time=datetime.now(UTC) + timedelta(seconds=value))
+    source_db.insert(
+        pg,
+        "sensor_readings",
+        location_id=location,
+        sensor_id="t-1",
+        sensor_type="temperature",
+        value=value,
+        unit="C",
+        reading_time=datetime.now(UTC) + timedelta(seconds=value),
+    )
 
 
 def _temperature(pg: Any, booking: UUID) -> float | None:
@@ -69,11 +76,24 @@ def test_sigkill_of_one_worker_loses_no_change(
     locations = {bk: uuid4() for bk in bookings}
     for bk in bookings:
         _reading(pg, locations[bk], 1.0)
-        source_db.insert(pg, "storage_bookings", **source_db.booking_values(
-            farmer_id=uuid4(), vendor_id=vendor, location_id=locations[bk], crop_type="rice",
-            quantity_kg=10, status="active"), id=bk)
-    wait_for("every booking's first snapshot",
-             lambda: all(_temperature(pg, bk) == 1.0 for bk in bookings), timeout=60)
+        source_db.insert(
+            pg,
+            "storage_bookings",
+            **source_db.booking_values(
+                farmer_id=uuid4(),
+                vendor_id=vendor,
+                location_id=locations[bk],
+                crop_type="rice",
+                quantity_kg=10,
+                status="active",
+            ),
+            id=bk,
+        )
+    wait_for(
+        "every booking's first snapshot",
+        lambda: all(_temperature(pg, bk) == 1.0 for bk in bookings),
+        timeout=60,
+    )
     assert "partitions" in a.tail(400).lower() and "partitions" in b.tail(400).lower()
 
     b.kill()  # SIGKILL: no goodbye to the group, uncommitted offsets and all
@@ -83,12 +103,22 @@ def test_sigkill_of_one_worker_loses_no_change(
     for bk in cancelled:
         source_db.update(pg, "storage_bookings", bk, status="cancelled")
 
-    wait_for("every change made after the kill",
-             lambda: all(_temperature(pg, bk) == 2.0 for bk in bookings), timeout=90)
-    wait_for("the cancellations",
-             lambda: all(snapshot_row(pg, bk)["status"] == "withdrawn" for bk in cancelled), timeout=30)
-    docs = {d["booking_id"]: d for d in mongo_db["market_listings"].find(
-        {"booking_id": {"$in": [str(bk) for bk in bookings]}})}
+    wait_for(
+        "every change made after the kill",
+        lambda: all(_temperature(pg, bk) == 2.0 for bk in bookings),
+        timeout=90,
+    )
+    wait_for(
+        "the cancellations",
+        lambda: all(snapshot_row(pg, bk)["status"] == "withdrawn" for bk in cancelled),
+        timeout=30,
+    )
+    docs = {
+        d["booking_id"]: d
+        for d in mongo_db["market_listings"].find(
+            {"booking_id": {"$in": [str(bk) for bk in bookings]}}
+        )
+    }
     assert len(docs) == len(bookings)
     assert all(docs[str(bk)]["sensors"]["temperature"]["value"] == 2.0 for bk in bookings)
     assert {docs[str(bk)]["status"] for bk in cancelled} == {"withdrawn"}
