@@ -67,7 +67,7 @@ WORKER_PID = $${MIS_STATE_DIR:-.stack}/run/worker.pid
 
 run:
 	@trap 'exit 130' INT TERM; \
-	trap 'test -f $(WORKER_PID) && kill $$(cat $(WORKER_PID)) 2>/dev/null; sleep 2; $(STACK) down' EXIT; \
+	trap 'test -f $(WORKER_PID) && kill $$(cat $(WORKER_PID)) 2>/dev/null; rm -f $(WORKER_PID); sleep 2; $(STACK) down' EXIT; \
 	$(STACK) up; \
 	$(PY) -m streams.cli worker > $${MIS_STATE_DIR:-.stack}/logs/worker.log 2>&1 & \
 	echo $$! > $(WORKER_PID); \
