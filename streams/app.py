@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import faust
 
+from streams import faustfix
 from streams.config import Settings, get_settings
 
 
 def create_app(settings: Settings) -> faust.App:
+    faustfix.apply()
     return faust.App(
         settings.app_id,
         broker=f"kafka://{settings.kafka_bootstrap}",
