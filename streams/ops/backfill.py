@@ -214,10 +214,11 @@ def follow(
             progress.update(done, outcome.status.lower())
             if msg is None:
                 continue
-            if msg.error() is not None:
-                if msg.error().code() == KafkaError._PARTITION_EOF:
+            error = msg.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
                     continue
-                raise OpsError(f"reading {topic}: {msg.error()}")
+                raise OpsError(f"reading {topic}: {error}")
             note = parse_notification(msg.value())
             if note is None or note.aggregate_type != INCREMENTAL or note.id != outcome.signal_id:
                 continue

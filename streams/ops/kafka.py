@@ -197,7 +197,7 @@ class Kafka:
                         raise OpsError(f"reading stalled with {len(todo)} partitions unread")
                     continue
                 last_seen = time.monotonic()
-                tp = (msg.topic(), msg.partition())
+                tp = (str(msg.topic()), int(msg.partition() or 0))
                 error = msg.error()
                 if error is not None:
                     if error.code() == KafkaError._PARTITION_EOF:

@@ -17,7 +17,6 @@ replay took.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -275,6 +274,7 @@ def run(settings: Settings, request: ReplayRequest) -> Outcome:
         )
         after = kafka.watermarks(key_spaces)
         sources = {tp: (marks[tp][1], high) for tp, (_, high) in after.items()}
+        progress.total = outcome.rekeyed.messages or None
     refuse_if_running(kafka, settings)  # a worker may have started meanwhile
     kafka.alter_offsets(group, moves)
     progress.say(
@@ -297,8 +297,7 @@ def run(settings: Settings, request: ReplayRequest) -> Outcome:
     )
     if outcome.followed.caught_up:
         outcome.produced = following.produced(kafka, start, f"{group}-snapshots")
-        # The sink's last batch is written after its offsets are committed at the latest.
-        time.sleep(0.5)
+        # The sink commits a batch's offsets only once it is written to both sinks.
         outcome.sinks = sink_writes(settings, outcome.started_at)
     return outcome
 

@@ -33,7 +33,7 @@ class _FakeRecovery:
     def __init__(self) -> None:
         self.consumer = _Recorder()
         self.tables = _Recorder()
-        self.tables.values = lambda: []  # type: ignore[method-assign]
+        self.tables.values = lambda: []  # type: ignore[attr-defined]
         self.completed = _Recorder()
         self.log = _Recorder()
         self.app = type(
