@@ -21,7 +21,7 @@ help:
 	@echo "make test           start the stack, run every test, stop the stack"
 	@echo "                    (MIS_STACK_REUSE=1: use an already running stack, leave it up)"
 	@echo "make run            start the stack and the demo; Ctrl-C stops both"
-	@echo "make lint           ruff"
+	@echo "make lint           ruff (lint and format) and mypy"
 	@echo "make bench          throughput and end-to-end delay on a fresh stack"
 	@echo "make stack-up | stack-down | stack-status | stack-logs [C=kafka] | down"
 
@@ -32,6 +32,8 @@ install:
 
 lint:
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy streams schemas launcher connectors
 
 stack-up:
 	$(STACK) up

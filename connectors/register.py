@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
+
+# Run as a script, this file's directory is on sys.path, not the repository's.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from launcher.connectors import register_all
 from launcher.errors import StackError

@@ -83,8 +83,10 @@ def _status(stack: Stack) -> int:
     print(f"{'component':<10} {'pid':>7} {'port':>6} {'rss':>9} {'peak rss':>9}  state")
     for r in rows:
         pid = str(r.pid) if r.pid else "-"
-        print(f"{r.name:<10} {pid:>7} {r.port:>6} {_mib(r.rss_bytes):>9} "
-              f"{_mib(r.peak_bytes):>9}  {r.state}")
+        print(
+            f"{r.name:<10} {pid:>7} {r.port:>6} {_mib(r.rss_bytes):>9} "
+            f"{_mib(r.peak_bytes):>9}  {r.state}"
+        )
     ok = all(r.healthy for r in rows)
     if any(r.name == "connect" and r.healthy for r in rows):
         for name, state, tasks in stack.connector_states():

@@ -44,12 +44,15 @@ def settings_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def rest(settings: Settings, method: str, path: str, body: Any = None,
-         timeout: float = 10.0) -> tuple[int, Any]:
+def rest(
+    settings: Settings, method: str, path: str, body: Any = None, timeout: float = 10.0
+) -> tuple[int, Any]:
     """One call to the Connect REST API; (status, decoded JSON or None). Raises OSError if down."""
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(
-        settings.connect_url + path, data=data, method=method,
+        settings.connect_url + path,
+        data=data,
+        method=method,
         headers={"Content-Type": "application/json", "Accept": "application/json"},
     )
     try:
@@ -107,8 +110,9 @@ config.providers.env.class=org.apache.kafka.common.config.provider.EnvVarConfigP
         ensure_internal_topics(self.settings)
 
     def _archive(self) -> jvm.ClassArchive:
-        return jvm.class_archive(self.paths.cache, self.directory, "connect", CONNECT_MAIN,
-                                 maven.classpath(self.paths))
+        return jvm.class_archive(
+            self.paths.cache, self.directory, "connect", CONNECT_MAIN, maven.classpath(self.paths)
+        )
 
     def argv(self) -> list[str]:
         return jvm.command(
@@ -157,8 +161,12 @@ def ensure_internal_topics(settings: Settings) -> None:
     missing = [n for n in names if n not in existing]
     if missing:
         futures = admin.create_topics(
-            [NewTopic(n, num_partitions=1, replication_factor=1,
-                      config={"cleanup.policy": "compact"}) for n in missing],
+            [
+                NewTopic(
+                    n, num_partitions=1, replication_factor=1, config={"cleanup.policy": "compact"}
+                )
+                for n in missing
+            ],
             operation_timeout=10,
         )
         for name, fut in futures.items():

@@ -50,7 +50,9 @@ def java_bin() -> str:
 def java_major(java: str) -> int:
     out = subprocess.run(
         [java, "-XshowSettings:properties", "-version"],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     ).stderr
     for line in out.splitlines():
         key, _, value = line.strip().partition(" = ")
@@ -96,8 +98,9 @@ class ClassArchive:
         self.dump.unlink()
 
 
-def class_archive(cache: Path, dump_dir: Path, name: str, main_class: str,
-                  classpath: str) -> ClassArchive:
+def class_archive(
+    cache: Path, dump_dir: Path, name: str, main_class: str, classpath: str
+) -> ClassArchive:
     java = Path(java_bin()).resolve()
     ident = f"{java}|{java.stat().st_mtime_ns}|{main_class}|{classpath}"
     key = hashlib.sha256(ident.encode()).hexdigest()[:16]

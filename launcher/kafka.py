@@ -99,8 +99,9 @@ log.retention.hours=-1
             self._format()
 
     def _archive(self, name: str, main_class: str) -> jvm.ClassArchive:
-        return jvm.class_archive(self.paths.cache, self.directory, name, main_class,
-                                 maven.classpath(self.paths))
+        return jvm.class_archive(
+            self.paths.cache, self.directory, name, main_class, maven.classpath(self.paths)
+        )
 
     def _format(self) -> None:
         # 4.x needs an explicit cluster id; --standalone makes this node the whole dynamic quorum

@@ -65,7 +65,12 @@ def _copy_dependencies(bundle: Bundle, paths: StackPaths) -> None:
     paths.markers.mkdir(parents=True, exist_ok=True)
     mvn_log = paths.markers / f"{bundle.name}.mvn-{os.getpid()}.log"
     argv = [
-        mvn, "-B", "-q", "-Dstyle.color=never", "-f", str(bundle.pom),
+        mvn,
+        "-B",
+        "-q",
+        "-Dstyle.color=never",
+        "-f",
+        str(bundle.pom),
         "dependency:copy-dependencies",
         f"-DoutputDirectory={staging}",
         "-DincludeScope=runtime",

@@ -76,13 +76,27 @@ class Postgres(Component):
         pwfile.chmod(0o600)
         self._chown(self.directory, recursive=True)
         argv = [
-            str(PG_BINDIR / "initdb"), "-D", str(self.data), "-U", self.settings.pg_user,
-            f"--pwfile={pwfile}", "--auth-local=scram-sha-256", "--auth-host=scram-sha-256",
-            "-E", "UTF8", "--locale=C", "--no-sync",
+            str(PG_BINDIR / "initdb"),
+            "-D",
+            str(self.data),
+            "-U",
+            self.settings.pg_user,
+            f"--pwfile={pwfile}",
+            "--auth-local=scram-sha-256",
+            "--auth-host=scram-sha-256",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--no-sync",
         ]
         result = subprocess.run(
-            argv, capture_output=True, text=True, check=False,
-            user=self.user, group=self.user, extra_groups=[] if self.user else None,
+            argv,
+            capture_output=True,
+            text=True,
+            check=False,
+            user=self.user,
+            group=self.user,
+            extra_groups=[] if self.user else None,
         )
         pwfile.unlink(missing_ok=True)
         if result.returncode != 0:
@@ -104,9 +118,13 @@ class Postgres(Component):
     def connect(self, dbname: str | None = None) -> psycopg.Connection:
         s = self.settings
         return psycopg.connect(
-            host=s.pg_host, port=s.pg_port, user=s.pg_user,
+            host=s.pg_host,
+            port=s.pg_port,
+            user=s.pg_user,
             password=s.pg_password.get_secret_value(),
-            dbname=dbname or s.pg_database, connect_timeout=3, autocommit=True,
+            dbname=dbname or s.pg_database,
+            connect_timeout=3,
+            autocommit=True,
         )
 
     def probe(self) -> str | None:

@@ -19,7 +19,6 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 
-
 @dataclass(frozen=True)
 class Tracked:
     pid: int
@@ -112,8 +111,9 @@ def stop(proc: Tracked, *, sig: int = signal.SIGTERM, timeout_s: float = 20.0) -
             _kill_group(proc.pid)  # stragglers (e.g. a Postgres backend) go with the leader
             return True
         time.sleep(0.1)
-    log.warning("pid=%s ignored signal %s for %.0fs; killing its process group", proc.pid, sig,
-                timeout_s)
+    log.warning(
+        "pid=%s ignored signal %s for %.0fs; killing its process group", proc.pid, sig, timeout_s
+    )
     _kill_group(proc.pid)
     for _ in range(50):
         if not is_alive(proc):

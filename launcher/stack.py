@@ -64,8 +64,7 @@ class Stack:
                 log.info("stack already up (%s)", ", ".join(NAMES))
                 return 0.0
             raise StackError(
-                f"stack partly running ({', '.join(running)}): "
-                "run `python -m launcher down` first"
+                f"stack partly running ({', '.join(running)}): run `python -m launcher down` first"
             )
         preflight.check_tools()
         comps = {c.name: c for c in self.components()}
@@ -79,8 +78,9 @@ class Stack:
         try:
             # The JVMs are the slow part: start Kafka first and let Postgres and FerretDB come
             # up while it boots. Connect needs Kafka, the connector needs Connect and Postgres.
-            kafka, pg, mongo, connect = (comps[n] for n in ("kafka", "postgres", "mongo",
-                                                            "connect"))
+            kafka, pg, mongo, connect = (
+                comps[n] for n in ("kafka", "postgres", "mongo", "connect")
+            )
             # Formatting Kafka's storage (a JVM) and initdb each take seconds: overlap them.
             with ThreadPoolExecutor(max_workers=3) as pool:
                 for job in [pool.submit(c.prepare) for c in (kafka, pg, mongo)]:
@@ -96,8 +96,12 @@ class Stack:
             started.append((connect, self._launch(connect)))
             self._wait_healthy(connect, started[-1][1], began)
             for spec in connectors.register_all(self.settings):
-                log.info("%-9s %s RUNNING                (%5.1fs)", "connector", spec.name,
-                         time.monotonic() - began)
+                log.info(
+                    "%-9s %s RUNNING                (%5.1fs)",
+                    "connector",
+                    spec.name,
+                    time.monotonic() - began,
+                )
         except BaseException:
             log.error("start failed; stopping what was started")
             for comp, proc in reversed(started):
@@ -136,9 +140,12 @@ class Stack:
 
     def _launch(self, comp: Component) -> process.Tracked:
         proc = process.spawn(
-            comp.argv(), log_file=self.paths.log_file(comp.name),
-            pid_file=self.paths.pid_file(comp.name), env=comp.env(), cwd=comp.directory
-            if comp.directory.is_dir() else self.paths.state, user=comp.user,
+            comp.argv(),
+            log_file=self.paths.log_file(comp.name),
+            pid_file=self.paths.pid_file(comp.name),
+            env=comp.env(),
+            cwd=comp.directory if comp.directory.is_dir() else self.paths.state,
+            user=comp.user,
         )
         log.debug("%s spawned pid=%s", comp.name, proc.pid)
         return proc
@@ -154,8 +161,13 @@ class Stack:
                 )
             reason = comp.probe()
             if reason is None:
-                log.info("%-9s healthy pid=%-7s port=%-5s (%5.1fs)", comp.name, proc.pid,
-                         comp.port, time.monotonic() - began)
+                log.info(
+                    "%-9s healthy pid=%-7s port=%-5s (%5.1fs)",
+                    comp.name,
+                    proc.pid,
+                    comp.port,
+                    time.monotonic() - began,
+                )
                 return
             time.sleep(0.25)
         raise StartError(
@@ -190,8 +202,13 @@ class Stack:
                 peak = process.group_memory(proc).peak_bytes
                 clean = process.stop(proc, sig=comp.stop_signal, timeout_s=comp.stop_timeout_s)
                 comp.after_stop(clean)
-                log.info("%-9s stopped pid=%s peak_rss=%.0fMiB%s", name, proc.pid, peak / 2**20,
-                         "" if clean else " (killed)")
+                log.info(
+                    "%-9s stopped pid=%s peak_rss=%.0fMiB%s",
+                    name,
+                    proc.pid,
+                    peak / 2**20,
+                    "" if clean else " (killed)",
+                )
                 stopped.append(name)
             self.paths.pid_file(name).unlink(missing_ok=True)
         if purge and self.paths.state.exists():
@@ -217,8 +234,11 @@ class Stack:
             reason = comp.probe()
             mem = process.group_memory(proc)
             state = "healthy" if reason is None else f"unhealthy: {reason}"
-            out.append(ComponentStatus(comp.name, state, proc.pid, comp.port, mem.rss_bytes,
-                                       mem.peak_bytes))
+            out.append(
+                ComponentStatus(
+                    comp.name, state, proc.pid, comp.port, mem.rss_bytes, mem.peak_bytes
+                )
+            )
         return out
 
     def connector_states(self) -> list[tuple[str, str, list[str]]]:

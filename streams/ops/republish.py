@@ -29,30 +29,19 @@ from uuid import UUID
 import psycopg
 from psycopg.rows import dict_row
 
-from schemas.snapshot import Snapshot, SnapshotRecord, snapshot_id
+from schemas.snapshot import SnapshotRecord, snapshot_id
 from streams.clock import clock
 from streams.config import Settings
 from streams.ops.kafka import TP, Kafka
 from streams.ops.terminal import Progress, duration, rate, summary
 from streams.sinks.mongo import MongoSink, listing_document
+from streams.sinks.records import record_from_row
 
 log = logging.getLogger(__name__)
 
 Source = Literal["postgres", "topic"]
 TABLE = "market_inventory_snapshots"
 MAX_ROUNDS = 5
-
-
-def record_from_row(row: Mapping[str, Any]) -> SnapshotRecord:
-    """The SnapshotRecord a market_inventory_snapshots row was written from."""
-    fields = {name: row[name] for name in Snapshot.model_fields}
-    fields["certification_types"] = list(fields["certification_types"] or [])
-    return SnapshotRecord(
-        snapshot=Snapshot.model_validate(fields),
-        source_version=row["source_version"],
-        evaluated_at=row["evaluated_at"],
-        content_hash=row["content_hash"],
-    )
 
 
 def row_listing(row: Mapping[str, Any], now: datetime) -> dict[str, Any]:

@@ -123,14 +123,16 @@ def consume_until(
     timeout_s: float = 30.0,
 ) -> Record:
     """Read `topic` from the beginning until `predicate` holds for a record; fail on timeout."""
-    consumer = Consumer({
-        "bootstrap.servers": settings.kafka_bootstrap,
-        "group.id": f"it-{uuid.uuid4()}",
-        "auto.offset.reset": "earliest",
-        "enable.auto.commit": False,
-        # The topic may appear only with its first change event; notice it within a second.
-        "topic.metadata.refresh.interval.ms": 500,
-    })
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": f"it-{uuid.uuid4()}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            # The topic may appear only with its first change event; notice it within a second.
+            "topic.metadata.refresh.interval.ms": 500,
+        }
+    )
     seen = 0
     try:
         consumer.subscribe([topic])
@@ -145,8 +147,13 @@ def consume_until(
                     continue
                 raise AssertionError(f"consuming {topic}: {error}")
             seen += 1
-            record = Record(topic, msg.partition() or 0, msg.offset() or 0,
-                            _decode(msg.key()), _decode(msg.value()))
+            record = Record(
+                topic,
+                msg.partition() or 0,
+                msg.offset() or 0,
+                _decode(msg.key()),
+                _decode(msg.value()),
+            )
             if predicate(record):
                 return record
     finally:
@@ -158,8 +165,9 @@ def consume_until(
 def consume(stack: Stack, settings: Settings) -> Consume:
     """`consume(topic, predicate, timeout_s=30.0) -> Record`, from the earliest offset."""
 
-    def _consume(topic: str, predicate: Callable[[Record], bool], *,
-                 timeout_s: float = 30.0) -> Record:
+    def _consume(
+        topic: str, predicate: Callable[[Record], bool], *, timeout_s: float = 30.0
+    ) -> Record:
         return consume_until(settings, topic, predicate, timeout_s=timeout_s)
 
     return _consume

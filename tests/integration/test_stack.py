@@ -30,38 +30,69 @@ class SourceRow:
 
 def booking() -> SourceRow:
     ids = {k: str(uuid4()) for k in ("id", "farmer_id", "vendor_id", "location_id")}
-    values = {**ids, "crop_type": "maize", "grade": "A", "quantity_kg": 1200,
-              "duration_days": 30, "status": "confirmed"}
+    values = {
+        **ids,
+        "crop_type": "maize",
+        "grade": "A",
+        "quantity_kg": 1200,
+        "duration_days": 30,
+        "status": "confirmed",
+    }
     return SourceRow("storage_bookings", values, values)
 
 
 def inspection() -> SourceRow:
-    values = {"id": str(uuid4()), "farmer_id": str(uuid4()), "crop_type": "tomato",
-              "status": "completed", "quality_score": "87.50", "freshness": "fresh",
-              "shelf_life_days": 12}
+    values = {
+        "id": str(uuid4()),
+        "farmer_id": str(uuid4()),
+        "crop_type": "tomato",
+        "status": "completed",
+        "quality_score": "87.50",
+        "freshness": "fresh",
+        "shelf_life_days": 12,
+    }
     # decimal.handling.mode=string: numeric(5,2) arrives as its text, not base64 bytes.
     return SourceRow("crop_inspections", values, values)
 
 
 def reading() -> SourceRow:
-    values = {"location_id": str(uuid4()), "sensor_id": f"t-{uuid4().hex[:8]}",
-              "sensor_type": "temperature", "value": 4.25, "unit": "C",
-              "reading_time": datetime.now(UTC), "status": "active"}
+    values = {
+        "location_id": str(uuid4()),
+        "sensor_id": f"t-{uuid4().hex[:8]}",
+        "sensor_type": "temperature",
+        "value": 4.25,
+        "unit": "C",
+        "reading_time": datetime.now(UTC),
+        "status": "active",
+    }
     expected = {k: v for k, v in values.items() if k != "reading_time"}
     return SourceRow("sensor_readings", values, expected)
 
 
 def detection() -> SourceRow:
-    values = {"id": str(uuid4()), "location_id": str(uuid4()), "pest_type": "weevil",
-              "severity": "high", "confidence": 0.93, "detected_at": datetime.now(UTC)}
+    values = {
+        "id": str(uuid4()),
+        "location_id": str(uuid4()),
+        "pest_type": "weevil",
+        "severity": "high",
+        "confidence": 0.93,
+        "detected_at": datetime.now(UTC),
+    }
     expected = {k: v for k, v in values.items() if k != "detected_at"}
     return SourceRow("pest_detections", values, expected)
 
 
 def certificate() -> SourceRow:
-    values = {"id": str(uuid4()), "vendor_id": str(uuid4()), "type": "organic",
-              "issuer": "Agro Cert", "status": "valid", "expiry_date": date(2031, 1, 1),
-              "document_url": "https://example.invalid/cert.pdf", "score": 91}
+    values = {
+        "id": str(uuid4()),
+        "vendor_id": str(uuid4()),
+        "type": "organic",
+        "issuer": "Agro Cert",
+        "status": "valid",
+        "expiry_date": date(2031, 1, 1),
+        "document_url": "https://example.invalid/cert.pdf",
+        "score": 91,
+    }
     expected = {k: v for k, v in values.items() if k != "expiry_date"}
     return SourceRow("certificates", values, expected)
 
@@ -84,7 +115,9 @@ def insert(pg: psycopg.Connection, row: SourceRow) -> Any:
 
 @pytest.mark.parametrize("make_row", ROWS, ids=lambda f: f.__name__)
 def test_insert_reaches_its_cdc_topic(
-    pg: psycopg.Connection, consume: Consume, settings: Settings,
+    pg: psycopg.Connection,
+    consume: Consume,
+    settings: Settings,
     make_row: Callable[[], SourceRow],
 ) -> None:
     row = make_row()
@@ -111,7 +144,10 @@ def test_mongo_wire_round_trip(mongo_db: Database) -> None:
         collection.insert_one({"_id": doc_id, "crop": "maize", "kg": 1200, "tags": ["a", "b"]})
         collection.update_one({"_id": doc_id}, {"$set": {"kg": 1100}})
         assert collection.find_one({"_id": doc_id}) == {
-            "_id": doc_id, "crop": "maize", "kg": 1100, "tags": ["a", "b"],
+            "_id": doc_id,
+            "crop": "maize",
+            "kg": 1100,
+            "tags": ["a", "b"],
         }
     finally:
         collection.drop()

@@ -19,6 +19,7 @@ from streams.ops import backfill, follow, rebuild, replay, republish, terminal
 from streams.ops.errors import OpsError
 from streams.ops.replay import ReplayRequest
 from streams.sinks.mongo import listing_document
+from streams.sinks.records import record_from_row
 from streams.snapshot import build_snapshot, content_hash
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
@@ -249,7 +250,7 @@ def test_a_row_read_back_gives_the_listing_the_publisher_wrote() -> None:
     published = record.model_copy(
         update={"snapshot": record.snapshot.model_copy(update={"status": "published"})}
     )
-    assert republish.record_from_row(row) == published
+    assert record_from_row(row) == published
     # The publisher stamps the listing's published_at and the row's last_synced_at alike.
     assert republish.row_listing(row, NOW + timedelta(days=1)) == listing_document(
         record, "ready_to_publish", synced
