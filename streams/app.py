@@ -29,6 +29,11 @@ def create_app(settings: Settings) -> faust.App:
         web_bind=settings.web_host,
         web_port=settings.web_port,
         web_in_thread=False,
+        # Faust's own pages would show the join tables' contents and the topology to anyone
+        # who can reach the port; the API (streams.web) is what the workers serve.
+        web_tables_enabled=False,
+        web_graph_enabled=False,
+        web_router_enabled=False,
         autodiscover=["streams.agents", "streams.web"],
         origin="streams",
         table_cleanup_interval=60.0,
