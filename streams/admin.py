@@ -27,6 +27,10 @@ SOURCE_TABLES = (
     "pest_detections",
     "certificates",
 )
+# Shared with the Faust topic declarations (streams.topics), so both create the same topics.
+SNAPSHOT_COMPACTION_LAG_MS = 60_000
+DEAD_LETTER_RETENTION_S = 30 * 24 * 3600
+
 INTERNAL = ("by-location", "by-vendor", "by-inspection", "by-booking", "snapshots", "dead-letters")
 # The Faust tables of streams.tables; their changelogs are `<app_id>-<table>-changelog`.
 TABLES = ("location-state", "vendor-state", "inspection-state", "booking-state")
@@ -46,9 +50,11 @@ def pipeline_topics(settings: Settings) -> dict[str, dict[str, str]]:
         topics[f"{settings.app_id}-{suffix}"] = {}
     topics[f"{settings.app_id}-snapshots"] = {
         "cleanup.policy": "compact",
-        "min.compaction.lag.ms": "60000",
+        "min.compaction.lag.ms": str(SNAPSHOT_COMPACTION_LAG_MS),
     }
-    topics[f"{settings.app_id}-dead-letters"] = {"retention.ms": str(30 * 24 * 3600 * 1000)}
+    topics[f"{settings.app_id}-dead-letters"] = {
+        "retention.ms": str(DEAD_LETTER_RETENTION_S * 1000)
+    }
     # Faust creates a table's changelog while it starts, moments before it asks for the topic's
     # partitions; when the broker's metadata does not list the new topic yet, the consumer keeps
     # "0 partitions" until its next metadata refresh (5 minutes) and every write to the table

@@ -10,7 +10,7 @@ from typing import Any
 
 from faust.types import TopicT
 
-from streams.admin import SOURCE_TABLES
+from streams.admin import DEAD_LETTER_RETENTION_S, SNAPSHOT_COMPACTION_LAG_MS, SOURCE_TABLES
 from streams.app import app, settings
 
 # Debezium's topics. Deletes are followed by tombstones (null values), hence allow_empty.
@@ -38,7 +38,7 @@ snapshots = _internal(
     compacting=True,
     deleting=False,
     allow_empty=True,
-    config={"min.compaction.lag.ms": "60000"},
+    config={"min.compaction.lag.ms": str(SNAPSHOT_COMPACTION_LAG_MS)},
 )
 
-dead_letters = _internal("dead-letters", retention=30 * 24 * 3600.0)
+dead_letters = _internal("dead-letters", retention=float(DEAD_LETTER_RETENTION_S))
