@@ -6,6 +6,7 @@ import logging
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import time
 from pathlib import Path
@@ -71,6 +72,7 @@ class Postgres(Component):
     def _initdb(self) -> None:
         shutil.rmtree(self.directory, ignore_errors=True)
         self.directory.mkdir(parents=True)
+        self._let_postgres_through()
         pwfile = self.directory / "pwfile"
         pwfile.write_text(self.settings.pg_password.get_secret_value() + "\n")
         pwfile.chmod(0o600)
@@ -104,6 +106,21 @@ class Postgres(Component):
             raise StartError(f"initdb failed: {last[0]}")
         with open(self.data / "postgresql.conf", "a") as conf:
             conf.write("\ninclude 'mis.conf'\n")
+
+    def _let_postgres_through(self) -> None:
+        """Give others the search (x) bit on ancestors that lack it, so the postgres user can
+        reach its data directory: a checkout under a 0700 directory (mktemp -d, a home
+        directory) would otherwise make initdb fail with "Permission denied". No read bit is
+        added: nobody can list those directories."""
+        if self.user is None:
+            return
+        for parent in reversed(self.directory.parents):
+            mode = parent.stat().st_mode
+            if not mode & stat.S_IXOTH:
+                log.info(
+                    "postgres: adding o+x to %s so the postgres user can reach its data", parent
+                )
+                parent.chmod(mode | stat.S_IXOTH)
 
     def _chown(self, path: Path, *, recursive: bool = False) -> None:
         if self.user is None:
