@@ -64,6 +64,12 @@ class Settings(BaseSettings):
     sink_batch_size: int = Field(default=500, ge=1)
     sink_batch_within_s: float = Field(default=0.05, gt=0)
     sink_retry_max_s: float = Field(default=30.0, gt=0)
+    # A key that changes often sends at most one message per window with its newest content
+    # (a location answering its subscribers, a booking emitting its snapshot; streams.conflate).
+    conflate_window_s: float = Field(default=0.25, ge=0)
+    # A change that would make a key's part larger than this goes to the dead letters instead
+    # (the producer refuses messages over 1 MB: the key would stop answering altogether).
+    max_part_bytes: int = Field(default=800_000, ge=1024)
     reading_history_per_sensor: int = Field(default=16, ge=1)
     cleanup_after_days: int = Field(default=90, ge=1)
 

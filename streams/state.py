@@ -17,6 +17,7 @@ from schemas.entities import Booking, Certificate, Inspection, PestDetection, Ro
 from schemas.envelope import ZERO_VERSION
 from schemas.snapshot import SnapshotRecord
 from streams import snapshot as builder
+from streams.conflate import Outbox
 from streams.messages import (
     BookingChanged,
     CertificateChanged,
@@ -57,6 +58,8 @@ class KeyState(_State):
     subscribers: list[str] = []
     version: str = ZERO_VERSION
     tombstones: dict[str, str] = {}
+    # the answers owed to the subscribers (see streams.conflate)
+    outbox: Outbox = Outbox()
 
     def subscribe(self, msg: Subscribe | Unsubscribe) -> bool:
         present = msg.booking_id in self.subscribers
@@ -209,6 +212,8 @@ class BookingState(_State):
     watermark: str = ZERO_VERSION
     last_hash: str | None = None
     deadline: datetime | None = None
+    # the snapshot owed downstream (see streams.conflate)
+    outbox: Outbox = Outbox()
 
     @property
     def terminal(self) -> bool:

@@ -7,10 +7,15 @@ and the downstream message once per key per batch does the same work a fraction 
 Faust writes a table key into the store and changelog of the partition of the *current event*.
 Reads go to the store of the current event's partition too. A batch spans partitions, so each
 key is read while its event is made current, and written while its last event is.
+
+A key whose flush fails (its part would not fit in a message, a send is refused) keeps the state
+it had before the batch, and every one of its events in the batch goes to the dead letters with
+the reason; the other keys of the batch are written as usual.
 """
 
 from __future__ import annotations
 
+import logging
 import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
@@ -18,9 +23,10 @@ from typing import Any, Generic, TypeVar
 from faust.streams import _current_event
 from pydantic import BaseModel
 
-from streams.agents.common import guarded, load, save
+from streams.agents.common import load, save
 
 S = TypeVar("S", bound=BaseModel)
+log = logging.getLogger(__name__)
 
 
 class KeyedBatch(Generic[S]):
@@ -28,7 +34,9 @@ class KeyedBatch(Generic[S]):
         self._table, self._cls = table, cls
         self._states: dict[str, S | None] = {}
         self._last_event: dict[str, Any] = {}
+        self._events: dict[str, list[Any]] = {}  # the key's own events, for the dead letters
         self._dirty: dict[str, None] = {}  # insertion-ordered set
+        self._partitions: dict[int, Any] = {}  # partition -> an event of it in this batch
 
     def make_current(self, event: Any) -> None:
         # Only the context variable the stores read: Stream.current_event must stay as it is,
@@ -40,9 +48,23 @@ class KeyedBatch(Generic[S]):
         self.make_current(event)
         return key in self._states or self._table.get(key.encode()) is not None
 
-    def state(self, key: str, event: Any) -> S:
-        """The key's state as of the events applied so far in this batch."""
+    def seen(self, event: Any) -> None:
+        self._partitions[int(event.message.partition)] = event
+
+    def partitions(self) -> dict[int, Any]:
+        """The partitions this batch went through, each with one of its events."""
+        return dict(self._partitions)
+
+    def state(self, key: str, event: Any, *, own: bool = True) -> S:
+        """The key's state as of the events applied so far in this batch.
+
+        ``own``: the event is about this key (it goes to the dead letters if the key fails),
+        rather than a tick or a neighbour that brought the key up."""
         self._last_event[key] = event
+        if own:
+            events = self._events.setdefault(key, [])
+            if not events or events[-1] is not event:
+                events.append(event)
         state = self._states.get(key)
         if state is None:
             if key in self._states:  # dropped earlier in this batch
@@ -66,20 +88,36 @@ class KeyedBatch(Generic[S]):
 
     async def flush(self, before_write: Callable[[str, S], Awaitable[None]]) -> None:
         """For every changed key: call ``before_write`` (which may change the state and send
-        messages), then write the state, under the key's own last event."""
+        messages, and raises to refuse the key's changes), then write the state, under the
+        key's own last event."""
         for key in self._dirty:
-            event = self._last_event[key]
-
-            async def write(event: Any, key: str = key) -> None:
-                self.make_current(event)
-                state = self._states[key]
+            self.make_current(self._last_event[key])
+            state = self._states[key]
+            try:
                 if state is None:
                     self._table.pop(key.encode(), None)
-                    return
+                    continue
                 await before_write(key, state)
                 save(self._table, key, state)
-
-            await guarded(event, write)
+            except Exception as exc:
+                await self._refuse(key, exc)
         self._states.clear()
         self._last_event.clear()
+        self._events.clear()
         self._dirty.clear()
+        self._partitions.clear()
+
+    async def _refuse(self, key: str, exc: Exception) -> None:
+        from streams.deadletter import dead_letter
+
+        event = self._last_event[key]
+        log.exception(
+            "key refused key=%s topic=%s partition=%s offset=%s",
+            key,
+            event.message.topic,
+            event.message.partition,
+            event.message.offset,
+        )
+        reason = f"processing failed for key {key}: {type(exc).__name__}: {exc}"
+        for own in self._events.get(key) or [event]:
+            await dead_letter(own, reason)

@@ -6,10 +6,19 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from aiokafka.partitioner import DefaultPartitioner
 from pydantic import BaseModel
 
 S = TypeVar("S", bound=BaseModel)
 log = logging.getLogger(__name__)
+_partitioner = DefaultPartitioner()
+
+
+def partition_of(key: str, partitions: int) -> int:
+    """The partition Kafka's default partitioner puts ``key`` in (murmur2, like the producer
+    of the workers and of Kafka Connect)."""
+    every = list(range(partitions))
+    return int(_partitioner(key.encode(), every, every))
 
 
 def key_of(event: Any) -> str:
