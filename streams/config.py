@@ -67,9 +67,10 @@ class Settings(BaseSettings):
     # A key that changes often sends at most one message per window with its newest content
     # (a location answering its subscribers, a booking emitting its snapshot; streams.conflate).
     conflate_window_s: float = Field(default=0.25, ge=0)
-    # A change that would make a key's part larger than this goes to the dead letters instead
-    # (the producer refuses messages over 1 MB: the key would stop answering altogether).
-    max_part_bytes: int = Field(default=800_000, ge=1024)
+    # A change that would make a key's part (or its stored state, twice as much) larger than
+    # this goes to the dead letters instead: the producer refuses messages over 1 MB, and a key
+    # whose part or changelog entry cannot be sent would stop answering altogether.
+    max_part_bytes: int = Field(default=450_000, ge=1024)
     reading_history_per_sensor: int = Field(default=16, ge=1)
     cleanup_after_days: int = Field(default=90, ge=1)
 

@@ -30,8 +30,8 @@ log = logging.getLogger(__name__)
 
 
 class KeyedBatch(Generic[S]):
-    def __init__(self, table: Any, cls: type[S]) -> None:
-        self._table, self._cls = table, cls
+    def __init__(self, table: Any, cls: type[S], max_bytes: int | None = None) -> None:
+        self._table, self._cls, self._max_bytes = table, cls, max_bytes
         self._states: dict[str, S | None] = {}
         self._last_event: dict[str, Any] = {}
         self._events: dict[str, list[Any]] = {}  # the key's own events, for the dead letters
@@ -86,10 +86,23 @@ class KeyedBatch(Generic[S]):
     def partition(self, key: str) -> int:
         return int(self._last_event[key].message.partition)
 
-    async def flush(self, before_write: Callable[[str, S], Awaitable[None]]) -> None:
+    def stored_state(self, key: str) -> S:
+        """The key's state as the table holds it, before this batch."""
+        self.make_current(self._last_event[key])
+        return load(self._table, key, self._cls)
+
+    async def flush(
+        self,
+        before_write: Callable[[str, S], Awaitable[None]],
+        retry: Callable[[str, S], Awaitable[S]] | None = None,
+    ) -> None:
         """For every changed key: call ``before_write`` (which may change the state and send
         messages, and raises to refuse the key's changes), then write the state, under the
-        key's own last event."""
+        key's own last event.
+
+        When a key fails, ``retry`` (if given) gets its stored state, applies the batch's
+        changes of the key one at a time, dead-letters those that do not fit and returns the
+        result, which is then written the same way."""
         for key in self._dirty:
             self.make_current(self._last_event[key])
             state = self._states[key]
@@ -98,9 +111,19 @@ class KeyedBatch(Generic[S]):
                     self._table.pop(key.encode(), None)
                     continue
                 await before_write(key, state)
-                save(self._table, key, state)
+                save(self._table, key, state, self._max_bytes)
             except Exception as exc:
-                await self._refuse(key, exc)
+                if retry is None:
+                    await self._refuse(key, exc)
+                    continue
+                log.warning("key retried change by change key=%s reason=%s", key, exc)
+                try:
+                    state = await retry(key, self.stored_state(key))
+                    self.make_current(self._last_event[key])
+                    await before_write(key, state)
+                    save(self._table, key, state, self._max_bytes)
+                except Exception as again:
+                    await self._refuse(key, again)
         self._states.clear()
         self._last_event.clear()
         self._events.clear()

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from streams import conflate, metrics, tables, topics
 from streams.agents.batch import KeyedBatch
+from streams.agents.changes import decode
 from streams.agents.common import guarded, key_of, parse
 from streams.agents.common import partition_of as _partition_of
 from streams.agents.waker import Waker
@@ -84,7 +85,9 @@ class _Batch:
     """One batch of the booking topic: every booking it touches is evaluated once, at the end."""
 
     def __init__(self) -> None:
-        self.keys: KeyedBatch[BookingState] = KeyedBatch(tables.booking_state, BookingState)
+        self.keys: KeyedBatch[BookingState] = KeyedBatch(
+            tables.booking_state, BookingState, 2 * settings.max_part_bytes
+        )
 
     def _changed(self, key: str, state: BookingState) -> None:
         conflate.mark(state.outbox, clock(), WINDOW)
@@ -93,6 +96,12 @@ class _Batch:
     async def handle(self, event: Any) -> None:
         metrics.EVENTS_IN.labels(topic=event.message.topic).inc()
         self.keys.seen(event)
+        changes = await decode(event, "booking")
+        if changes is not None:
+            for key, change in changes:
+                assert isinstance(change, BookingChanged)
+                await self._booking(event, key, change)
+            return
         try:
             msg = BOOKING_MSG.validate_json(event.value)
         except ValidationError as exc:
@@ -113,15 +122,18 @@ class _Batch:
                     self._changed(booking_id, state)
             return
         key = key_of(event)
-        state = self.keys.state(key, event)
         if isinstance(msg, Evict):
-            await self._evict(key, state, event.message.partition)
-        elif isinstance(msg, BookingChanged):
-            known = state.booking_version
-            for space, fk, command in state.apply_booking(msg):
-                await SPACE_TOPICS[space].send(key=fk.encode(), value=encode(command))
-            if state.booking_version != known:  # else a duplicate or an older change
-                self._changed(key, state)
+            await self._evict(key, self.keys.state(key, event), event.message.partition)
+        else:
+            await self._booking(event, key, msg)
+
+    async def _booking(self, event: Any, key: str, msg: BookingChanged) -> None:
+        state = self.keys.state(key, event)
+        known = state.booking_version
+        for space, fk, command in state.apply_booking(msg):
+            await SPACE_TOPICS[space].send(key=fk.encode(), value=encode(command))
+        if state.booking_version != known:  # else a duplicate or an older change
+            self._changed(key, state)
 
     async def finish(self) -> None:
         now = clock()
@@ -162,7 +174,7 @@ class _Batch:
             metrics.EVENTS_OUT.labels(topic=topics.snapshots.get_topic_name()).inc()
 
 
-@app.agent(topics.bookings)
+@app.agent(topics.booking_inputs)
 async def bookings(stream: Any) -> None:
     async for events in stream.take_events(settings.batch_size, settings.batch_within_s):
         batch = _Batch()

@@ -19,6 +19,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from streams import conflate, metrics, tables, topics
 from streams.agents.batch import KeyedBatch
+from streams.agents.changes import decode
 from streams.agents.common import guarded, key_of, parse, partition_of
 from streams.agents.waker import Waker
 from streams.app import app, settings
@@ -83,11 +84,46 @@ def part_of(state: KeyState, key: str) -> BaseModel:
     return part
 
 
+# Pest detections may fill this share of a location's part; the rest stays free for readings
+# (a reading from a new sensor still gets through where detections have piled up).
+PEST_SHARE = 0.75
+
+
+def fits(key: str, state: KeyState, *, with_state: bool = False) -> BaseModel:
+    """The key's part, if it (and the state) are within their bounds; PartTooLarge if not.
+    The state's own bound is otherwise checked as it is written (agents.common.save)."""
+    part = part_of(state, key)
+    limit = settings.max_part_bytes
+    size = len(encode(part))
+    if size > limit:
+        raise PartTooLarge(f"its part would be {size:,} bytes, over MIS_MAX_PART_BYTES={limit:,}")
+    if isinstance(part, LocationPart) and size > PEST_SHARE * limit:
+        pests = size - len(encode(part.model_copy(update={"pests": []})))
+        if pests > PEST_SHARE * limit:
+            raise PartTooLarge(
+                f"its pest detections in the window would take {pests:,} bytes of its part, "
+                f"over {PEST_SHARE:.0%} of MIS_MAX_PART_BYTES={limit:,}"
+            )
+    size = len(encode(state)) if with_state else 0
+    if size > 2 * limit:
+        raise PartTooLarge(
+            f"its state would be {size:,} bytes, over twice MIS_MAX_PART_BYTES={limit:,}"
+        )
+    return part
+
+
 class Space:
     """One key space: its table, its messages, what is pending in it and who wakes it."""
 
-    def __init__(self, topic: Any, table: Any, adapter: TypeAdapter[Any], cls: type[KeyState]):
-        self.table, self.adapter, self.cls = table, adapter, cls
+    def __init__(
+        self,
+        name: str,
+        topic: Any,
+        table: Any,
+        adapter: TypeAdapter[Any],
+        cls: type[KeyState],
+    ) -> None:
+        self.name, self.table, self.adapter, self.cls = name, table, adapter, cls
         self.topic_name = topic.get_topic_name()
         self.pending = DueIndex()
         self.waker = Waker(topic, _TICK)
@@ -116,22 +152,37 @@ class Space:
 class _Batch:
     def __init__(self, space: Space) -> None:
         self.space = space
-        self.keys: KeyedBatch[KeyState] = KeyedBatch(space.table, space.cls)
+        limit = 2 * settings.max_part_bytes
+        self.keys: KeyedBatch[KeyState] = KeyedBatch(space.table, space.cls, limit)
         self.changed: set[str] = set()
+        self.applied: dict[str, list[tuple[Any, Any]]] = {}  # key -> its (event, change)s
 
     async def handle(self, event: Any) -> None:
         metrics.EVENTS_IN.labels(topic=event.message.topic).inc()
         self.keys.seen(event)
-        try:
-            msg = self.space.adapter.validate_json(event.value)
-        except ValidationError as exc:
-            await dead_letter(event, f"unreadable message: {exc.errors()[0]['msg']}")
-            return
-        if isinstance(msg, Tick):
-            self.space.load_pending(event.message.partition)
-            return  # the due keys of every partition of the batch are flushed at its end
-        key = key_of(event)
-        state = self.keys.state(key, event)
+        changes = await decode(event, self.space.name)
+        if changes is None:
+            try:
+                msg = self.space.adapter.validate_json(event.value)
+            except ValidationError as exc:
+                await dead_letter(event, f"unreadable message: {exc.errors()[0]['msg']}")
+                return
+            if isinstance(msg, Tick):
+                self.space.load_pending(event.message.partition)
+                return  # the due keys of every partition of the batch are flushed at its end
+            changes = [(key_of(event), msg)]
+        for key, change in changes:
+            self.apply(event, key, change)
+
+    def apply(self, event: Any, key: str, msg: Any) -> None:
+        self.applied.setdefault(key, []).append((event, msg))
+        if self._apply(self.keys.state(key, event), msg):
+            self.changed.add(key)
+        self.keys.touch(key)
+
+    @staticmethod
+    def _apply(state: KeyState, msg: Any) -> bool:
+        """Apply one message to the key's state; True when its rows changed."""
         fresh = state.outbox.fresh
         if isinstance(msg, Subscribe | Unsubscribe):
             if state.subscribe(msg):
@@ -139,11 +190,26 @@ class _Batch:
                     fresh.append(msg.booking_id)
             elif msg.booking_id in fresh:
                 fresh.remove(msg.booking_id)
-            self.keys.touch(key)
-        elif _apply(state, msg):
+            return False
+        if _apply(state, msg):
             conflate.mark(state.outbox, clock(), WINDOW)
-            self.changed.add(key)
-            self.keys.touch(key)
+            return True
+        return False
+
+    async def retry(self, key: str, stored: KeyState) -> KeyState:
+        """The key's changes failed together: apply them one by one to its stored state and
+        keep each that leaves the part and the state within their bounds."""
+        state = stored
+        for event, msg in self.applied.get(key, []):
+            trial = state.model_copy(deep=True)
+            self._apply(trial, msg)
+            try:
+                fits(key, trial, with_state=True)
+            except PipelineError as exc:
+                await dead_letter(event, f"processing failed for key {key}: {exc}")
+                continue
+            state = trial
+        return state
 
     async def finish(self) -> None:
         now = clock()
@@ -152,7 +218,7 @@ class _Batch:
                 if self.keys.stored(key, event):
                     self.keys.state(key, event, own=False)
                     self.keys.touch(key)
-        await self.keys.flush(self.answer)
+        await self.keys.flush(self.answer, self.retry)
 
     async def answer(self, key: str, state: KeyState) -> None:
         now, outbox = clock(), state.outbox
@@ -163,13 +229,7 @@ class _Batch:
             else [b for b in outbox.fresh if b in set(state.subscribers)]
         )
         if targets or key in self.changed:
-            part = part_of(state, key)
-            raw = encode(part)
-            if len(raw) > settings.max_part_bytes:
-                raise PartTooLarge(
-                    f"its part would be {len(raw):,} bytes, over MIS_MAX_PART_BYTES="
-                    f"{settings.max_part_bytes:,}"
-                )
+            part = fits(key, state)
             for partition, ids in grouped(targets, settings.partitions).items():
                 value = encode(part.model_copy(update={"bookings": ids}))
                 await topics.bookings.send(key=key.encode(), value=value, partition=partition)
@@ -192,25 +252,27 @@ async def _serve(stream: Any, space: Space) -> None:
         await batch.finish()
 
 
-location_space = Space(topics.locations, tables.location_state, LOCATION_MSG, LocationState)
-vendor_space = Space(topics.vendors, tables.vendor_state, VENDOR_MSG, VendorState)
+location_space = Space(
+    "location", topics.locations, tables.location_state, LOCATION_MSG, LocationState
+)
+vendor_space = Space("vendor", topics.vendors, tables.vendor_state, VENDOR_MSG, VendorState)
 inspection_space = Space(
-    topics.inspections, tables.inspection_state, INSPECTION_MSG, InspectionState
+    "inspection", topics.inspections, tables.inspection_state, INSPECTION_MSG, InspectionState
 )
 SPACES = (location_space, vendor_space, inspection_space)
 
 
-@app.agent(topics.locations)
+@app.agent(topics.location_inputs)
 async def locations(stream: Any) -> None:
     await _serve(stream, location_space)
 
 
-@app.agent(topics.vendors)
+@app.agent(topics.vendor_inputs)
 async def vendors(stream: Any) -> None:
     await _serve(stream, vendor_space)
 
 
-@app.agent(topics.inspections)
+@app.agent(topics.inspection_inputs)
 async def inspections(stream: Any) -> None:
     await _serve(stream, inspection_space)
 

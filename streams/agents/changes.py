@@ -1,0 +1,52 @@
+"""Debezium's change events, read by the key-space agents straight from the CDC topics.
+
+The connector keys each CDC topic by the key of its key space (bookings and inspections by id,
+readings and pests by location_id, certificates by vendor_id), so an event belongs to the key it
+is keyed by. A message for another key (a row whose foreign key changed in an update that the
+connector did not split; an event keyed the old way) is forwarded to that key's topic, as the
+re-keying hop used to do for every event.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+from streams import metrics, routing, topics
+from streams.agents.common import key_of
+from streams.deadletter import dead_letter
+from streams.errors import BadEvent
+from streams.messages import encode
+
+TABLE_OF = {topic: table for table, topic in topics.CDC.items()}
+SPACE_TOPICS = {
+    "booking": topics.bookings,
+    "location": topics.locations,
+    "vendor": topics.vendors,
+    "inspection": topics.inspections,
+}
+
+
+async def decode(event: Any, space: str) -> list[tuple[str, BaseModel]] | None:
+    """The changes ``event`` brings to keys of ``space``: None when it is not a CDC event."""
+    table = TABLE_OF.get(event.message.topic)
+    if table is None:
+        return None
+    if event.value is None:
+        return []  # the tombstone after a delete: the delete event itself was applied
+    key = key_of(event)
+    try:
+        routed = routing.route(table, event.value)
+    except BadEvent as exc:
+        await dead_letter(event, f"{exc} (key={key})")
+        return []
+    mine: list[tuple[str, BaseModel]] = []
+    for target, fk, message in routed:
+        if target == space and fk == key:
+            mine.append((fk, message))
+            continue
+        topic = SPACE_TOPICS[target]
+        await topic.send(key=fk.encode(), value=encode(message))
+        metrics.EVENTS_OUT.labels(topic=topic.get_topic_name()).inc()
+    return mine
