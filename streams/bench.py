@@ -171,6 +171,49 @@ class CdcWatch(threading.Thread):
         self.join(10)
 
 
+class SnapWatch(threading.Thread):
+    """The snapshot topic from its current end: when each probe booking's snapshot first showed
+    a value >= v (the record's timestamp, set by the worker's producer): the join's own output."""
+
+    def __init__(self, settings: Settings, app_id: str, probes: dict[UUID, UUID]) -> None:
+        super().__init__(daemon=True)
+        self.topic = f"{app_id}-snapshots"
+        self.by_key = {str(b).encode(): loc for loc, b in probes.items()}
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": settings.kafka_bootstrap,
+                "group.id": f"bench-{uuid4()}",
+                "enable.auto.commit": False,
+            }
+        )
+        parts = self.consumer.list_topics(self.topic, timeout=10).topics[self.topic].partitions
+        tps = []
+        for p in parts:
+            _, high = self.consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=10)
+            tps.append(TopicPartition(self.topic, p, high))
+        self.consumer.assign(tps)
+        self.seen: dict[UUID, list[tuple[float, float]]] = defaultdict(list)
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            msg = self.consumer.poll(0.1)
+            raw = None if msg is None or msg.error() else msg.value()
+            if msg is None or raw is None or msg.key() not in self.by_key:
+                continue
+            sensors = json.loads(raw).get("snapshot", {}).get("sensors") or {}
+            value = (sensors.get("temperature") or {}).get("value")
+            loc = self.by_key[msg.key() or b""]
+            seen = self.seen[loc]
+            if value is not None and (not seen or seen[-1][1] < value):
+                seen.append((msg.timestamp()[1] / 1000, float(value)))
+        self.consumer.close()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join(10)
+
+
 class Probe(threading.Thread):
     """Polls the probe bookings' rows (and listings): when each first showed a value >= v."""
 
@@ -241,6 +284,7 @@ class Cell:
     seconds: float = 0.0
     captured: int = 0
     capture: list[float] = field(default_factory=list)
+    topic: list[float] = field(default_factory=list)
     pg: list[float] = field(default_factory=list)
     pg_missing: int = 0
     mongo: list[float] = field(default_factory=list)
@@ -254,6 +298,8 @@ class Cell:
             str(self.fanout),
             f"{self.captured / span:,.0f}",
             ms(pct(self.capture, 0.99)),
+            ms(pct(self.topic, 0.5)),
+            ms(pct(self.topic, 0.99)),
             ms(pct(self.pg, 0.5)),
             ms(pct(self.pg, 0.95)),
             ms(pct(self.pg, 0.99)) + (f" ({self.pg_missing} late)" if self.pg_missing else ""),
@@ -278,6 +324,7 @@ class Bench:
         self.app_id = f"mis-bench-{uuid.uuid4().hex[:8]}"
         self.env = {**os.environ, "MIS_APP_ID": self.app_id}
         self.workers: list[Worker] = []
+        self.retired: list[Worker] = []
         self.sets: dict[int, dict[UUID, list[UUID]]] = {}
         self.value = 0.0
         self.out: list[str] = []
@@ -286,7 +333,7 @@ class Bench:
         print(f"bench: {text}", flush=True)
 
     def worker(self) -> Worker:
-        n = len(self.workers)
+        n = len(self.workers) + len(self.retired)
         w = Worker(f"worker{n}", self.env, self.workdir, self.settings.web_port + 7 + n).start()
         self.workers.append(w)
         return w
@@ -294,6 +341,8 @@ class Bench:
     def stop_workers(self) -> None:
         for w in self.workers:
             w.stop()
+        self.retired += self.workers
+        self.workers = []
 
     def sample(self) -> None:
         for w in self.workers:
@@ -323,14 +372,17 @@ class Bench:
                 loc = uuid4()
                 made[loc] = []
                 for _ in range(fanout):
-                    values = source_db.booking_values(
-                        farmer_id=uuid4(),
-                        vendor_id=vendor,
-                        location_id=loc,
-                        crop_type="onion",
-                        quantity_kg=100,
-                        status="confirmed",
-                    )
+                    values = {
+                        "id": uuid4(),
+                        **source_db.booking_values(
+                            farmer_id=uuid4(),
+                            vendor_id=vendor,
+                            location_id=loc,
+                            crop_type="onion",
+                            quantity_kg=100,
+                            status="confirmed",
+                        ),
+                    }
                     made[loc].append(values["id"])
                     rows.append(values)
             self.sets[fanout] = made
@@ -351,7 +403,7 @@ class Bench:
                 ).fetchone()
                 == (len(every),)
             ),
-            timeout=600,
+            timeout=300,
         )
         self.say(
             f"{len(every):,} bookings at {LOCATIONS * len(fanouts)} locations in Postgres "
@@ -385,8 +437,10 @@ class Bench:
         probes = {loc: bs[0] for loc, bs in made.items()}
         result = Cell(rate, fanout)
         watch, probe = CdcWatch(self.settings), Probe(self.settings, probes, mongo_probes=5)
+        snaps = SnapWatch(self.settings, self.app_id, probes)
         watch.start()
         probe.start()
+        snaps.start()
         committed: list[tuple[float, UUID, float]] = []
         tick = 0.02
         per_tick = rate * tick
@@ -418,6 +472,8 @@ class Bench:
         result.drained = drained is not None
         probe.stop()
         watch.stop()
+        snaps.stop()
+        result.topic, _ = delays(committed, snaps.seen)
         result.captured = len(watch.arrived)
         for at, loc, v in committed:
             got = watch.arrived.get((str(loc), v))
@@ -435,31 +491,37 @@ class Bench:
 
     # ------------------------------------------------------------------ sustained
 
-    def burst(self, n: int, fanout: int) -> tuple[float, float | None]:
+    def burst(self, n: int, fanout: int) -> tuple[float, float | None, float | None]:
+        """Readings/s captured, on the snapshot topic and in Postgres, for a burst of ``n``."""
         made = self.sets[fanout]
         locs = list(made)
         probes = {loc: bs[0] for loc, bs in made.items()}
         watch, probe = CdcWatch(self.settings), Probe(self.settings, probes, mongo_probes=0)
-        watch.start()
-        probe.start()
+        snaps = SnapWatch(self.settings, self.app_id, probes)
+        for t in (watch, probe, snaps):
+            t.start()
         batch = self.readings(locs, n)
         last = {loc: v for loc, v in batch}
         start = time.time()
         for i in range(0, n, 1000):
             self.write(batch[i : i + 1000])
-        captured = self.wait("the burst's capture", lambda: len(watch.arrived) >= n, timeout=300)
-        joined = self.wait(
-            "the burst to reach Postgres",
-            lambda: all(probe.latest(loc) >= v for loc, v in last.items()),
-            timeout=600,
-        )
-        end_capture = max(watch.arrived.values()) if captured is not None else None
-        probe.stop()
-        watch.stop()
-        end_pg = max(seen[-1][0] for seen in probe.pg_seen.values()) if joined is not None else None
-        capture_rate = n / (end_capture - start) if end_capture else 0.0
-        e2e_rate = n / (end_pg - start) if end_pg else None
-        return capture_rate, e2e_rate
+        self.wait("the burst's capture", lambda: len(watch.arrived) >= n, timeout=300)
+
+        def current(seen: dict[UUID, list[tuple[float, float]]]) -> bool:
+            return all(seen.get(loc) and seen[loc][-1][1] >= v for loc, v in last.items())
+
+        self.wait("the burst's snapshots", lambda: current(snaps.seen), timeout=300)
+        self.wait("the burst to reach Postgres", lambda: current(probe.pg_seen), timeout=300)
+        for t in (watch, probe, snaps):
+            t.stop()
+
+        def rate(seen: dict[UUID, list[tuple[float, float]]]) -> float | None:
+            if not current(seen):
+                return None
+            return n / (max(s[-1][0] for s in seen.values()) - start)
+
+        captured = n / (max(watch.arrived.values()) - start) if watch.arrived else 0.0
+        return captured, rate(snaps.seen), rate(probe.pg_seen)
 
     # ------------------------------------------------------------------ replay
 
@@ -483,7 +545,6 @@ class Bench:
         )
         if ready is None or proc.poll() is not None:
             return f"failed: {log.read_text(errors='replace')[-300:]}"
-        self.workers = []
         self.worker()
         try:
             proc.wait(1800)
@@ -643,6 +704,8 @@ def run(args: argparse.Namespace) -> None:
                 "bookings/loc",
                 "captured/s",
                 "capture p99",
+                "topic p50",
+                "topic p99",
                 "PG p50",
                 "PG p95",
                 "PG p99",
@@ -676,11 +739,16 @@ def run(args: argparse.Namespace) -> None:
                 )
                 time.sleep(10)  # the rebalance's table recovery
                 two = bench.burst(args.burst, args.burst_fanout)
+
+                def fig(x: float | None) -> str:
+                    return "-" if x is None else f"{x:,.0f}/s"
+
                 report.append(
                     f"sustained ({args.burst:,}-reading burst, {args.burst_fanout} bookings per "
-                    f"location): capture {one[0]:,.0f}/s; one worker end to end "
-                    f"{one[1] or 0:,.0f}/s ({(one[1] or 0) / one[0]:.2f}x capture); two workers "
-                    f"{two[1] or 0:,.0f}/s (capture {two[0]:,.0f}/s); two vs one "
+                    f"location, readings/s): capture {one[0]:,.0f}/s; one worker: snapshot topic "
+                    f"{fig(one[1])} ({(one[1] or 0) / one[0]:.2f}x capture), Postgres "
+                    f"{fig(one[2])}; two workers: snapshot topic {fig(two[1])} (capture "
+                    f"{two[0]:,.0f}/s), Postgres {fig(two[2])}; two vs one (snapshot topic) "
                     f"{(two[1] or 0) / (one[1] or 1):.2f}x"
                 )
                 if prof:
@@ -691,7 +759,8 @@ def run(args: argparse.Namespace) -> None:
                 report.append("replay, tables rebuilt: " + bench.replay(rebuild=True))
             bench.sample()
             report.append(
-                "worker peak RSS: " + ", ".join(f"{w.name} {w.peak:.0f} MiB" for w in bench.workers)
+                "worker peak RSS: "
+                + ", ".join(f"{w.name} {w.peak:.0f} MiB" for w in bench.retired + bench.workers)
             )
         finally:
             bench.stop_workers()

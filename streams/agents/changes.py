@@ -1,10 +1,9 @@
-"""Debezium's change events, read by the key-space agents straight from the CDC topics.
+"""Debezium's change events, decoded where they are read.
 
-The connector keys each CDC topic by the key of its key space (bookings and inspections by id,
-readings and pests by location_id, certificates by vendor_id), so an event belongs to the key it
-is keyed by. A message for another key (a row whose foreign key changed in an update that the
-connector did not split; an event keyed the old way) is forwarded to that key's topic, as the
-re-keying hop used to do for every event.
+Bookings and inspections are keyed by their id, which is the key of their key space: their
+agents read the CDC topic directly and an event belongs to the key it is keyed by. Every other
+message (a reading, pest or certificate for its location or vendor, read by the route agent; an
+event keyed some other way) is forwarded to its key's topic.
 """
 
 from __future__ import annotations

@@ -59,8 +59,6 @@ def execute_snapshot_data(conditions: list[AdditionalCondition]) -> str:
         {
             "type": "incremental",
             "data-collections": [c.data_collection for c in conditions],
-            # chunks by the primary key, not by the message key (see streams.ops.backfill)
-            "surrogate-key": "id",
             "additional-conditions": [
                 {"data-collection": c.data_collection, "filter": c.filter} for c in conditions
             ],

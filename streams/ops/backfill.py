@@ -71,15 +71,7 @@ def qualified(table: str) -> str:
 
 def signal_data(collections: list[str], where: str | None) -> str:
     """The ``data`` of an execute-snapshot signal."""
-    # The connector keys some topics by a foreign key (message.key.columns), and an incremental
-    # snapshot chunks a table by its message key unless told otherwise: by a non-unique column,
-    # a chunk boundary inside a run of equal values would skip rows. Every source table's
-    # primary key is `id`.
-    data: dict[str, Any] = {
-        "type": "incremental",
-        "data-collections": collections,
-        "surrogate-key": "id",
-    }
+    data: dict[str, Any] = {"type": "incremental", "data-collections": collections}
     if where:
         # Debezium compiles each data-collection of a condition as a regular expression.
         data["additional-conditions"] = [

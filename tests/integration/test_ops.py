@@ -443,8 +443,8 @@ def test_replay_from_a_time_in_mid_stream_converges(
     assert_same(docs, docs_after, "listing")
     replayed = number(summary["change events"])
     assert len(changes) <= replayed < before, "only the changes after the time are replayed"
-    # Keyed at the source, the replayed changes go straight to their key spaces, which hold
-    # them already: nothing is answered again and no snapshot is emitted.
+    # The key spaces hold the replayed changes already (bookings read theirs straight from
+    # Debezium's topic, with no re-keyed copy): nothing is answered again, no snapshot emitted.
     assert number(summary["snapshots emitted"]) == 0
 
 

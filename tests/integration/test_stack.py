@@ -98,11 +98,6 @@ def certificate() -> SourceRow:
     return SourceRow("certificates", values, expected)
 
 
-KEY_COLUMNS = {
-    "sensor_readings": "location_id",
-    "pest_detections": "location_id",
-    "certificates": "vendor_id",
-}
 ROWS: list[Callable[[], SourceRow]] = [booking, inspection, reading, detection, certificate]
 
 
@@ -138,12 +133,10 @@ def test_insert_reaches_its_cdc_topic(
     assert rec.value["op"] == "c"
     assert rec.value["before"] is None
     assert rec.value["source"]["table"] == row.table
-    # Keyed at the source by the key of its key space, as the bare id: the same bytes, hence the
-    # same partition (murmur2), as the pipeline's own messages for that key.
-    key_column = KEY_COLUMNS.get(row.table, "id")
-    key = str(row_id) if key_column == "id" else str(row.values[key_column])
-    assert rec.key == key
-    assert rec.partition == partition_of(key, settings.partitions)
+    # Keyed by the bare id: the same bytes, hence the same partition (murmur2), as the
+    # pipeline's own messages for that key (bookings and inspections are their own key spaces).
+    assert rec.key == row_id
+    assert rec.partition == partition_of(str(row_id), settings.partitions)
     after = rec.value["after"]
     assert {k: after[k] for k in row.expected_after} == row.expected_after
 

@@ -1,4 +1,4 @@
-"""The join under many changes, on the real stack: source keying, grouped and conflated answers,
+"""The join under many changes, on the real stack: re-keying, grouped and conflated answers,
 and a key that outgrows its bounds."""
 
 from __future__ import annotations
@@ -81,8 +81,7 @@ def test_a_reading_that_changes_location_leaves_the_old_one(
     reading = here.reading("p-1", "temperature", 5.5, minutes_ago=1)
     settled(pg, mongo_db, a, lambda r, d: "temperature" in r["sensors"])
     settled(pg, mongo_db, b, lambda r, d: r["status"] == "published")
-    # Keyed by location_id at the source: Debezium sends a delete under the old key and a
-    # create under the new one.
+    # The old location gets a delete of the reading, the new one the reading, at one version.
     source_db.update(pg, "sensor_readings", reading, location_id=there.location)
     settled(pg, mongo_db, b, lambda r, d: r["sensors"].get("temperature", {}).get("value") == 5.5)
     settled(pg, mongo_db, a, lambda r, d: r["sensors"] == {})

@@ -100,3 +100,15 @@ def test_due_index_load_merges_what_the_table_holds() -> None:
     assert index.due(2, ms(500)) == ["touched"]
     index.forget([2])
     assert not index.loaded(2) and index.due(2, ms(1000)) == []
+
+
+def test_a_part_goes_once_to_each_booking_partition_naming_its_subscribers() -> None:
+    from streams.agents.common import partition_of
+    from streams.agents.keyspaces import grouped
+
+    subscribers = [f"00000000-0000-0000-0000-{i:012d}" for i in range(40)]
+    by_partition = grouped(subscribers, 4)
+    assert sorted(b for ids in by_partition.values() for b in ids) == sorted(subscribers)
+    for partition, ids in by_partition.items():
+        assert all(partition_of(b, 4) == partition for b in ids)
+    assert len(by_partition) <= 4

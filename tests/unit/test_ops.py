@@ -106,11 +106,7 @@ def test_re_keyed_messages_land_where_the_workers_put_that_key() -> None:
 
 def test_signal_for_whole_tables_and_for_matching_rows() -> None:
     whole = json.loads(backfill.signal_data(["public.certificates"], None))
-    assert whole == {
-        "type": "incremental",
-        "data-collections": ["public.certificates"],
-        "surrogate-key": "id",
-    }
+    assert whole == {"type": "incremental", "data-collections": ["public.certificates"]}
     some = json.loads(backfill.signal_data(["public.storage_bookings"], "farmer_id = 'f'"))
     condition = some["additional-conditions"][0]
     assert condition["filter"] == "farmer_id = 'f'"
