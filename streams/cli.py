@@ -1,4 +1,5 @@
-"""The project's command line: ``mis worker | demo | cleanup | dead-letters``."""
+"""The project's command line: ``mis worker | demo | watch | cleanup | replay | backfill |
+republish``."""
 
 from __future__ import annotations
 
@@ -53,7 +54,15 @@ def _cleanup(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from streams import demo
 
+    if args.touch:
+        return demo.run_touch(get_settings())
     return demo.run(get_settings(), rows=args.bookings, watch_s=args.watch)
+
+
+def _watch(args: argparse.Namespace) -> int:
+    from streams.watch import view
+
+    return view.run(get_settings())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,12 +74,23 @@ def main(argv: list[str] | None = None) -> int:
     d = sub.add_parser("demo", help="load demo data and show the snapshots it produced")
     d.add_argument("--bookings", type=int, default=5)
     d.add_argument("--watch", type=float, default=30.0, help="seconds to wait for snapshots")
+    d.add_argument(
+        "--touch",
+        action="store_true",
+        help="instead: insert one sensor reading at the latest booking's location",
+    )
     d.set_defaults(fn=_demo)
+    v = sub.add_parser(
+        "watch", help="live view: changes arriving, snapshots, sink writes, delays, lag"
+    )
+    v.set_defaults(fn=_watch)
     c = sub.add_parser("cleanup", help="delete finished snapshots older than the retention")
     c.set_defaults(fn=_cleanup)
     add_ops_commands(sub)  # replay, backfill, republish (streams.ops)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # The live view owns the terminal: only warnings go to stderr meanwhile.
+    level = logging.WARNING if args.command == "watch" else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     return int(args.fn(args))
 
 
