@@ -83,13 +83,13 @@ WORKER_PID = $${MIS_STATE_DIR:-.stack}/run/worker.pid
 
 run: venv
 	@trap 'exit 130' INT TERM; \
-	trap 'test -f $(WORKER_PID) && kill $$(cat $(WORKER_PID)) 2>/dev/null; rm -f $(WORKER_PID); sleep 2; $(STACK) down' EXIT; \
+	trap 'if test -f $(WORKER_PID); then kill $$(cat $(WORKER_PID)) 2>/dev/null || true; rm -f $(WORKER_PID); sleep 2; fi; $(STACK) down' EXIT; \
 	$(STACK) up; \
 	$(PY) -m streams.cli worker > $${MIS_STATE_DIR:-.stack}/logs/worker.log 2>&1 & \
 	echo $$! > $(WORKER_PID); \
 	$(PY) -m streams.cli demo --watch 90; \
 	echo "The worker's log: $${MIS_STATE_DIR:-.stack}/logs/worker.log. Ctrl-C or 'make down' stops the worker and the stack."; \
-	$(PY) -m streams.cli watch
+	$(PY) -m streams.cli watch --while-pid $$(cat $(WORKER_PID))
 
 # Throughput and end-to-end delay on a fresh stack of its own (figures printed, nothing asserted).
 bench: venv

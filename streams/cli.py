@@ -62,7 +62,7 @@ def _demo(args: argparse.Namespace) -> int:
 def _watch(args: argparse.Namespace) -> int:
     from streams.watch import view
 
-    return view.run(get_settings())
+    return view.run(get_settings(), while_pid=args.while_pid)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,6 +82,12 @@ def main(argv: list[str] | None = None) -> int:
     d.set_defaults(fn=_demo)
     v = sub.add_parser(
         "watch", help="live view: changes arriving, snapshots, sink writes, delays, lag"
+    )
+    v.add_argument(
+        "--while-pid",
+        type=int,
+        metavar="PID",
+        help="stop when process PID exits (make run passes its worker's)",
     )
     v.set_defaults(fn=_watch)
     c = sub.add_parser("cleanup", help="delete finished snapshots older than the retention")

@@ -174,12 +174,15 @@ def touch(conn: psycopg.Connection, location: UUID | None = None) -> tuple[UUID,
 
 
 def run_touch(settings: Settings) -> int:
-    with psycopg.connect(settings.pg_dsn, autocommit=True, connect_timeout=5) as conn:
-        try:
+    try:
+        with psycopg.connect(settings.pg_dsn, autocommit=True, connect_timeout=5) as conn:
             location, bookings, reading = touch(conn)
-        except LookupError as exc:
-            print(f"demo: {exc}")
-            return 1
+    except LookupError as exc:
+        print(f"demo: {exc}")
+        return 1
+    except psycopg.OperationalError as exc:
+        print(f"demo: Postgres is not reachable ({exc}); is the stack up (MIS_PG_PORT)?")
+        return 2
     print(
         f"demo: inserted temperature reading {reading} at location {location} "
         f"({bookings} bookings there); `mis watch` shows it arrive"

@@ -3,6 +3,7 @@ the output is not one."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import time
@@ -141,7 +142,25 @@ def line(f: Figures, problems: dict[str, str]) -> str:
     return text
 
 
-def run(settings: Settings) -> int:
+def _alive(pid: int | None) -> bool:
+    if pid is None:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _gone(pid: int | None) -> int:
+    print(f"mis watch: process {pid} is gone, stopping", file=sys.stderr)
+    return 0
+
+
+def run(settings: Settings, while_pid: int | None = None) -> int:
+    """Until Ctrl-C (130), or until process ``while_pid`` is gone (0)."""
     console = Console()
     try:
         source = WatchSource(settings)
@@ -152,11 +171,12 @@ def run(settings: Settings) -> int:
     try:
         if not console.is_terminal:
             next_line = 0.0
-            while True:
+            while _alive(while_pid):
                 figures = source.poll()
                 if time.monotonic() >= next_line:
                     next_line = time.monotonic() + LINE_EVERY_S
                     print(line(figures, source.problems), flush=True)
+            return _gone(while_pid)
         with Live(
             render(source.poll(0.0), settings, source.problems, hint),
             console=console,
@@ -165,11 +185,12 @@ def run(settings: Settings) -> int:
             vertical_overflow="crop",
         ) as live:
             next_draw = 0.0
-            while True:
+            while _alive(while_pid):
                 figures = source.poll(1 / REFRESH_HZ / 2)
                 if time.monotonic() >= next_draw:
                     next_draw = time.monotonic() + 1 / REFRESH_HZ
                     live.update(render(figures, settings, source.problems, hint), refresh=True)
+        return _gone(while_pid)
     except KeyboardInterrupt:
         return 130
     finally:
