@@ -1,7 +1,9 @@
-# Two commands, each complete on a fresh clone: `make run` (the stack, a worker, demo data, then the
-# live view) and `make test`. Both create or refresh .venv first when it is missing or pyproject.toml
-# changed since it was installed. The local stack (Postgres, Kafka, Kafka Connect + Debezium,
-# FerretDB) runs as plain processes; see `python -m launcher --help`.
+# Two commands, each complete on a fresh clone (see README.md):
+#   make run    # fetch/build what is missing, start the stack and a worker, load demo data, watch the pipeline live
+#   make test   # start a stack of its own, run unit and integration tests, tear it down
+# Both first create .venv, or install it again when pyproject.toml changed since (`make venv`).
+# The local stack (Postgres, Kafka, Kafka Connect + Debezium, FerretDB) runs as plain processes;
+# see `python -m launcher --help`.
 
 SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -21,12 +23,12 @@ C ?=
 .PHONY: help venv install lint test run down bench stack-up stack-down stack-status stack-logs
 
 help:
-	@echo "make run            fetch/build what is missing, start the stack and a worker, load demo data,"
-	@echo "                    watch the pipeline live (mis watch); Ctrl-C stops everything"
+	@echo "make run            fetch/build what is missing, start the stack and a worker, load demo data, watch the pipeline live"
 	@echo "make test           start a stack of its own, run unit and integration tests, tear it down"
 	@echo "                    (MIS_STACK_REUSE=1: use an already running stack, leave it up)"
-	@echo "                    both create or refresh $(VENV) when missing or pyproject.toml changed"
-	@echo "make install        (re)install $(VENV): the project with its dev tools"
+	@echo "                    both first create $(VENV), or install it again when pyproject.toml changed"
+	@echo "                    make run ends in mis watch; Ctrl-C stops the worker and the stack"
+	@echo "make install        (re)install $(VENV) with the project and its dev tools, current or not"
 	@echo "make lint           ruff (lint and format) and mypy"
 	@echo "make bench          throughput and end-to-end delay on a fresh stack"
 	@echo "make stack-up | stack-down | stack-status | stack-logs [C=kafka] | down"
@@ -39,6 +41,7 @@ venv:
 	fi
 
 install:
+	@command -v $(PYTHON) >/dev/null || { echo "make: $(PYTHON) not found: install Python 3.11, or set PYTHON=/path/to/python3.11" >&2; exit 1; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
