@@ -65,29 +65,36 @@ def _lag_text(lag: dict[str, int] | None) -> str:
 
 def _changes(rows: list[ChangeRow]) -> Table:
     table = Table(
-        title="recent changes: delay from the commit", title_justify="left", expand=True, box=None
+        title="recent changes: delay from the commit",
+        title_justify="left",
+        expand=True,
+        box=None,
+        padding=(0, 1, 0, 0),
     )
     table.add_column("committed", no_wrap=True)
-    table.add_column("table", no_wrap=True)
     table.add_column("op", no_wrap=True)
+    # The summary names what changed (a reading, a booking, ...): no column for the table.
     table.add_column("change", overflow="ellipsis", no_wrap=True, ratio=1)
     table.add_column("bookings", justify="right", no_wrap=True)
     for stage in STAGES:
         table.add_column(STAGE_TITLES[stage], justify="right", no_wrap=True)
     for r in rows:
         cells = [Text(delay_text(*r.delays[s]), style=STATE_STYLES[r.delays[s][1]]) for s in STAGES]
-        table.add_row(_clock(r.committed_at), r.table, r.op, r.summary, str(r.bookings), *cells)
+        table.add_row(_clock(r.committed_at), r.op, r.summary, str(r.bookings), *cells)
     if not rows:
-        table.add_row("", "", "", Text("no change committed since the watch started", "dim"))
+        table.add_row("", "", Text("no change committed since the watch started", "dim"))
     return table
 
 
 def render(f: Figures, settings: Settings, problems: dict[str, str], hint: str) -> RenderableType:
     head = Text.assemble(
         ("mis watch", "bold"),
-        f"  app {settings.app_id}  Kafka {settings.kafka_bootstrap}  "
-        f"Postgres :{settings.pg_port}  MongoDB :{settings.mongo_port}  "
-        f"since {_clock(f.started_at)[:8]}",
+        f"  {settings.app_id}  since {_clock(f.started_at)[:8]}  ",
+        (
+            f"Kafka {settings.kafka_bootstrap}  Postgres :{settings.pg_port}  "
+            f"MongoDB :{settings.mongo_port}",
+            "dim",
+        ),
     )
     counts = Table.grid(padding=(0, 2))
     for _ in range(4):
