@@ -20,7 +20,7 @@ JUNIT ?= build/test-results/junit.xml
 PYTEST_ARGS ?=
 C ?=
 
-.PHONY: help venv install lint test run down bench stack-up stack-down stack-status stack-logs
+.PHONY: help venv install lint test run down bench bench-sinks stack-up stack-down stack-status stack-logs
 
 help:
 	@echo "make run            fetch/build what is missing, start the stack and a worker, load demo data, watch the pipeline live"
@@ -31,6 +31,7 @@ help:
 	@echo "make install        (re)install $(VENV) with the project and its dev tools, current or not"
 	@echo "make lint           ruff (lint and format) and mypy"
 	@echo "make bench          throughput and end-to-end delay on a fresh stack"
+	@echo "make bench-sinks    backlog drain and Postgres freshness with MongoDB stopped"
 	@echo "make stack-up | stack-down | stack-status | stack-logs [C=kafka] | down"
 
 # Costs one sha256sum when .venv is current.
@@ -99,3 +100,9 @@ bench: venv
 	@trap 'exit 130' INT TERM; trap '$(STACK) down' EXIT; \
 	$(STACK) up; \
 	$(PY) -m streams.bench $(BENCH_ARGS)
+
+# The sinks alone: a backlog drained, and Postgres's freshness while MongoDB is stopped.
+bench-sinks: venv
+	@trap 'exit 130' INT TERM; trap '$(STACK) down' EXIT; \
+	$(STACK) up; \
+	$(PY) -m streams.benchmarks.sinks $(BENCH_ARGS)

@@ -4,7 +4,8 @@ the sinks change.
 A snapshot row in Postgres and a listing in MongoDB each carry the ``source_version`` they were
 written from and a time of the write: the row's ``updated_at`` (Postgres' ``now()`` in the
 upsert, which moves only when the content changed) and the listing's ``published_at`` (set on
-every write of the document). ``last_synced_at`` on the row is when the listing was last written.
+every write of the document). ``last_synced_at`` on the row is when the listing was last written
+(recorded in ``market_listing_sync`` by the MongoDB sink, copied to the row by a trigger).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
 
-from schemas.snapshot import snapshot_id
+from streams.sinks.mongo import listing_id
 
 Sink = Literal["postgres", "mongodb"]
 
@@ -43,7 +44,7 @@ class Arrival:
 
 def listing_filter(booking_id: str) -> dict[str, Any]:
     # Only a filter on the bare _id is served by an index on FerretDB (see streams.sinks.mongo).
-    return {"_id": str(snapshot_id(UUID(booking_id)))}
+    return {"_id": listing_id(UUID(booking_id))}
 
 
 def arrival(sink: Sink, booking_id: str, record: Mapping[str, Any] | None) -> Arrival | None:
