@@ -49,7 +49,9 @@ class WatchSource:
         self.cdc_topics = [settings.cdc_topic(t) for t in SOURCE_TABLES]
         self.snapshot_topic = f"{settings.app_id}-snapshots"
         self.dead_letter_topic = f"{settings.app_id}-dead-letters"
-        self.kafka = Kafka(settings.kafka_bootstrap, timeout_s=10.0)
+        # librdkafka logs every failed connection on stderr, which would tear through the view
+        # while a broker is down: the view reports the problem instead.
+        self.kafka = Kafka(settings.kafka_bootstrap, timeout_s=5.0, client_config={"log_level": 0})
         self.consumer = self.kafka.consumer()
         self._assigned: set[TP] = set()
         self.pg: psycopg.Connection[dict[str, Any]] | None = None
@@ -99,7 +101,8 @@ class WatchSource:
 
     def _lag(self) -> dict[str, int] | None:
         app = self.settings.app_id
-        listed = self.kafka.admin.list_consumer_groups(request_timeout=10.0).result(timeout=10.0)
+        timeout = self.kafka.timeout_s
+        listed = self.kafka.admin.list_consumer_groups(request_timeout=timeout).result(timeout)
         groups = sorted(
             g.group_id
             for g in listed.valid

@@ -53,13 +53,15 @@ def _clock(at: datetime) -> str:
     return at.astimezone().strftime("%H:%M:%S.%f")[:-3]
 
 
-def _lag_text(lag: dict[str, int] | None) -> str:
+def lag_text(lag: dict[str, int] | None, app_id: str) -> str:
+    """The messages the groups have yet to commit, in all and per group when there are several
+    (``<app>`` is the pipeline's, ``<app>-sink-postgres`` a sink's, shown as ``sink-postgres``)."""
     if not lag:
         return "-"
-    total = sum(lag.values())
-    text = f"{total:,} messages"
+    text = f"{sum(lag.values()):,} messages"
     if len(lag) > 1:
-        text += " (" + ", ".join(f"{g} {n:,}" for g, n in lag.items()) + ")"
+        names = {g: "pipeline" if g == app_id else g.removeprefix(app_id + "-") for g in lag}
+        text += " (" + ", ".join(f"{names[g]} {n:,}" for g, n in lag.items()) + ")"
     return text
 
 
@@ -103,7 +105,7 @@ def render(f: Figures, settings: Settings, problems: dict[str, str], hint: str) 
         "source changes captured",
         Text(f"{count_text(f.changes)}  {rate_text(f.changes_per_s)}", "bold"),
         "consumer lag",
-        Text(_lag_text(f.consumer_lag), "bold"),
+        Text(lag_text(f.consumer_lag, settings.app_id), "bold"),
     )
     dead = count_text(f.dead_letters)
     if f.dead_letters_new:
@@ -132,12 +134,12 @@ def render(f: Figures, settings: Settings, problems: dict[str, str], hint: str) 
     return Group(*parts)
 
 
-def line(f: Figures, problems: dict[str, str]) -> str:
+def line(f: Figures, problems: dict[str, str], app_id: str) -> str:
     """The figures on one line, for output that is not a terminal."""
     text = (
         f"watch: changes {count_text(f.changes)}, snapshots {count_text(f.snapshots)}, "
         f"rows written {count_text(f.rows_written)}, listings written "
-        f"{count_text(f.listings_written)}, consumer lag {_lag_text(f.consumer_lag)}, "
+        f"{count_text(f.listings_written)}, consumer lag {lag_text(f.consumer_lag, app_id)}, "
         f"dead letters {count_text(f.dead_letters)}"
     )
     if f.recent:
@@ -182,7 +184,7 @@ def run(settings: Settings, while_pid: int | None = None) -> int:
                 figures = source.poll()
                 if time.monotonic() >= next_line:
                     next_line = time.monotonic() + LINE_EVERY_S
-                    print(line(figures, source.problems), flush=True)
+                    print(line(figures, source.problems, settings.app_id), flush=True)
             return _gone(while_pid)
         with Live(
             render(source.poll(0.0), settings, source.problems, hint),

@@ -29,7 +29,7 @@ from streams.watch.model import (
     parse_change,
     parse_snapshot,
 )
-from streams.watch.view import line, render, touch_command
+from streams.watch.view import lag_text, line, render, touch_command
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 T0 = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
@@ -270,7 +270,16 @@ def test_the_view_shows_the_figures_the_changes_and_the_hint() -> None:
     assert "100 ms" in text and "200 ms" in text and "…" in text
     assert "0 messages" in text and "mongodb: unreachable" in text
     assert "mis demo --touch" in text
-    assert line(figures, {}).startswith("watch: changes 1, snapshots 1,")
+    assert line(figures, {}, "market-snapshots").startswith("watch: changes 1, snapshots 1,")
+
+
+def test_the_lag_is_summed_over_the_groups_and_shown_per_group() -> None:
+    assert lag_text(None, "app") == "-"
+    assert lag_text({"app": 3}, "app") == "3 messages"
+    lag = {"app": 0, "app-sink-mongodb": 1200, "app-sink-postgres": 2}
+    assert (
+        lag_text(lag, "app") == "1,202 messages (pipeline 0, sink-mongodb 1,200, sink-postgres 2)"
+    )
 
 
 def test_the_hint_names_the_port_only_when_it_is_not_the_default() -> None:
