@@ -167,7 +167,8 @@ class WatchSource:
             fn()
             self.problems.pop(what, None)
         except (psycopg.Error, PyMongoError, KafkaException, OpsError, TimeoutError) as exc:
-            self.problems[what] = f"{type(exc).__name__}: {exc}".splitlines()[0][:160]
+            text = str(exc) or "no answer in time"
+            self.problems[what] = f"{type(exc).__name__}: {text}".splitlines()[0][:160]
             if what == "postgres" and self.pg is not None:
                 self.pg.close()
                 self.pg = None
@@ -182,10 +183,12 @@ class WatchSource:
             self._attempt("postgres", lambda: self._look_up_rows(now))
             self._attempt("mongodb", lambda: self._look_up_listings(now))
         if tick >= self._next_stats:
-            self._next_stats = tick + STATS_EVERY_S
             self._attempt("postgres", self._counts)
             self._attempt("consumer lag", lambda: self.tracker.on_lag(self._lag()))
             self._attempt("dead letters", self._dead_letter_count)
+            # Each Kafka request waits for its timeout while the broker is down: ask less often.
+            failing = "consumer lag" in self.problems or "dead letters" in self.problems
+            self._next_stats = time.monotonic() + STATS_EVERY_S * (5 if failing else 1)
         if tick >= self._next_topics and len(self._assigned) < self._expected():
             self._next_topics = tick + TOPICS_EVERY_S
             self._attempt("kafka", lambda: self._assign(at_end=False))
