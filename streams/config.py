@@ -64,9 +64,10 @@ class Settings(BaseSettings):
     # Which sinks a worker runs (each in a thread, following the snapshot topic with a consumer
     # group of its own); "" for none, when `mis sink` runs them in processes of their own.
     sinks: str = "postgres,mongodb"
-    # A sink takes up to this many snapshot messages at once: a sink that is behind gets full
-    # batches and writes each booking once per batch.
-    sink_batch_size: int = Field(default=2000, ge=1)
+    # A sink takes up to sink_batch_size snapshot messages at once; while its batches come back
+    # full (it is behind) each may be twice the last, up to sink_batch_max.
+    sink_batch_size: int = Field(default=500, ge=1)
+    sink_batch_max: int = Field(default=20_000, ge=1)
     sink_batch_within_s: float = Field(default=0.05, gt=0)
     sink_retry_max_s: float = Field(default=30.0, gt=0)
     reading_history_per_sensor: int = Field(default=16, ge=1)
