@@ -16,7 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from streams import metrics
-from streams.api.errors import ApiError
+from streams.api.errors import ApiError, Problem
 from streams.api.requests import check_length
 from streams.config import Settings
 
@@ -32,6 +32,24 @@ def error_response(
     if details is not None:
         body["details"] = details
     return web.json_response(body, status=status, **kwargs)
+
+
+PROBLEM_JSON = "application/problem+json"
+
+
+def problem_response(exc: Problem) -> web.Response:
+    """RFC 9457 problem details; ``success`` and ``error`` as in every other error answer."""
+    body = {
+        "type": "about:blank",
+        "title": exc.title,
+        "status": exc.status,
+        "detail": exc.message,
+        "success": False,
+        "error": exc.message,
+    }
+    return web.json_response(
+        body, status=exc.status, content_type=PROBLEM_JSON, headers=exc.headers
+    )
 
 
 def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
@@ -53,16 +71,21 @@ def _route(request: web.Request) -> str:
     return resource.canonical if resource is not None else "unmatched"
 
 
-def api_middleware(settings: Settings) -> Any:
+def api_middleware(settings: Settings, guard: Callable[[web.Request], None]) -> Any:
+    """``guard`` decides who may send the request (streams.api.auth), before anything else."""
+
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         started = time.perf_counter()
         response: web.StreamResponse
         try:
+            guard(request)
             # An announced oversized body is refused before anything reads it, on any route.
             check_length(request.content_length, settings.api_max_body_bytes)
             async with asyncio.timeout(settings.api_timeout_s):
                 response = await handler(request)
+        except Problem as exc:
+            response = problem_response(exc)
         except ApiError as exc:
             response = error_response(exc.status, exc.message, exc.details)
         except web.HTTPException as exc:
