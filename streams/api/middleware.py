@@ -1,7 +1,8 @@
 """One place where every answer of the web server becomes JSON, timed and counted.
 
-Whatever a request contains, it gets a 4xx with a message or a real answer: errors raised on
-purpose carry their status (streams.api.errors), aiohttp's own (unknown path, wrong method) are
+Whatever a request contains, it gets a 4xx with a message or a real answer: the guard decides
+first who may send it (401, 403, 429 as RFC 9457 problem details), errors raised on purpose
+carry their status (streams.api.errors), aiohttp's own (unknown path, wrong method) are
 rendered as JSON too, and a dependency that does not answer in time gives 503.
 """
 
