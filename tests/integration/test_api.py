@@ -607,7 +607,8 @@ class TestOneWorker:
             "/openapi.json": one.get("/openapi.json").text,
             "the answers": "\n".join(one.answers),
         }
-        assert len(one.answers) > 100, "the class's own calls are searched too"
+        statuses = {int(answer.split(" ", 1)[0]) for answer in one.answers}
+        assert {200, 202, 400, 401, 403, 404, 422} <= statuses, statuses
         password = settings.pg_password.get_secret_value()
         secrets = {
             "the tests' token": API_TOKEN,

@@ -243,3 +243,17 @@ def test_no_token_configured_refuses_everything_but_health() -> None:
         assert (await call("GET", "/health"))[0] == 200
 
     serve(Settings(api_tokens=""), scenario)
+
+
+def test_mis_token_create_prints_a_token_and_the_entry_that_accepts_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from streams.cli import main
+
+    assert main(["token", "create", "--name", "ci", "--scopes", "read,publish"]) == 0
+    token, line = capsys.readouterr().out.splitlines()
+    assert line == entry("ci", token, ["publish", "read"]) and token not in line
+    found = Tokens(Settings(api_tokens=line)).match(token)
+    assert found is not None and found.scopes == {"read", "publish"}
+    assert main(["token", "create", "--scopes", "read,root"]) == 2
+    assert main(["token", "create", "--name", "a b", "--scopes", "read"]) == 2
