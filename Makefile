@@ -14,7 +14,7 @@ JUNIT ?= build/test-results/junit.xml
 PYTEST_ARGS ?=
 C ?=
 
-.PHONY: help install lint test run down bench stack-up stack-down stack-status stack-logs
+.PHONY: help install lint test run down bench bench-sinks stack-up stack-down stack-status stack-logs
 
 help:
 	@echo "make install        create $(VENV) and install the project with its dev tools"
@@ -23,6 +23,7 @@ help:
 	@echo "make run            start the stack and the demo; Ctrl-C stops both"
 	@echo "make lint           ruff (lint and format) and mypy"
 	@echo "make bench          throughput and end-to-end delay on a fresh stack"
+	@echo "make bench-sinks    backlog drain and Postgres freshness with MongoDB stopped"
 	@echo "make stack-up | stack-down | stack-status | stack-logs [C=kafka] | down"
 
 install:
@@ -86,3 +87,9 @@ bench:
 	@trap 'exit 130' INT TERM; trap '$(STACK) down' EXIT; \
 	$(STACK) up; \
 	$(PY) -m streams.bench $(BENCH_ARGS)
+
+# The sinks alone: a backlog drained, and Postgres's freshness while MongoDB is stopped.
+bench-sinks:
+	@trap 'exit 130' INT TERM; trap '$(STACK) down' EXIT; \
+	$(STACK) up; \
+	$(PY) -m streams.benchmarks.sinks $(BENCH_ARGS)

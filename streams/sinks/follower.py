@@ -37,7 +37,7 @@ from streams.clock import clock
 from streams.config import Settings
 from streams.deadletter import dead_letter_record
 from streams.errors import SinkUnavailable
-from streams.sinks.base import Item, Origin, Refusal, SnapshotSink, conflate
+from streams.sinks.base import Item, Origin, Refusal, SnapshotSink, conflate, sink_group
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ class Follower:
         # Both followers read every message; one of them parks the unreadable ones.
         self.dead_letter_unreadable = dead_letter_unreadable
         self.topic = f"{settings.app_id}-snapshots"
-        self.group = f"{settings.app_id}-sink-{sink.name}"
+        self.group = sink_group(settings.app_id, sink.name)
         self._revoked: set[int] = set()
         self._carry: list[Message] = []
         self._consumer: Consumer | None = None
@@ -167,7 +167,13 @@ class Follower:
             if not items:
                 return []
             try:
-                return self.sink.write(items)
+                started = time.perf_counter()
+                refused = self.sink.write(items)
+                metrics.SINK_LATENCY.labels(sink=self.sink.name).observe(
+                    time.perf_counter() - started
+                )
+                metrics.SINK_WRITES.labels(sink=self.sink.name).inc(len(items) - len(refused))
+                return refused
             except SinkUnavailable as exc:
                 metrics.SINK_RETRIES.labels(sink=self.sink.name).inc()
                 log.warning(
@@ -183,13 +189,13 @@ class Follower:
                 log.exception("sink failed sink=%s batch=%d", self.sink.name, len(items))
                 if len(items) == 1:
                     return [(items[0], f"sink failed: {type(exc).__name__}: {exc}")]
-                refused: list[Refusal] = []
+                isolated: list[Refusal] = []
                 for item in items:
                     one = self._write(consumer, [item])
                     if one is None:
                         return None
-                    refused += one
-                return refused
+                    isolated += one
+                return isolated
             if self.stop.is_set():
                 return None
 

@@ -22,7 +22,6 @@ back and the batch is written again (replaces are idempotent).
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -33,7 +32,6 @@ import psycopg
 from psycopg.rows import dict_row
 
 from schemas.snapshot import SnapshotRecord
-from streams import metrics
 from streams.clock import clock
 from streams.config import Settings
 from streams.errors import SinkUnavailable
@@ -165,7 +163,6 @@ class ListingSink:
                     upserts.append(r)
                 elif how == "existing":
                     existing.append(r)
-            started = time.perf_counter()
             docs = [listing_document(r, r.snapshot.status, now) for r in upserts]
             refused.update(self._mongo.replace(docs))
             written = [r for r in upserts if listing_id(r.snapshot.booking_id) not in refused]
@@ -181,8 +178,6 @@ class ListingSink:
             if written:
                 with conn.cursor() as cur:
                     cur.executemany(RECORD, [_sync_params(r, now) for r in written])
-            metrics.SINK_WRITES.labels(sink=self.name).inc(len(written) + len(gone))
-            metrics.SINK_LATENCY.labels(sink=self.name).observe(time.perf_counter() - started)
 
         run_guarded(self._connection(), work)
         return refused
