@@ -52,7 +52,8 @@ stack-status:
 stack-logs:
 	$(STACK) logs $(C)
 
-# The stack is torn down on every exit path (failure, Ctrl-C) unless it was reused.
+# The stack is torn down on every exit path (failure, Ctrl-C) unless it was reused. A stack of its
+# own gets a Postgres password of its own, which the tests look for where it must not be.
 test:
 	@mkdir -p $(dir $(JUNIT))
 	@if [ "$${MIS_STACK_REUSE:-0}" = 1 ]; then \
@@ -61,6 +62,7 @@ test:
 	    exit 1; }; \
 	else \
 	  trap 'exit 130' INT TERM; trap '$(STACK) down' EXIT; \
+	  export MIS_PG_PASSWORD="$${MIS_PG_PASSWORD:-mis-test-$$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')}"; \
 	  $(STACK) up; \
 	fi; \
 	$(PY) -m pytest -p no:cacheprovider --junitxml=$(JUNIT) $(PYTEST_ARGS) tests
