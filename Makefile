@@ -14,7 +14,7 @@ JUNIT ?= build/test-results/junit.xml
 PYTEST_ARGS ?=
 C ?=
 
-.PHONY: help install lint test run down bench bench-sinks stack-up stack-down stack-status stack-logs
+.PHONY: help install lint test run down bench bench-sinks faults stack-up stack-down stack-status stack-logs
 
 help:
 	@echo "make install        create $(VENV) and install the project with its dev tools"
@@ -24,6 +24,7 @@ help:
 	@echo "make lint           ruff (lint and format) and mypy"
 	@echo "make bench          throughput and end-to-end delay on a fresh stack"
 	@echo "make bench-sinks    backlog drain and Postgres freshness with MongoDB stopped"
+	@echo "make faults         the fault matrix under load, checked against the source tables"
 	@echo "make stack-up | stack-down | stack-status | stack-logs [C=kafka] | down"
 
 install:
@@ -93,3 +94,9 @@ bench-sinks:
 	@trap 'exit 130' INT TERM; trap '$(STACK) down' EXIT; \
 	$(STACK) up; \
 	$(PY) -m streams.benchmarks.sinks $(BENCH_ARGS)
+
+# Every fault of tests/faults/matrix.py under load on a fresh stack; prints the table.
+faults:
+	@trap 'exit 130' INT TERM; trap '$(STACK) down' EXIT; \
+	$(STACK) up; \
+	MIS_TICK_INTERVAL_S=1 $(PY) -m tests.faults.matrix $(FAULT_ARGS)
