@@ -20,7 +20,7 @@ JUNIT ?= build/test-results/junit.xml
 PYTEST_ARGS ?=
 C ?=
 
-.PHONY: help venv install lint test run down bench bench-sinks stack-up stack-down stack-status stack-logs
+.PHONY: help venv install lint test run down bench bench-sinks faults stack-up stack-down stack-status stack-logs
 
 help:
 	@echo "make run            fetch/build what is missing, start the stack and a worker, load demo data, watch the pipeline live"
@@ -32,6 +32,7 @@ help:
 	@echo "make lint           ruff (lint and format) and mypy"
 	@echo "make bench          throughput and end-to-end delay on a fresh stack"
 	@echo "make bench-sinks    backlog drain and Postgres freshness with MongoDB stopped"
+	@echo "make faults         the fault matrix under load, checked against the source tables"
 	@echo "make stack-up | stack-down | stack-status | stack-logs [C=kafka] | down"
 
 # Costs one sha256sum when .venv is current.
@@ -69,7 +70,8 @@ stack-status: venv
 stack-logs: venv
 	$(STACK) logs $(C)
 
-# The stack is torn down on every exit path (failure, Ctrl-C) unless it was reused.
+# The stack is torn down on every exit path (failure, Ctrl-C) unless it was reused. A stack of its
+# own gets a Postgres password of its own, which the tests look for where it must not be.
 test: venv
 	@mkdir -p $(dir $(JUNIT))
 	@if [ "$${MIS_STACK_REUSE:-0}" = 1 ]; then \
@@ -78,6 +80,7 @@ test: venv
 	    exit 1; }; \
 	else \
 	  trap 'exit 130' INT TERM; trap '$(STACK) down' EXIT; \
+	  export MIS_PG_PASSWORD="$${MIS_PG_PASSWORD:-mis-test-$$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')}"; \
 	  $(STACK) up; \
 	fi; \
 	$(PY) -m pytest -p no:cacheprovider --junitxml=$(JUNIT) $(PYTEST_ARGS) tests
@@ -106,3 +109,9 @@ bench-sinks: venv
 	@trap 'exit 130' INT TERM; trap '$(STACK) down' EXIT; \
 	$(STACK) up; \
 	$(PY) -m streams.benchmarks.sinks $(BENCH_ARGS)
+
+# Every fault of tests/faults/matrix.py under load on a fresh stack; prints the table.
+faults: venv
+	@trap 'exit 130' INT TERM; trap '$(STACK) down' EXIT; \
+	$(STACK) up; \
+	MIS_TICK_INTERVAL_S=1 $(PY) -m tests.faults.matrix $(FAULT_ARGS)

@@ -1,4 +1,4 @@
-"""The project's command line: ``mis worker | sink | demo | watch | cleanup | replay | ...``."""
+"""The project's command line: ``mis worker | sink | demo | watch | cleanup | token | ...``."""
 
 from __future__ import annotations
 
@@ -16,10 +16,12 @@ def _worker(args: argparse.Namespace) -> int:
     from faust.cli.faust import cli
 
     from streams.admin import ensure_sink_table, ensure_topics
+    from streams.api.auth import Tokens
     from streams.errors import PipelineError
 
     try:
         settings = get_settings()
+        Tokens(settings)  # refuse to start on a token entry that cannot be used
         ensure_topics(settings)
         ensure_sink_table(settings)
     except PipelineError as exc:
@@ -47,6 +49,33 @@ def _cleanup(args: argparse.Namespace) -> int:
 
     evicted = asyncio.run(run())
     print(f"cleanup: evicting {evicted} completed or withdrawn snapshots")
+    return 0
+
+
+def _token_create(args: argparse.Namespace) -> int:
+    import secrets
+    from datetime import UTC, datetime
+
+    from streams.api.auth import SCOPES, TOKEN_NAME, entry, new_token
+
+    scopes = {s.strip() for s in args.scopes.split(",") if s.strip()}
+    if not scopes or scopes - SCOPES:
+        print(f"mis token create: --scopes is some of {','.join(sorted(SCOPES))}", file=sys.stderr)
+        return 2
+    name = args.name or f"api-{datetime.now(UTC):%Y%m%d}-{secrets.token_hex(2)}"
+    if not TOKEN_NAME.fullmatch(name):
+        print("mis token create: --name is 1-64 letters, digits, '.', '_', '-'", file=sys.stderr)
+        return 2
+    token = new_token()
+    line = entry(name, token, scopes)
+    print(
+        "The token (line 1) is shown once: give it to the caller, who sends it as\n"
+        "'Authorization: Bearer <token>'. The worker keeps only its SHA-256 (line 2): add that\n"
+        "line to MIS_API_TOKENS (entries separated by spaces) or to MIS_API_TOKENS_FILE.",
+        file=sys.stderr,
+    )
+    print(token)
+    print(line)
     return 0
 
 
@@ -121,6 +150,13 @@ def main(argv: list[str] | None = None) -> int:
     v.set_defaults(fn=_watch)
     c = sub.add_parser("cleanup", help="delete finished snapshots older than the retention")
     c.set_defaults(fn=_cleanup)
+    t = sub.add_parser("token", help="API bearer tokens").add_subparsers(
+        dest="token_command", required=True
+    )
+    tc = t.add_parser("create", help="print a new token once, and its configuration line")
+    tc.add_argument("--name", default=None, help="shown in logs; default: api-<date>-<random>")
+    tc.add_argument("--scopes", required=True, help="comma-separated: read,publish,operate,metrics")
+    tc.set_defaults(fn=_token_create)
     add_ops_commands(sub)  # replay, backfill, republish (streams.ops)
     args = parser.parse_args(argv)
     # The live view owns the terminal: only warnings go to stderr meanwhile.

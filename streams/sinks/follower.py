@@ -5,9 +5,10 @@ own: a MongoDB that is down holds back the MongoDB listings and nothing else. Wo
 sink's partitions through its group like they share the pipeline's through Faust's.
 
 One batch at a time: take what the topic has (up to ``sink_batch_size``, waiting at most
-``sink_batch_within_s`` for the first), keep each booking's newest message, write, and only then
-commit. A sink that is behind therefore gets full batches, and writes each booking once per
-batch however many versions are queued for it.
+``sink_batch_within_s``), keep each booking's newest message, write, and only then commit. A
+batch that comes back full means the sink is behind, and the next may be twice as large, up to
+``sink_batch_max``: the batches grow with the lag, and each booking is written once per batch
+however many versions are queued for it.
 
 While a sink is unavailable the follower retries the batch with capped backoff and keeps
 polling meanwhile, so that it stays in its group and hears of a rebalance; the items of
@@ -81,6 +82,7 @@ class Follower:
         self.group = sink_group(settings.app_id, sink.name)
         self._revoked: set[int] = set()
         self._carry: list[Message] = []
+        self._room = settings.sink_batch_size
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
 
@@ -120,8 +122,16 @@ class Follower:
     def step(self, consumer: Consumer) -> None:
         """One batch: consume, conflate, write (retrying), dead-letter, commit."""
         self._revoked.clear()
-        room = max(1, self.settings.sink_batch_size - len(self._carry))
+        room = max(1, self._room - len(self._carry))
         fresh = consumer.consume(num_messages=room, timeout=self.settings.sink_batch_within_s)
+        # A full batch means the sink is behind: the next one may be twice as large, so that
+        # a booking queued many times over is written once however many versions wait.
+        full = len(fresh) >= room
+        self._room = (
+            min(self._room * 2, self.settings.sink_batch_max)
+            if full
+            else self.settings.sink_batch_size
+        )
         carried = [m for m in self._carry if (m.partition() or 0) not in self._revoked]
         messages, self._carry = [*carried, *fresh], []
         good = [m for m in messages if self._readable(m)]

@@ -139,7 +139,12 @@ class PostgresSink:
     def _connection(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed:
             try:
-                self._conn = psycopg.connect(self._dsn, autocommit=False, connect_timeout=10)
+                self._conn = psycopg.connect(
+                    self._dsn,
+                    autocommit=False,
+                    connect_timeout=10,
+                    application_name=f"mis-sink-{self.name}",
+                )
             except psycopg.Error as exc:
                 raise SinkUnavailable(f"postgres: {exc}") from exc
         return self._conn

@@ -30,7 +30,7 @@ from streams.sinks.listings import ListingSink
 from streams.snapshot import build_snapshot, content_hash
 from tests.integration import backends
 from tests.integration.conftest import Consume
-from tests.integration.workers import Worker, snapshot_row, wait_for
+from tests.integration.workers import API_TOKEN, Worker, snapshot_row, wait_for
 
 SETTLE = 60.0
 
@@ -177,7 +177,7 @@ def test_a_publish_racing_the_sink_never_puts_an_older_snapshot_over_a_newer_one
     url = f"http://127.0.0.1:{worker.web_port}/storage-guard/snapshots/{b}/publish"
     for q in range(2, 12):
         pg.execute("UPDATE storage_bookings SET quantity_kg = %s WHERE id = %s", (q, b))
-        answer = requests.post(url, timeout=30)
+        answer = requests.post(url, headers={"Authorization": f"Bearer {API_TOKEN}"}, timeout=30)
         assert answer.status_code == 200, answer.text
     row, doc = wait_for(f"listing of {b}", lambda: published(pg, mongo_db, b, 11), SETTLE)
     assert doc["quantity_kg"] == 11

@@ -301,3 +301,31 @@ def test_a_defect_in_a_sink_isolates_the_item_it_is_about() -> None:
     assert [[i.booking_id for i in w] for w in sink.written] == [[b]]
     assert len(producer.sent) == 1 and "KeyError" in producer.sent[0][2]
     assert consumer.commits == [[(0, 3)]]
+
+
+@dataclass
+class QueueConsumer(FakeConsumer):
+    """Hands out up to ``num_messages`` of a queue, recording what was asked for."""
+
+    queue: list[Msg] = field(default_factory=list)
+    asked: list[int] = field(default_factory=list)
+
+    def consume(self, num_messages: int, timeout: float) -> list[Msg]:
+        self.asked.append(num_messages)
+        taken, self.queue = self.queue[:num_messages], self.queue[num_messages:]
+        return taken
+
+
+def test_batches_grow_while_the_sink_is_behind_and_shrink_once_it_has_caught_up() -> None:
+    bookings = [uuid4() for _ in range(50)]
+    queue = [msg(0, n, record(bookings[n % 50], n + 1)) for n in range(3000)]
+    consumer, sink = QueueConsumer([], queue=queue), FakeSink()
+    settings = Settings(sink_batch_size=100, sink_batch_max=1000, sink_batch_within_s=0.01)
+    f = Follower(settings, sink, dead_letter_unreadable=True, stop=threading.Event())
+    f._producer = FakeProducer()  # type: ignore[assignment]
+    for _ in range(8):
+        f.step(consumer)  # type: ignore[arg-type]
+    assert consumer.asked == [100, 200, 400, 800, 1000, 1000, 100, 100]
+    # However many versions were queued, each batch wrote each booking once.
+    assert all(len(w) == len({i.booking_id for i in w}) <= 50 for w in sink.written)
+    assert consumer.commits[-1] == [(0, 3000)]
