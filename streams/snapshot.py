@@ -1,6 +1,6 @@
 """The pure snapshot builder: a booking, its three parts and the time in, a Snapshot out.
 
-This module is the whole of DESIGN §2. It does no I/O and imports no faust, psycopg or pymongo,
+This module implements docs/snapshot-contract.md. It does no I/O and imports no faust, psycopg or pymongo,
 so the agents call it and the tests exercise it directly.
 
 Decisions the contract leaves open, fixed here so that every process derives the same snapshot:
@@ -178,7 +178,7 @@ def build_snapshot(
     deleted: bool,
     now: datetime,
 ) -> Snapshot:
-    """Derive the market inventory snapshot of ``booking`` as of ``now`` (DESIGN §2).
+    """Derive the market inventory snapshot of ``booking`` as of ``now`` (docs/snapshot-contract.md).
 
     ``readings`` and ``pests`` are the rows at the booking's location, ``certificates`` those
     of its vendor, in any order; ``inspection`` counts only when it is the booking's

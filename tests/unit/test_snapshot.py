@@ -1,4 +1,4 @@
-"""The snapshot builder, rule by rule (DESIGN §2), table-driven.
+"""The snapshot builder, rule by rule (docs/snapshot-contract.md), table-driven.
 
 The row factories here are shared by the other test_snapshot_* modules.
 """
