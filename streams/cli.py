@@ -1,4 +1,4 @@
-"""The project's command line: ``mis worker | demo | cleanup | dead-letters``."""
+"""The project's command line: ``mis worker | demo | cleanup`` and the operations (streams.ops)."""
 
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     d.set_defaults(fn=_demo)
     c = sub.add_parser("cleanup", help="delete finished snapshots older than the retention")
     c.set_defaults(fn=_cleanup)
-    add_ops_commands(sub)  # replay, backfill, republish (streams.ops)
+    add_ops_commands(sub)  # replay, backfill, republish, verify (streams.ops)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     return int(args.fn(args))
