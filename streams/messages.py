@@ -75,7 +75,7 @@ class LocationPart(_Msg):
     kind: Literal["location_part"] = "location_part"
     fk: str
     version: str
-    readings: list[SensorReading]  # the latest reading of each sensor_id
+    readings: list[SensorReading]  # the latest reading of each (sensor_id, sensor_type)
     pests: list[PestDetection]
 
 

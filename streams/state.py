@@ -8,10 +8,11 @@ for that row (or for its tombstone) is ignored.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
-from typing import Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 
 from schemas.entities import Booking, Certificate, Inspection, PestDetection, Row, SensorReading
 from schemas.envelope import ZERO_VERSION
@@ -81,32 +82,61 @@ class KeyState(_State):
         self.version = max(self.version, version)
 
 
+def series_key(sensor_id: str, sensor_type: str) -> str:
+    """The key of one sensor's readings of one type: a combined device has one per type."""
+    return json.dumps([sensor_id, sensor_type], separators=(",", ":"))
+
+
+def _pair(item: Any) -> tuple[str, str]:
+    row = item.row if isinstance(item, Versioned) else item["row"]
+    if isinstance(row, SensorReading):
+        return row.sensor_id, row.sensor_type
+    return str(row["sensor_id"]), str(row["sensor_type"])
+
+
 class LocationState(KeyState):
-    # sensor_id -> that sensor's readings, newest first, at most `history` of them
+    # series_key(sensor_id, sensor_type) -> those readings, newest first, at most `history`.
+    # Kept per type so that a combined device's readings of one type never push its latest of
+    # another out of the history.
     readings: dict[str, list[Versioned[SensorReading]]] = {}
     pests: dict[str, Versioned[PestDetection]] = {}
+
+    @field_validator("readings", mode="before")
+    @classmethod
+    def _per_series(cls, value: Any) -> Any:
+        """Group by (sensor_id, sensor_type), whatever the keys say.
+
+        States stored before the history was kept per type (in the changelog, or a worker's
+        RocksDB) keyed it by sensor_id alone; they load into the per-type form. Each old list
+        was sorted newest first, and so is every part of it.
+        """
+        if not isinstance(value, dict):
+            return value
+        grouped: dict[str, list[Any]] = {}
+        for items in value.values():
+            for item in items:
+                grouped.setdefault(series_key(*_pair(item)), []).append(item)
+        return grouped
 
     def apply_reading(self, msg: ReadingChanged, *, history: int) -> bool:
         rid = f"r:{msg.row.id}"
         found = [
-            (sid, v) for sid, rows in self.readings.items() for v in rows if v.row.id == msg.row.id
+            (key, v) for key, rows in self.readings.items() for v in rows if v.row.id == msg.row.id
         ]
         current = found[0][1].version if found else None
         if self._seen(rid, current, msg.version):
             return False
-        for sid, old in found:
-            self.readings[sid] = [v for v in self.readings[sid] if v is not old]
-            if not self.readings[sid]:
-                del self.readings[sid]
+        for key, old in found:
+            self.readings[key] = [v for v in self.readings[key] if v is not old]
+            if not self.readings[key]:
+                del self.readings[key]
         if msg.deleted:
             self._bury(rid, msg.version)
         else:
-            rows = [
-                *self.readings.get(msg.row.sensor_id, []),
-                Versioned(version=msg.version, row=msg.row),
-            ]
+            key = series_key(msg.row.sensor_id, msg.row.sensor_type)
+            rows = [*self.readings.get(key, []), Versioned(version=msg.version, row=msg.row)]
             rows.sort(key=lambda v: (v.row.reading_time, v.row.id), reverse=True)
-            self.readings[msg.row.sensor_id] = rows[:history]
+            self.readings[key] = rows[:history]
             self.tombstones.pop(rid, None)
         self._advance(msg.version)
         return True
