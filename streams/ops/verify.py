@@ -222,12 +222,14 @@ def expected(
     if b is None:
         assert row is not None
         base: Mapping[str, Any] = row
-        status, inspection = "withdrawn", src.inspections.get(row["inspection_id"])
+        iid = row["inspection_id"]
+        status = "withdrawn"
+        inspection = src.inspections.get(UUID(str(iid))) if iid is not None else None
     else:
         base = b
         status = {"completed": "completed", "cancelled": "withdrawn"}.get(b["status"], "live")
         inspection = b if b["i_id"] is not None else None
-    location, vendor = base["location_id"], base["vendor_id"]
+    location, vendor = UUID(str(base["location_id"])), UUID(str(base["vendor_id"]))
     pests = [p for p in src.pests.get(location, []) if p["detected_at"] >= now - PEST_WINDOW]
     alerts = any(p["severity"] in ALERTS for p in pests)
     today = now.astimezone(UTC).date()
