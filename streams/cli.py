@@ -1,4 +1,4 @@
-"""The project's command line: ``mis worker | demo | cleanup`` and the operations (streams.ops)."""
+"""The project's command line: ``mis worker | sink | demo | cleanup`` and the operations."""
 
 from __future__ import annotations
 
@@ -50,6 +50,30 @@ def _cleanup(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sink(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from streams.admin import ensure_sink_table
+    from streams.errors import PipelineError
+    from streams.sinks.follower import SinkThreads, sink_factories
+
+    settings = get_settings()
+    try:
+        ensure_sink_table(settings)
+    except PipelineError as exc:
+        print(f"mis sink: {exc}", file=sys.stderr)
+        return 2
+    threads = SinkThreads(settings, sink_factories(settings, args.only or ("postgres", "mongodb")))
+    stopped = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopped.set())
+    threads.start()
+    stopped.wait()
+    threads.stop()
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from streams import demo
 
@@ -62,6 +86,12 @@ def main(argv: list[str] | None = None) -> int:
     w = sub.add_parser("worker", help="run a Faust worker of the pipeline")
     w.add_argument("-l", "--loglevel", default=None, help="default: MIS_LOG_LEVEL (info)")
     w.set_defaults(fn=_worker)
+    s = sub.add_parser(
+        "sink",
+        help="run the sinks in this process (set MIS_SINKS= on workers that should not)",
+    )
+    s.add_argument("--only", action="append", choices=("postgres", "mongodb"), help="default: both")
+    s.set_defaults(fn=_sink)
     d = sub.add_parser("demo", help="load demo data and show the snapshots it produced")
     d.add_argument("--bookings", type=int, default=5)
     d.add_argument("--watch", type=float, default=30.0, help="seconds to wait for snapshots")

@@ -61,7 +61,12 @@ class Settings(BaseSettings):
     # Agents take up to batch_size events at a time, waiting at most batch_within_s for more.
     batch_size: int = Field(default=500, ge=1)
     batch_within_s: float = Field(default=0.01, gt=0)
-    sink_batch_size: int = Field(default=500, ge=1)
+    # Which sinks a worker runs (each in a thread, following the snapshot topic with a consumer
+    # group of its own); "" for none, when `mis sink` runs them in processes of their own.
+    sinks: str = "postgres,mongodb"
+    # A sink takes up to this many snapshot messages at once: a sink that is behind gets full
+    # batches and writes each booking once per batch.
+    sink_batch_size: int = Field(default=2000, ge=1)
     sink_batch_within_s: float = Field(default=0.05, gt=0)
     sink_retry_max_s: float = Field(default=30.0, gt=0)
     reading_history_per_sensor: int = Field(default=16, ge=1)
@@ -95,6 +100,14 @@ class Settings(BaseSettings):
     @property
     def worker_data_dir(self) -> Path:
         return self.data_dir or self.state_dir / f"worker-{self.web_port}"
+
+    @property
+    def sink_names(self) -> tuple[str, ...]:
+        names = tuple(n.strip() for n in self.sinks.split(",") if n.strip())
+        unknown = set(names) - {"postgres", "mongodb"}
+        if unknown:
+            raise ValueError(f"MIS_SINKS: unknown sink(s) {', '.join(sorted(unknown))}")
+        return names
 
     def cdc_topic(self, table: str) -> str:
         return f"{self.topic_prefix}.public.{table}"

@@ -465,8 +465,9 @@ class TestOneWorker:
         assert "mis_dead_letters" in families
         sinks = {s.labels["sink"] for s in families["mis_sink_latency_seconds"]}
         assert sinks == {"postgres", "mongodb"}
-        (freshness,) = families["mis_snapshot_freshness_seconds"]
-        assert 0 <= freshness.value < 60
+        freshness = {s.labels["sink"]: s.value for s in families["mis_snapshot_freshness_seconds"]}
+        assert set(freshness) == {"postgres", "mongodb"}
+        assert all(0 <= v < 60 for v in freshness.values())
         http = {(s.labels["route"], s.labels["status"]) for s in families["mis_http_requests"]}
         assert ("/storage-guard/snapshots/{booking_id}", "200") in http
 
