@@ -43,11 +43,14 @@ class ChangeEvent(BaseModel, Generic[RowT]):
     before: RowT | None = None
     after: RowT | None = None
     source: Source
-    op: Literal["c", "u", "d", "r"]
+    # "t": a TRUNCATE of the table (with skipped.operations=none): no row, no key.
+    op: Literal["c", "u", "d", "r", "t"]
     ts_ms: int | None = None
 
     @model_validator(mode="after")
     def _row_present(self) -> ChangeEvent[RowT]:
+        if self.op == "t":
+            return self
         if self.op == "d" and self.before is None:
             raise ValueError("delete event without 'before' (is REPLICA IDENTITY FULL set?)")
         if self.op != "d" and self.after is None:
@@ -63,6 +66,10 @@ class ChangeEvent(BaseModel, Generic[RowT]):
     @property
     def is_delete(self) -> bool:
         return self.op == "d"
+
+    @property
+    def is_truncate(self) -> bool:
+        return self.op == "t"
 
     @property
     def is_initial_snapshot(self) -> bool:
