@@ -2,6 +2,9 @@
 and the verifier reports what a hand corrupts, so that it cannot pass vacuously.
 
 The comparison is scoped to this module's farmers: the sink tables are shared by the session.
+The last test truncates storage_bookings and pest_detections, which withdraws every booking of
+the session that a running worker knows of; it runs after the other modules (alphabetical order)
+and after this module's first test.
 """
 
 from __future__ import annotations
@@ -226,3 +229,51 @@ def test_a_random_workload_converges_to_the_recomputation(
     )
     assert done.returncode == 1
     assert "lost 1" in done.stdout and "regressed 1" in done.stdout
+
+
+def test_truncate_withdraws_bookings_and_removes_contributions(
+    worker: Worker, pg: Any, settings: Settings
+) -> None:
+    load = Workload(pg, SEED + 1)
+    load.populate()
+    before = converged(settings, load.farmers)
+    assert before.rows == 12
+
+    # One statement, two tables: Debezium emits one truncate event per table.
+    pg.execute("TRUNCATE storage_bookings, pest_detections")
+    after = converged(settings, load.farmers)
+    assert (after.bookings, after.rows) == (0, 12)
+    rows = pg.execute(
+        "SELECT status, pest_count FROM market_inventory_snapshots WHERE farmer_id = ANY(%s)",
+        (load.farmers,),
+    ).fetchall()
+    assert {(status, pests) for status, pests in rows} == {("withdrawn", 0)}
+
+    # Writes after the TRUNCATE count again.
+    load.bookings.clear()
+    load.pests.append(
+        load.add(
+            "pest_detections",
+            location_id=load.locations[0],
+            pest_type="moth",
+            severity="high",
+            confidence=0.8,
+            detected_at=datetime.now(UTC) - timedelta(hours=1),
+        )
+    )
+    values = source_db.booking_values(
+        farmer_id=load.farmers[0],
+        vendor_id=load.vendors[0],
+        location_id=load.locations[0],
+        crop_type="tomato",
+        quantity_kg=700,
+        status="confirmed",
+    )
+    fresh = source_db.insert(pg, "storage_bookings", **values)
+    again = converged(settings, load.farmers)
+    assert (again.bookings, again.rows) == (1, 13)
+    row = pg.execute(
+        "SELECT status, pest_count FROM market_inventory_snapshots WHERE booking_id = %s",
+        (fresh,),
+    ).fetchone()
+    assert row == ("published", 1)
