@@ -33,7 +33,7 @@ DEAD_LETTER_RETENTION_S = 30 * 24 * 3600
 
 INTERNAL = ("by-location", "by-vendor", "by-inspection", "by-booking", "snapshots", "dead-letters")
 # The Faust tables of streams.tables; their changelogs are `<app_id>-<table>-changelog`.
-TABLES = ("location-state", "vendor-state", "inspection-state", "booking-state")
+TABLES = ("location-state", "vendor-state", "inspection-state", "booking-state", "truncations")
 
 
 def changelog_topic(settings: Settings, table: str) -> str:

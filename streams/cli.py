@@ -1,4 +1,4 @@
-"""The project's command line: ``mis worker | sink | demo | watch | cleanup | token | ...``."""
+"""The project\'s command line: ``mis worker | sink | demo | watch | verify | token | ...``."""
 
 from __future__ import annotations
 
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     tc.add_argument("--name", default=None, help="shown in logs; default: api-<date>-<random>")
     tc.add_argument("--scopes", required=True, help="comma-separated: read,publish,operate,metrics")
     tc.set_defaults(fn=_token_create)
-    add_ops_commands(sub)  # replay, backfill, republish (streams.ops)
+    add_ops_commands(sub)  # replay, backfill, republish, verify (streams.ops)
     args = parser.parse_args(argv)
     # The live view owns the terminal: only warnings go to stderr meanwhile.
     level = logging.WARNING if args.command == "watch" else logging.INFO
