@@ -1,7 +1,7 @@
 """The pure snapshot builder: a booking, its three parts and the time in, a Snapshot out.
 
-This module implements docs/snapshot-contract.md. It does no I/O and imports no faust, psycopg or pymongo,
-so the agents call it and the tests exercise it directly.
+This module implements docs/snapshot-contract.md. It does no I/O and imports no faust, psycopg
+or pymongo, so the agents call it and the tests exercise it directly.
 
 Decisions the contract leaves open, fixed here so that every process derives the same snapshot:
 
@@ -193,7 +193,7 @@ def build_snapshot(
     deleted: bool,
     now: datetime,
 ) -> Snapshot:
-    """Derive the market inventory snapshot of ``booking`` as of ``now`` (docs/snapshot-contract.md).
+    """The market inventory snapshot of ``booking`` as of ``now`` (docs/snapshot-contract.md).
 
     ``readings`` and ``pests`` are the rows at the booking's location, ``certificates`` those
     of its vendor, in any order; ``inspection`` counts only when it is the booking's
