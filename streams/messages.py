@@ -77,7 +77,7 @@ class LocationPart(_Msg):
     version: str
     # the subscribers it answers, all in the partition it is sent to (empty: the message key)
     bookings: list[str] = []
-    readings: list[SensorReading]  # the latest reading of each sensor_id
+    readings: list[SensorReading]  # the latest reading of each (sensor_id, sensor_type)
     pests: list[PestDetection]
 
 
@@ -99,6 +99,19 @@ class InspectionPart(_Msg):
     inspection: Inspection | None
 
 
+class Truncated(_Msg):
+    """A source table was truncated: its rows with an older version are gone.
+
+    A TRUNCATE names no row, so this goes to every partition of the key space the table's rows
+    live in, and each key forgets the table's rows older than ``version`` (streams.state).
+    """
+
+    kind: Literal["truncated"] = "truncated"
+    table: str
+    version: str
+    committed_at: UtcDatetime | None = None  # Debezium's source.ts_ms
+
+
 class Evict(_Msg):
     """Forget a finished booking: unsubscribe, drop its state, tombstone its snapshot."""
 
@@ -113,16 +126,17 @@ class Tick(_Msg):
 
 
 LocationMsg = Annotated[
-    ReadingChanged | PestChanged | Subscribe | Unsubscribe | Tick, Field(discriminator="kind")
+    ReadingChanged | PestChanged | Subscribe | Unsubscribe | Truncated | Tick,
+    Field(discriminator="kind"),
 ]
 VendorMsg = Annotated[
-    CertificateChanged | Subscribe | Unsubscribe | Tick, Field(discriminator="kind")
+    CertificateChanged | Subscribe | Unsubscribe | Truncated | Tick, Field(discriminator="kind")
 ]
 InspectionMsg = Annotated[
-    InspectionChanged | Subscribe | Unsubscribe | Tick, Field(discriminator="kind")
+    InspectionChanged | Subscribe | Unsubscribe | Truncated | Tick, Field(discriminator="kind")
 ]
 BookingMsg = Annotated[
-    BookingChanged | LocationPart | VendorPart | InspectionPart | Evict | Tick,
+    BookingChanged | LocationPart | VendorPart | InspectionPart | Evict | Tick | Truncated,
     Field(discriminator="kind"),
 ]
 

@@ -25,6 +25,7 @@ from streams.agents.batch import KeyedBatch
 from streams.agents.changes import decode
 from streams.agents.common import guarded, key_of, parse
 from streams.agents.common import partition_of as _partition_of
+from streams.agents.truncation import Truncations
 from streams.agents.waker import Waker
 from streams.app import app, settings
 from streams.clock import clock
@@ -38,6 +39,7 @@ from streams.messages import (
     InspectionPart,
     LocationPart,
     Tick,
+    Truncated,
     VendorPart,
     encode,
 )
@@ -88,6 +90,7 @@ class _Batch:
         self.keys: KeyedBatch[BookingState] = KeyedBatch(
             tables.booking_state, BookingState, 2 * settings.max_part_bytes
         )
+        self.truncations = Truncations("booking", self.keys)
 
     def _changed(self, key: str, state: BookingState) -> None:
         conflate.mark(state.outbox, clock(), WINDOW)
@@ -114,21 +117,36 @@ class _Batch:
                 if self.keys.stored(due, event):
                     self._changed(due, self.keys.state(due, event, own=False))
             return
+        if isinstance(msg, Truncated):
+            for key in self.truncations.record(
+                msg, event, tables.booking_state, lambda _, state: state.truncate(msg)
+            ):
+                self._changed(key, self.keys.state(key, event))
+            return
         if isinstance(msg, LocationPart | VendorPart | InspectionPart):
             space = PART_SPACE[type(msg)]
             for booking_id in msg.bookings or [key_of(event)]:
-                state = self.keys.state(booking_id, event)
+                state = self._load(booking_id, event)
                 if state.apply_part(space, msg):
                     self._changed(booking_id, state)
             return
         key = key_of(event)
         if isinstance(msg, Evict):
-            await self._evict(key, self.keys.state(key, event), event.message.partition)
+            await self._evict(key, self._load(key, event), event.message.partition)
         else:
             await self._booking(event, key, msg)
 
-    async def _booking(self, event: Any, key: str, msg: BookingChanged) -> None:
+    def _load(self, key: str, event: Any) -> BookingState:
+        """The booking's state, with the TRUNCATEs of its partition it has not applied yet."""
         state = self.keys.state(key, event)
+        if self.truncations.absorb(
+            event, lambda table, version: state.truncate(Truncated(table=table, version=version))
+        ):
+            self._changed(key, state)
+        return state
+
+    async def _booking(self, event: Any, key: str, msg: BookingChanged) -> None:
+        state = self._load(key, event)
         known = state.booking_version
         for space, fk, command in state.apply_booking(msg):
             await SPACE_TOPICS[space].send(key=fk.encode(), value=encode(command))

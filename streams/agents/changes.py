@@ -14,6 +14,7 @@ from pydantic import BaseModel
 
 from streams import metrics, routing, topics
 from streams.agents.common import key_of
+from streams.app import settings
 from streams.deadletter import dead_letter
 from streams.errors import BadEvent
 from streams.messages import encode
@@ -42,10 +43,14 @@ async def decode(event: Any, space: str) -> list[tuple[str, BaseModel]] | None:
         return []
     mine: list[tuple[str, BaseModel]] = []
     for target, fk, message in routed:
-        if target == space and fk == key:
+        topic = SPACE_TOPICS[target]
+        if fk == routing.BROADCAST:  # a TRUNCATE: every partition of the key space
+            for partition in range(settings.partitions):
+                await topic.send(key=None, value=encode(message), partition=partition)
+        elif target == space and fk == key:
             mine.append((fk, message))
             continue
-        topic = SPACE_TOPICS[target]
-        await topic.send(key=fk.encode(), value=encode(message))
+        else:
+            await topic.send(key=fk.encode(), value=encode(message))
         metrics.EVENTS_OUT.labels(topic=topic.get_topic_name()).inc()
     return mine

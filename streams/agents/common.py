@@ -69,3 +69,16 @@ def save(table: Any, key: str, state: BaseModel, max_bytes: int | None = None) -
     if max_bytes is not None and len(raw) > max_bytes:
         raise StateTooLarge(f"its state would be {len(raw):,} bytes, over {max_bytes:,}")
     table[key.encode()] = raw
+
+
+def keys_in_partition(table: Any, partition: int, partitions: int) -> list[str]:
+    """The keys ``table`` holds in ``partition`` (by the producers' murmur2 of the key bytes)."""
+    from aiokafka.partitioner import DefaultPartitioner
+
+    every, partitioner = list(range(partitions)), DefaultPartitioner()
+    keys = []
+    for raw_key in list(table.keys()):
+        raw = raw_key if isinstance(raw_key, bytes) else str(raw_key).encode()
+        if int(partitioner(raw, every, every)) == partition:
+            keys.append(raw.decode())
+    return keys

@@ -21,6 +21,7 @@ from streams import conflate, metrics, tables, topics
 from streams.agents.batch import KeyedBatch
 from streams.agents.changes import decode
 from streams.agents.common import guarded, key_of, parse, partition_of
+from streams.agents.truncation import Truncations
 from streams.agents.waker import Waker
 from streams.app import app, settings
 from streams.clock import clock
@@ -38,6 +39,7 @@ from streams.messages import (
     ReadingChanged,
     Subscribe,
     Tick,
+    Truncated,
     Unsubscribe,
     encode,
 )
@@ -154,6 +156,7 @@ class _Batch:
         self.space = space
         limit = 2 * settings.max_part_bytes
         self.keys: KeyedBatch[KeyState] = KeyedBatch(space.table, space.cls, limit)
+        self.truncations = Truncations(space.cls.__name__, self.keys)
         self.changed: set[str] = set()
         self.applied: dict[str, list[tuple[Any, Any]]] = {}  # key -> its (event, change)s
 
@@ -170,13 +173,30 @@ class _Batch:
             if isinstance(msg, Tick):
                 self.space.load_pending(event.message.partition)
                 return  # the due keys of every partition of the batch are flushed at its end
+            if isinstance(msg, Truncated):
+                for key in self.truncations.record(
+                    msg,
+                    event,
+                    self.space.table,
+                    lambda _, state: state.truncate(msg.table, msg.version),
+                ):
+                    self._changed(key, self.keys.state(key, event))
+                return
             changes = [(key_of(event), msg)]
         for key, change in changes:
             self.apply(event, key, change)
 
+    def _changed(self, key: str, state: KeyState) -> None:
+        conflate.mark(state.outbox, clock(), WINDOW)
+        self.changed.add(key)
+        self.keys.touch(key)
+
     def apply(self, event: Any, key: str, msg: Any) -> None:
         self.applied.setdefault(key, []).append((event, msg))
-        if self._apply(self.keys.state(key, event), msg):
+        state = self.keys.state(key, event)
+        if self.truncations.absorb(event, state.truncate):
+            self._changed(key, state)
+        if self._apply(state, msg):
             self.changed.add(key)
         self.keys.touch(key)
 

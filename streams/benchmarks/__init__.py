@@ -1,0 +1,1 @@
+"""Benchmarks that print figures and assert nothing (make bench, make bench-*)."""
