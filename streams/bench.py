@@ -25,6 +25,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -412,9 +413,9 @@ class Bench:
 
     def readings(self, locs: list[UUID], n: int) -> list[tuple[UUID, float]]:
         out = []
-        for i in range(n):
-            self.value += 1.0
-            out.append((locs[i % len(locs)], self.value))
+        for _ in range(n):
+            self.value += 1.0  # round robin over the locations, across calls
+            out.append((locs[int(self.value) % len(locs)], self.value))
         return out
 
     def write(self, batch: list[tuple[UUID, float]]) -> float:
@@ -465,9 +466,9 @@ class Bench:
             "the probes to catch up",
             lambda: (
                 all(probe.latest(loc) >= v for loc, v in last.items())
-                and all(probe.latest(loc, mongo=True) >= last[loc] for loc in mongo_locs)
+                and all(probe.latest(loc, mongo=True) >= last.get(loc, 0.0) for loc in mongo_locs)
             ),
-            timeout=max(30.0, self.seconds * 2),
+            timeout=max(60.0, self.seconds * 4),
         )
         result.drained = drained is not None
         probe.stop()
@@ -780,6 +781,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-sustained", action="store_true")
     p.add_argument("--no-replay", action="store_true")
     p.add_argument("--profile", action="store_true", help="py-spy one worker during a burst")
+    # SIGTERM (make's trap, a kill) unwinds like Ctrl-C, so the workers are stopped too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     run(p.parse_args(argv))
     return 0
 
