@@ -147,8 +147,8 @@ def listing(base: Doc, i: int, version: int) -> Doc:
     return doc
 
 
-def client(url: str) -> MongoClient[Doc]:
-    return MongoClient(url, serverSelectionTimeoutMS=10_000, socketTimeoutMS=600_000)
+def client(url: str, *, timeout_ms: int = 10_000) -> MongoClient[Doc]:
+    return MongoClient(url, serverSelectionTimeoutMS=timeout_ms, socketTimeoutMS=600_000)
 
 
 def load(url: str, base: Doc, n: int) -> float:
@@ -231,7 +231,7 @@ def _wait_ping(url: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"FerretDB exited with {proc.returncode}")
-        with suppress(PyMongoError), MongoClient(url, serverSelectionTimeoutMS=500) as c:
+        with suppress(PyMongoError), client(url, timeout_ms=500) as c:
             c.admin.command("ping")
             return
         time.sleep(0.2)
@@ -302,8 +302,12 @@ def _ints(text: str) -> list[int]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m streams.benchmarks.mongo_ids")
-    parser.add_argument("--servers", default="stack", help="stack, patched-sqlite, stock-sqlite, "
-                        "patched-postgresql, stock-postgresql (comma-separated)")
+    parser.add_argument(
+        "--servers",
+        default="stack",
+        help="stack, patched-sqlite, stock-sqlite, "
+        "patched-postgresql, stock-postgresql (comma-separated)",
+    )
     parser.add_argument("--sizes", default="1000,100000", help="listings loaded (comma-separated)")
     parser.add_argument("--bulks", default="20,50,100,200", help="replaces per bulk_write")
     parser.add_argument("--clients", default="1,2,4", help="concurrent writers")
@@ -315,7 +319,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = get_settings()
     base = template()
     size = len(bson.encode(listing(base, 0, 1)))
-    print(f"listing: {size} bytes of BSON; {os.cpu_count()} CPUs")
+    load1, load5, _ = os.getloadavg()
+    print(f"listing: {size} bytes of BSON; {os.cpu_count()} CPUs, load {load1:.1f}, {load5:.1f}")
     rates: dict[tuple[str, int], float] = {}
     for name in args.servers.split(","):
         with server(name, settings) as url:
@@ -327,11 +332,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 best = 0.0
                 for clients in _ints(args.clients):
                     for bulk in _ints(args.bulks):
-                        rate = replace_rate(
-                            url, base, n, bulk, clients, args.seconds, args.max_ops
-                        )
+                        rate = replace_rate(url, base, n, bulk, clients, args.seconds, args.max_ops)
                         best = max(best, rate)
-                        print(f"  replace by _id, bulk {bulk:>3}, {clients} client(s): {rate:7.0f}/s")
+                        print(
+                            f"  replace by _id, bulk {bulk:>3}, {clients} client(s): {rate:7.0f}/s"
+                        )
                 rates[(name, n)] = best
                 print(f"  best replace rate: {best:.0f}/s")
             with suppress(PyMongoError), client(url) as c:
