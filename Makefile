@@ -14,7 +14,7 @@ JUNIT ?= build/test-results/junit.xml
 PYTEST_ARGS ?=
 C ?=
 
-.PHONY: help install lint test run down bench stack-up stack-down stack-status stack-logs
+.PHONY: help install lint test run down bench bench-mongo stack-up stack-down stack-status stack-logs
 
 help:
 	@echo "make install        create $(VENV) and install the project with its dev tools"
@@ -23,6 +23,7 @@ help:
 	@echo "make run            start the stack and the demo; Ctrl-C stops both"
 	@echo "make lint           ruff (lint and format) and mypy"
 	@echo "make bench          throughput and end-to-end delay on a fresh stack"
+	@echo "make bench-mongo    MongoDB-wire server by _id: replace rate, find_one latency"
 	@echo "make stack-up | stack-down | stack-status | stack-logs [C=kafka] | down"
 
 install:
@@ -84,3 +85,11 @@ bench:
 	@trap 'exit 130' INT TERM; trap '$(STACK) down' EXIT; \
 	$(STACK) up; \
 	$(PY) -m streams.bench $(BENCH_ARGS)
+
+# Operations by _id on the MongoDB-wire server, patched (the stack's) and as published, on a fresh
+# stack of its own (figures printed, nothing asserted; about ten minutes).
+BENCH_MONGO_ARGS ?= --sizes 1000,100000 --stock-sizes 1000,10000
+bench-mongo:
+	@trap 'exit 130' INT TERM; trap '$(STACK) down' EXIT; \
+	$(STACK) up; \
+	$(PY) -m streams.benchmarks.mongo_ids $(BENCH_MONGO_ARGS)

@@ -1,7 +1,8 @@
 """Operations by _id on the MongoDB-wire server: replace rate and find_one latency by size.
 
     python -m streams.benchmarks.mongo_ids                      # the stack's server, 1k and 100k
-    python -m streams.benchmarks.mongo_ids --servers patched-sqlite,stock-sqlite --sizes 1000,10000
+    python -m streams.benchmarks.mongo_ids --stock-sizes 1000,10000   # and FerretDB as published
+    python -m streams.benchmarks.mongo_ids --servers patched-sqlite,patched-postgresql --sizes 1000
 
 Listings of the sink's shape (streams.sinks.mongo.listing_document, about 2.5 KB of BSON) are
 loaded into an empty collection, then C clients each send ordered bulks of K upserting replaces by
@@ -166,8 +167,8 @@ def load(url: str, base: Doc, n: int) -> float:
 
 def replace_rate(
     url: str, base: Doc, n: int, bulk: int, clients: int, seconds: float, max_ops: int
-) -> float:
-    """Replaces by _id per second: `clients` threads of ordered upserting bulks of `bulk`."""
+) -> tuple[float, int]:
+    """Replaces by _id per second (and how many): `clients` threads of ordered upserting bulks."""
     done = [0] * clients
     errors: list[BaseException] = []
     deadline = time.monotonic() + seconds
@@ -198,7 +199,7 @@ def replace_rate(
     elapsed = time.monotonic() - started
     if errors:
         print(f"    ! {len(errors)} client(s) failed: {str(errors[0]).splitlines()[0][:200]}")
-    return sum(done) / elapsed
+    return sum(done) / elapsed, sum(done)
 
 
 def find_latency(url: str, n: int, lookups: int, seconds: float) -> tuple[float, float, int]:
@@ -245,11 +246,30 @@ def _pg_database(settings: Settings, *, create: bool) -> None:
             conn.execute(f"CREATE DATABASE {PG_DATABASE}")
 
 
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU time of the process (its threads included), 0 if unknown."""
+    if pid is None:
+        return 0.0
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _stack_pid(settings: Settings) -> int | None:
+    with suppress(OSError, ValueError, IndexError):
+        text = (settings.state_dir / "run" / "mongo.pid").read_text()
+        return int(text.split()[0])
+    return None
+
+
 @contextmanager
-def server(name: str, settings: Settings) -> Iterator[str]:
-    """The URL of the named server, running for the duration of the block."""
+def server(name: str, settings: Settings) -> Iterator[tuple[str, int | None]]:
+    """The URL and pid of the named server, running for the duration of the block."""
     if name == "stack":
-        yield settings.mongo_url
+        yield settings.mongo_url, _stack_pid(settings)
         return
     build, _, handler = name.partition("-")
     if build not in ("stock", "patched") or handler not in ("sqlite", "postgresql"):
@@ -279,11 +299,13 @@ def server(name: str, settings: Settings) -> Iterator[str]:
                 f"{settings.pg_port}/{PG_DATABASE}",
             ]
         with open(f"{scratch}/ferretdb.log", "wb") as log:
-            proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+            # The launcher's environment (GOGC) for either build, so the builds compare.
+            env = ferretdb.ferretdb_env()
+            proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
         url = f"mongodb://127.0.0.1:{port}/"
         try:
             _wait_ping(url, proc)
-            yield url
+            yield url, proc.pid
         finally:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -309,6 +331,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "patched-postgresql, stock-postgresql (comma-separated)",
     )
     parser.add_argument("--sizes", default="1000,100000", help="listings loaded (comma-separated)")
+    parser.add_argument(
+        "--stock-sizes",
+        default="",
+        help="also FerretDB as published (SQLite) at these sizes, e.g. 1000,10000",
+    )
     parser.add_argument("--bulks", default="20,50,100,200", help="replaces per bulk_write")
     parser.add_argument("--clients", default="1,2,4", help="concurrent writers")
     parser.add_argument("--seconds", type=float, default=6.0, help="per (bulk, clients) figure")
@@ -322,9 +349,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     load1, load5, _ = os.getloadavg()
     print(f"listing: {size} bytes of BSON; {os.cpu_count()} CPUs, load {load1:.1f}, {load5:.1f}")
     rates: dict[tuple[str, int], float] = {}
-    for name in args.servers.split(","):
-        with server(name, settings) as url:
-            for n in _ints(args.sizes):
+    runs = [(name, _ints(args.sizes)) for name in args.servers.split(",")]
+    if args.stock_sizes:
+        runs.append(("stock-sqlite", _ints(args.stock_sizes)))
+    for name, sizes in runs:
+        with server(name, settings) as (url, pid):
+            for n in sizes:
                 took = load(url, base, n)
                 print(f"{name} {n} listings: loaded in {took:.1f}s ({n / took:.0f}/s)")
                 med, p95, count = find_latency(url, n, args.lookups, args.seconds)
@@ -332,10 +362,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 best = 0.0
                 for clients in _ints(args.clients):
                     for bulk in _ints(args.bulks):
-                        rate = replace_rate(url, base, n, bulk, clients, args.seconds, args.max_ops)
+                        cpu = cpu_seconds(pid)
+                        rate, count = replace_rate(
+                            url, base, n, bulk, clients, args.seconds, args.max_ops
+                        )
+                        used = (cpu_seconds(pid) - cpu) * 1000 / count if count and pid else 0.0
                         best = max(best, rate)
                         print(
                             f"  replace by _id, bulk {bulk:>3}, {clients} client(s): {rate:7.0f}/s"
+                            f"  (server CPU {used:.2f} ms per replace)"
                         )
                 rates[(name, n)] = best
                 print(f"  best replace rate: {best:.0f}/s")
