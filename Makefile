@@ -1,5 +1,9 @@
-# Two commands: `make install`, then `make test`. The local stack (Postgres, Kafka, Kafka Connect
-# + Debezium, FerretDB) runs as plain processes; see `python -m launcher --help`.
+# Two commands, each complete on a fresh clone (see README.md):
+#   make run    # fetch/build what is missing, start the stack and a worker, load demo data, watch the pipeline live
+#   make test   # start a stack of its own, run unit and integration tests, tear it down
+# Both first create .venv, or install it again when pyproject.toml changed since (`make venv`).
+# The local stack (Postgres, Kafka, Kafka Connect + Debezium, FerretDB) runs as plain processes;
+# see `python -m launcher --help`.
 
 SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -8,52 +12,68 @@ SHELL := bash
 PYTHON ?= python3.11
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# pyproject.toml's hash as of the last successful install: .venv is current while it matches.
+STAMP := $(VENV)/.pyproject.sha256
 STACK := $(PY) -m launcher
 #: where `make test` writes its JUnit report (.ci/run reads it)
 JUNIT ?= build/test-results/junit.xml
 PYTEST_ARGS ?=
 C ?=
 
-.PHONY: help install lint test run down bench bench-mongo stack-up stack-down stack-status stack-logs
+.PHONY: help venv install lint test run down bench bench-sinks bench-mongo faults stack-up stack-down stack-status stack-logs
 
 help:
-	@echo "make install        create $(VENV) and install the project with its dev tools"
-	@echo "make test           start the stack, run every test, stop the stack"
+	@echo "make run            fetch/build what is missing, start the stack and a worker, load demo data, watch the pipeline live"
+	@echo "make test           start a stack of its own, run unit and integration tests, tear it down"
 	@echo "                    (MIS_STACK_REUSE=1: use an already running stack, leave it up)"
-	@echo "make run            start the stack and the demo; Ctrl-C stops both"
+	@echo "                    both first create $(VENV), or install it again when pyproject.toml changed"
+	@echo "                    make run ends in mis watch; Ctrl-C stops the worker and the stack"
+	@echo "make install        (re)install $(VENV) with the project and its dev tools, current or not"
 	@echo "make lint           ruff (lint and format) and mypy"
 	@echo "make bench          throughput and end-to-end delay on a fresh stack"
+	@echo "make bench-sinks    backlog drain and Postgres freshness with MongoDB stopped"
 	@echo "make bench-mongo    MongoDB-wire server by _id: replace rate, find_one latency"
+	@echo "make faults         the fault matrix under load, checked against the source tables"
 	@echo "make stack-up | stack-down | stack-status | stack-logs [C=kafka] | down"
 
+# Costs one sha256sum when .venv is current.
+venv:
+	@if ! test -x $(PY) || ! sha256sum --status -c $(STAMP) 2>/dev/null; then \
+	  echo "make: installing the Python environment in $(VENV) (first run: 1-2 minutes)"; \
+	  $(MAKE) --no-print-directory install; \
+	fi
+
 install:
+	@command -v $(PYTHON) >/dev/null || { echo "make: $(PYTHON) not found: install Python 3.11, or set PYTHON=/path/to/python3.11" >&2; exit 1; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
+	@sha256sum pyproject.toml > $(STAMP)
 
-lint:
+lint: venv
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy streams schemas launcher connectors
 
-stack-up:
+stack-up: venv
 	$(STACK) up
 
-stack-down:
+stack-down: venv
 	$(STACK) down
 
-down:
+down: venv
 	@if test -f $(WORKER_PID); then kill $$(cat $(WORKER_PID)) 2>/dev/null || true; rm -f $(WORKER_PID); sleep 2; fi
 	$(STACK) down
 
-stack-status:
+stack-status: venv
 	$(STACK) status
 
-stack-logs:
+stack-logs: venv
 	$(STACK) logs $(C)
 
-# The stack is torn down on every exit path (failure, Ctrl-C) unless it was reused.
-test:
+# The stack is torn down on every exit path (failure, Ctrl-C) unless it was reused. A stack of its
+# own gets a Postgres password of its own, which the tests look for where it must not be.
+test: venv
 	@mkdir -p $(dir $(JUNIT))
 	@if [ "$${MIS_STACK_REUSE:-0}" = 1 ]; then \
 	  $(STACK) status >/dev/null || { \
@@ -61,6 +81,7 @@ test:
 	    exit 1; }; \
 	else \
 	  trap 'exit 130' INT TERM; trap '$(STACK) down' EXIT; \
+	  export MIS_PG_PASSWORD="$${MIS_PG_PASSWORD:-mis-test-$$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')}"; \
 	  $(STACK) up; \
 	fi; \
 	$(PY) -m pytest -p no:cacheprovider --junitxml=$(JUNIT) $(PYTEST_ARGS) tests
@@ -68,28 +89,38 @@ test:
 # The worker's pid goes next to the stack's, so that `make down` from another shell stops it too.
 WORKER_PID = $${MIS_STATE_DIR:-.stack}/run/worker.pid
 
-run:
+run: venv
 	@trap 'exit 130' INT TERM; \
-	trap 'test -f $(WORKER_PID) && kill $$(cat $(WORKER_PID)) 2>/dev/null; rm -f $(WORKER_PID); sleep 2; $(STACK) down' EXIT; \
+	trap 'if test -f $(WORKER_PID); then kill $$(cat $(WORKER_PID)) 2>/dev/null || true; rm -f $(WORKER_PID); sleep 2; fi; $(STACK) down' EXIT; \
 	$(STACK) up; \
 	$(PY) -m streams.cli worker > $${MIS_STATE_DIR:-.stack}/logs/worker.log 2>&1 & \
 	echo $$! > $(WORKER_PID); \
 	$(PY) -m streams.cli demo --watch 90; \
-	echo "The worker keeps the snapshots current (log: $${MIS_STATE_DIR:-.stack}/logs/worker.log)."; \
-	echo "Write to the source tables (psql -h 127.0.0.1 -p $${MIS_PG_PORT:-55432} -U postgres storage_guard);"; \
-	echo "Ctrl-C or 'make down' stops the worker and the stack."; \
-	wait
+	echo "The worker's log: $${MIS_STATE_DIR:-.stack}/logs/worker.log. Ctrl-C or 'make down' stops the worker and the stack."; \
+	$(PY) -m streams.cli watch --while-pid $$(cat $(WORKER_PID))
 
 # Throughput and end-to-end delay on a fresh stack of its own (figures printed, nothing asserted).
-bench:
+bench: venv
 	@trap 'exit 130' INT TERM; trap '$(STACK) down' EXIT; \
 	$(STACK) up; \
 	$(PY) -m streams.bench $(BENCH_ARGS)
 
+# The sinks alone: a backlog drained, and Postgres's freshness while MongoDB is stopped.
+bench-sinks: venv
+	@trap 'exit 130' INT TERM; trap '$(STACK) down' EXIT; \
+	$(STACK) up; \
+	$(PY) -m streams.benchmarks.sinks $(BENCH_ARGS)
+
+# Every fault of tests/faults/matrix.py under load on a fresh stack; prints the table.
+faults: venv
+	@trap 'exit 130' INT TERM; trap '$(STACK) down' EXIT; \
+	$(STACK) up; \
+	MIS_TICK_INTERVAL_S=1 $(PY) -m tests.faults.matrix $(FAULT_ARGS)
+
 # Operations by _id on the MongoDB-wire server, patched (the stack's) and as published, on a fresh
 # stack of its own (figures printed, nothing asserted; about ten minutes).
 BENCH_MONGO_ARGS ?= --sizes 1000,100000 --stock-sizes 1000,10000
-bench-mongo:
+bench-mongo: venv
 	@trap 'exit 130' INT TERM; trap '$(STACK) down' EXIT; \
 	$(STACK) up; \
 	$(PY) -m streams.benchmarks.mongo_ids $(BENCH_MONGO_ARGS)

@@ -31,6 +31,11 @@ def _parser() -> argparse.ArgumentParser:
     down = sub.add_parser("down", help="stop what `up` started")
     down.add_argument("--purge", action="store_true", help="also remove the state directory")
     sub.add_parser("status", help=f"health, pid, port and memory; exit {NOT_RUNNING} if unhealthy")
+    stop = sub.add_parser("stop", help="stop one component, keeping its data")
+    stop.add_argument("component", choices=NAMES)
+    stop.add_argument("--kill", action="store_true", help="SIGKILL instead of a clean shutdown")
+    start = sub.add_parser("start", help="start a stopped component again on its data")
+    start.add_argument("component", choices=NAMES)
     logs = sub.add_parser("logs", help="show the end of a component's log")
     logs.add_argument("component", nargs="?", choices=NAMES)
     logs.add_argument("-n", "--lines", type=int, default=40)
@@ -65,6 +70,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "status":
             return _status(stack)
+        if args.command == "stop":
+            stack.stop_component(args.component, kill=args.kill)
+            return 0
+        if args.command == "start":
+            log.info("%s healthy in %.1fs", args.component, stack.start_component(args.component))
+            return 0
         return _logs(stack, args.component, args.lines, args.follow)
     except StackError as exc:
         print(f"error: {exc}", file=sys.stderr)

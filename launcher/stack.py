@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import shutil
+import signal
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -215,6 +216,32 @@ class Stack:
             self._remove_state()
             log.info("removed %s", self.paths.state)
         return stopped
+
+    # ------------------------------------------------------------------ one component
+    def stop_component(self, name: str, *, kill: bool = False) -> None:
+        """Stop one running component, keeping its data (``kill``: SIGKILL, no shutdown)."""
+        comp = self.component(name)
+        proc = process.alive_from_file(self.paths.pid_file(name))
+        if proc is None:
+            raise StackError(f"{name} is not running")
+        if kill:
+            process.stop(proc, sig=signal.SIGKILL, timeout_s=10)
+        else:
+            comp.after_stop(process.stop(proc, sig=comp.stop_signal, timeout_s=comp.stop_timeout_s))
+        self.paths.pid_file(name).unlink(missing_ok=True)
+        log.info("%-9s stopped%s", name, " (killed)" if kill else "")
+
+    def start_component(self, name: str) -> float:
+        """Start one stopped component again on the data it left; the seconds it took."""
+        began = time.monotonic()
+        comp = self.component(name)
+        if process.alive_from_file(self.paths.pid_file(name)) is not None:
+            raise StackError(f"{name} is already running")
+        for role, port in comp.ports().items():
+            preflight.check_port_free(role, port)
+        proc = self._launch(comp)
+        self._wait_healthy(comp, proc, began)
+        return time.monotonic() - began
 
     # ------------------------------------------------------------------ status
     def healthy(self) -> bool:

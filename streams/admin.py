@@ -33,7 +33,7 @@ DEAD_LETTER_RETENTION_S = 30 * 24 * 3600
 
 INTERNAL = ("by-location", "by-vendor", "by-inspection", "by-booking", "snapshots", "dead-letters")
 # The Faust tables of streams.tables; their changelogs are `<app_id>-<table>-changelog`.
-TABLES = ("location-state", "vendor-state", "inspection-state", "booking-state")
+TABLES = ("location-state", "vendor-state", "inspection-state", "booking-state", "truncations")
 
 
 def changelog_topic(settings: Settings, table: str) -> str:
@@ -100,19 +100,17 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
     return created
 
 
-SINK_DDL = (
-    Path(__file__).resolve().parent.parent
-    / "schemas"
-    / "sql"
-    / "003_market_inventory_snapshots.sql"
-)
+_SQL = Path(__file__).resolve().parent.parent / "schemas" / "sql"
+# The pipeline's own tables: the snapshots, and what MongoDB holds of them.
+SINK_DDL = (_SQL / "003_market_inventory_snapshots.sql", _SQL / "004_market_listing_sync.sql")
 
 
 def ensure_sink_table(settings: Settings) -> None:
-    """Create or migrate market_inventory_snapshots (the pipeline's own table; idempotent)."""
+    """Create or migrate the pipeline's own tables (idempotent)."""
     try:
         with psycopg.connect(settings.pg_dsn, autocommit=True, connect_timeout=10) as conn:
-            conn.execute(SINK_DDL.read_text())  # type: ignore[call-overload]
+            for ddl in SINK_DDL:
+                conn.execute(ddl.read_text())  # type: ignore[call-overload]
     except psycopg.OperationalError as exc:
         raise PipelineError(
             f"Postgres at {settings.pg_host}:{settings.pg_port} is not reachable ({exc}); "

@@ -1,4 +1,4 @@
-"""The project's command line: ``mis worker | demo | cleanup | dead-letters``."""
+"""The project\'s command line: ``mis worker | sink | demo | watch | verify | token | ...``."""
 
 from __future__ import annotations
 
@@ -16,10 +16,12 @@ def _worker(args: argparse.Namespace) -> int:
     from faust.cli.faust import cli
 
     from streams.admin import ensure_sink_table, ensure_topics
+    from streams.api.auth import Tokens
     from streams.errors import PipelineError
 
     try:
         settings = get_settings()
+        Tokens(settings)  # refuse to start on a token entry that cannot be used
         ensure_topics(settings)
         ensure_sink_table(settings)
     except PipelineError as exc:
@@ -50,10 +52,69 @@ def _cleanup(args: argparse.Namespace) -> int:
     return 0
 
 
+def _token_create(args: argparse.Namespace) -> int:
+    import secrets
+    from datetime import UTC, datetime
+
+    from streams.api.auth import SCOPES, TOKEN_NAME, entry, new_token
+
+    scopes = {s.strip() for s in args.scopes.split(",") if s.strip()}
+    if not scopes or scopes - SCOPES:
+        print(f"mis token create: --scopes is some of {','.join(sorted(SCOPES))}", file=sys.stderr)
+        return 2
+    name = args.name or f"api-{datetime.now(UTC):%Y%m%d}-{secrets.token_hex(2)}"
+    if not TOKEN_NAME.fullmatch(name):
+        print("mis token create: --name is 1-64 letters, digits, '.', '_', '-'", file=sys.stderr)
+        return 2
+    token = new_token()
+    line = entry(name, token, scopes)
+    print(
+        "The token (line 1) is shown once: give it to the caller, who sends it as\n"
+        "'Authorization: Bearer <token>'. The worker keeps only its SHA-256 (line 2): add that\n"
+        "line to MIS_API_TOKENS (entries separated by spaces) or to MIS_API_TOKENS_FILE.",
+        file=sys.stderr,
+    )
+    print(token)
+    print(line)
+    return 0
+
+
+def _sink(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from streams.admin import ensure_sink_table
+    from streams.errors import PipelineError
+    from streams.sinks.follower import SinkThreads, sink_factories
+
+    settings = get_settings()
+    try:
+        ensure_sink_table(settings)
+    except PipelineError as exc:
+        print(f"mis sink: {exc}", file=sys.stderr)
+        return 2
+    threads = SinkThreads(settings, sink_factories(settings, args.only or ("postgres", "mongodb")))
+    stopped = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopped.set())
+    threads.start()
+    stopped.wait()
+    threads.stop()
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from streams import demo
 
+    if args.touch:
+        return demo.run_touch(get_settings())
     return demo.run(get_settings(), rows=args.bookings, watch_s=args.watch)
+
+
+def _watch(args: argparse.Namespace) -> int:
+    from streams.watch import view
+
+    return view.run(get_settings(), while_pid=args.while_pid)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,15 +123,45 @@ def main(argv: list[str] | None = None) -> int:
     w = sub.add_parser("worker", help="run a Faust worker of the pipeline")
     w.add_argument("-l", "--loglevel", default=None, help="default: MIS_LOG_LEVEL (info)")
     w.set_defaults(fn=_worker)
+    s = sub.add_parser(
+        "sink",
+        help="run the sinks in this process (set MIS_SINKS= on workers that should not)",
+    )
+    s.add_argument("--only", action="append", choices=("postgres", "mongodb"), help="default: both")
+    s.set_defaults(fn=_sink)
     d = sub.add_parser("demo", help="load demo data and show the snapshots it produced")
     d.add_argument("--bookings", type=int, default=5)
     d.add_argument("--watch", type=float, default=30.0, help="seconds to wait for snapshots")
+    d.add_argument(
+        "--touch",
+        action="store_true",
+        help="instead: insert one sensor reading at the latest booking's location",
+    )
     d.set_defaults(fn=_demo)
+    v = sub.add_parser(
+        "watch", help="live view: changes arriving, snapshots, sink writes, delays, lag"
+    )
+    v.add_argument(
+        "--while-pid",
+        type=int,
+        metavar="PID",
+        help="stop when process PID exits (make run passes its worker's)",
+    )
+    v.set_defaults(fn=_watch)
     c = sub.add_parser("cleanup", help="delete finished snapshots older than the retention")
     c.set_defaults(fn=_cleanup)
-    add_ops_commands(sub)  # replay, backfill, republish (streams.ops)
+    t = sub.add_parser("token", help="API bearer tokens").add_subparsers(
+        dest="token_command", required=True
+    )
+    tc = t.add_parser("create", help="print a new token once, and its configuration line")
+    tc.add_argument("--name", default=None, help="shown in logs; default: api-<date>-<random>")
+    tc.add_argument("--scopes", required=True, help="comma-separated: read,publish,operate,metrics")
+    tc.set_defaults(fn=_token_create)
+    add_ops_commands(sub)  # replay, backfill, republish, verify (streams.ops)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # The live view owns the terminal: only warnings go to stderr meanwhile.
+    level = logging.WARNING if args.command == "watch" else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     return int(args.fn(args))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import quote_plus
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -42,6 +43,9 @@ class Settings(BaseSettings):
     mongo_port: int = 57017
     mongo_database: str = "market_connect"
     mongo_collection: str = "market_listings"
+    # Unset for the local stack's FerretDB; set both for a MongoDB that requires authentication.
+    mongo_user: str | None = None
+    mongo_password: SecretStr | None = None
 
     # --- the pipeline
     app_id: str = "market-snapshots"
@@ -61,7 +65,13 @@ class Settings(BaseSettings):
     # Agents take up to batch_size events at a time, waiting at most batch_within_s for more.
     batch_size: int = Field(default=500, ge=1)
     batch_within_s: float = Field(default=0.01, gt=0)
+    # Which sinks a worker runs (each in a thread, following the snapshot topic with a consumer
+    # group of its own); "" for none, when `mis sink` runs them in processes of their own.
+    sinks: str = "postgres,mongodb"
+    # A sink takes up to sink_batch_size snapshot messages at once; while its batches come back
+    # full (it is behind) each may be twice the last, up to sink_batch_max.
     sink_batch_size: int = Field(default=500, ge=1)
+    sink_batch_max: int = Field(default=20_000, ge=1)
     sink_batch_within_s: float = Field(default=0.05, gt=0)
     sink_retry_max_s: float = Field(default=30.0, gt=0)
     reading_history_per_sensor: int = Field(default=16, ge=1)
@@ -72,6 +82,16 @@ class Settings(BaseSettings):
     api_max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     # A request waits this long for Postgres, MongoDB or Kafka before answering 503.
     api_timeout_s: float = Field(default=10.0, gt=0)
+    # Bearer tokens the API accepts, as "name:sha256-hex:scope,scope" entries separated by
+    # whitespace (`mis token create` prints one), here and/or one per line in api_tokens_file.
+    # None configured: every endpoint but /health answers 401.
+    api_tokens: SecretStr = SecretStr("")
+    api_tokens_file: Path | None = None
+    # /metrics without a token (for a scraper on a trusted network); else it needs `metrics`.
+    api_metrics_public: bool = False
+    # Each token's write requests (POST) refill at this rate, up to this many at once; past it 429.
+    api_write_rate_per_s: float = Field(default=5.0, gt=0)
+    api_write_burst: int = Field(default=20, ge=1)
 
     @property
     def kafka_bootstrap(self) -> str:
@@ -83,7 +103,11 @@ class Settings(BaseSettings):
 
     @property
     def mongo_url(self) -> str:
-        return f"mongodb://{self.mongo_host}:{self.mongo_port}/"
+        credentials = ""
+        if self.mongo_user is not None and self.mongo_password is not None:
+            user, password = self.mongo_user, self.mongo_password.get_secret_value()
+            credentials = f"{quote_plus(user)}:{quote_plus(password)}@"
+        return f"mongodb://{credentials}{self.mongo_host}:{self.mongo_port}/"
 
     @property
     def pg_dsn(self) -> str:
@@ -95,6 +119,14 @@ class Settings(BaseSettings):
     @property
     def worker_data_dir(self) -> Path:
         return self.data_dir or self.state_dir / f"worker-{self.web_port}"
+
+    @property
+    def sink_names(self) -> tuple[str, ...]:
+        names = tuple(n.strip() for n in self.sinks.split(",") if n.strip())
+        unknown = set(names) - {"postgres", "mongodb"}
+        if unknown:
+            raise ValueError(f"MIS_SINKS: unknown sink(s) {', '.join(sorted(unknown))}")
+        return names
 
     def cdc_topic(self, table: str) -> str:
         return f"{self.topic_prefix}.public.{table}"

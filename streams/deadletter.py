@@ -8,7 +8,7 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from streams import metrics, topics
+from streams import metrics
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +22,21 @@ def _text(raw: bytes | None) -> dict[str, Any]:
         return {"base64": base64.b64encode(raw).decode()}
 
 
+def dead_letter_record(
+    reason: str, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None
+) -> dict[str, Any]:
+    """The dead-letter topic's value: why, where from, and the message itself."""
+    return {
+        "reason": reason,
+        "topic": topic,
+        "partition": partition,
+        "offset": offset,
+        "key": _text(key),
+        "value": _text(value),
+        "failed_at": datetime.now(UTC).isoformat(),
+    }
+
+
 async def dead_letter(event: Any, reason: str) -> None:
     """Park ``event`` (a faust Event) on the dead-letter topic; the stream goes on."""
     msg = event.message
@@ -32,14 +47,8 @@ async def dead_letter(event: Any, reason: str) -> None:
         msg.offset,
         reason,
     )
-    record = {
-        "reason": reason,
-        "topic": msg.topic,
-        "partition": msg.partition,
-        "offset": msg.offset,
-        "key": _text(msg.key),
-        "value": _text(msg.value),
-        "failed_at": datetime.now(UTC).isoformat(),
-    }
+    from streams import topics  # the app, built only where agents run
+
+    record = dead_letter_record(reason, msg.topic, msg.partition, msg.offset, msg.key, msg.value)
     metrics.DEAD_LETTERS.labels(topic=msg.topic).inc()
     await topics.dead_letters.send(key=msg.key, value=json.dumps(record).encode())

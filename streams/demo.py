@@ -1,4 +1,5 @@
-"""A small demo data set, written to the source tables, and the snapshots it produces."""
+"""A small demo data set, written to the source tables, and the snapshots it produces; and
+``touch``, one more write for ``mis watch`` to show arriving."""
 
 from __future__ import annotations
 
@@ -134,4 +135,56 @@ def run(settings: Settings, rows: int, watch_s: float) -> int:
             "(is the worker running? see `make stack-status` and `.stack/*.log`)"
         )
         return 1
+    return 0
+
+
+LATEST_BOOKING = (
+    "SELECT l.location_id, (SELECT count(*) FROM storage_bookings b "
+    "WHERE b.location_id = l.location_id) "
+    "FROM storage_bookings l ORDER BY l.created_at DESC, l.id LIMIT 1"
+)
+
+
+def touch(conn: psycopg.Connection, location: UUID | None = None) -> tuple[UUID, int, int]:
+    """Insert one temperature reading, at ``location`` or else at the location of the latest
+    booking: every snapshot there changes. Returns the location, its bookings and the
+    reading's id."""
+    bookings = 0
+    if location is None:
+        row = conn.execute(LATEST_BOOKING).fetchone()
+        if row is None:
+            raise LookupError("no booking yet: run `mis demo` first")
+        location, bookings = row
+    else:
+        count = conn.execute(
+            "SELECT count(*) FROM storage_bookings WHERE location_id = %s", (location,)
+        ).fetchone()
+        bookings = count[0] if count else 0
+    reading = source_db.insert(
+        conn,
+        "sensor_readings",
+        location_id=location,
+        sensor_id="t-1",
+        sensor_type="temperature",
+        value=round(random.uniform(3.5, 5.5), 2),
+        unit="C",
+        reading_time=datetime.now(UTC),
+    )
+    return location, bookings, reading
+
+
+def run_touch(settings: Settings) -> int:
+    try:
+        with psycopg.connect(settings.pg_dsn, autocommit=True, connect_timeout=5) as conn:
+            location, bookings, reading = touch(conn)
+    except LookupError as exc:
+        print(f"demo: {exc}")
+        return 1
+    except psycopg.OperationalError as exc:
+        print(f"demo: Postgres is not reachable ({exc}); is the stack up (MIS_PG_PORT)?")
+        return 2
+    print(
+        f"demo: inserted temperature reading {reading} at location {location} "
+        f"({bookings} bookings there); `mis watch` shows it arrive"
+    )
     return 0

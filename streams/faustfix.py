@@ -20,6 +20,8 @@ from typing import Any
 
 from faust.tables.recovery import Recovery
 
+from streams import compat
+
 _applied = False
 
 
@@ -65,5 +67,6 @@ def apply() -> None:
     """Install the fix (idempotent); streams.app calls it before building the app."""
     global _applied
     if not _applied:
+        compat.check()
         Recovery.on_recovery_completed = _on_recovery_completed  # type: ignore[method-assign]
         _applied = True

@@ -75,7 +75,7 @@ class LocationPart(_Msg):
     kind: Literal["location_part"] = "location_part"
     fk: str
     version: str
-    readings: list[SensorReading]  # the latest reading of each sensor_id
+    readings: list[SensorReading]  # the latest reading of each (sensor_id, sensor_type)
     pests: list[PestDetection]
 
 
@@ -93,6 +93,19 @@ class InspectionPart(_Msg):
     inspection: Inspection | None
 
 
+class Truncated(_Msg):
+    """A source table was truncated: its rows with an older version are gone.
+
+    A TRUNCATE names no row, so this goes to every partition of the key space the table's rows
+    live in, and each key forgets the table's rows older than ``version`` (streams.state).
+    """
+
+    kind: Literal["truncated"] = "truncated"
+    table: str
+    version: str
+    committed_at: UtcDatetime | None = None  # Debezium's source.ts_ms
+
+
 class Evict(_Msg):
     """Forget a finished booking: unsubscribe, drop its state, tombstone its snapshot."""
 
@@ -106,12 +119,16 @@ class Tick(_Msg):
 
 
 LocationMsg = Annotated[
-    ReadingChanged | PestChanged | Subscribe | Unsubscribe, Field(discriminator="kind")
+    ReadingChanged | PestChanged | Subscribe | Unsubscribe | Truncated, Field(discriminator="kind")
 ]
-VendorMsg = Annotated[CertificateChanged | Subscribe | Unsubscribe, Field(discriminator="kind")]
-InspectionMsg = Annotated[InspectionChanged | Subscribe | Unsubscribe, Field(discriminator="kind")]
+VendorMsg = Annotated[
+    CertificateChanged | Subscribe | Unsubscribe | Truncated, Field(discriminator="kind")
+]
+InspectionMsg = Annotated[
+    InspectionChanged | Subscribe | Unsubscribe | Truncated, Field(discriminator="kind")
+]
 BookingMsg = Annotated[
-    BookingChanged | LocationPart | VendorPart | InspectionPart | Evict | Tick,
+    BookingChanged | LocationPart | VendorPart | InspectionPart | Evict | Tick | Truncated,
     Field(discriminator="kind"),
 ]
 

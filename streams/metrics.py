@@ -13,8 +13,10 @@ SNAPSHOTS_EMITTED = Counter("mis_snapshots_emitted_total", "Snapshots whose cont
 SINK_WRITES = Counter("mis_sink_writes_total", "Rows or documents written", ["sink"])
 SINK_LATENCY = Histogram("mis_sink_latency_seconds", "Time to write one batch", ["sink"])
 SINK_RETRIES = Counter("mis_sink_retries_total", "Failed sink writes that were retried", ["sink"])
-SNAPSHOT_FRESHNESS = Gauge(
-    "mis_snapshot_freshness_seconds", "Age of the newest snapshot written, at the time of writing"
+SINK_FRESHNESS = Gauge(
+    "mis_snapshot_freshness_seconds",
+    "Age of the newest snapshot a sink wrote, at the time of writing",
+    ["sink"],
 )
 CONSUMER_LAG = Gauge(
     "mis_consumer_lag_messages",

@@ -2,6 +2,9 @@
 
 A row whose foreign key changed leaves one key and joins another: the old key gets a delete of
 the old row and the new key an upsert, both at the change's version.
+
+A TRUNCATE names no row: it becomes one ``Truncated`` message with the key ``BROADCAST``, which
+the sender delivers to every partition of the key space.
 """
 
 from __future__ import annotations
@@ -16,9 +19,19 @@ from streams.messages import (
     InspectionChanged,
     PestChanged,
     ReadingChanged,
+    Truncated,
 )
 
 Routed = tuple[str, str, BaseModel]  # (key space, key, message)
+# The key of a message meant for every partition of its key space.
+BROADCAST = ""
+SPACE_OF_TABLE = {
+    "storage_bookings": "booking",
+    "crop_inspections": "inspection",
+    "sensor_readings": "location",
+    "pest_detections": "location",
+    "certificates": "vendor",
+}
 
 
 def table_of(topic: str) -> str:
@@ -36,9 +49,16 @@ def route(table: str, value: bytes) -> list[Routed]:
     except (ValidationError, ValueError) as exc:
         raise BadEvent(f"{table}: {_describe(exc)}") from exc
 
+    committed = event.source.ts_ms
+    if event.is_truncate:
+        truncated = Truncated(
+            table=table,
+            version=version,
+            committed_at=None if committed is None else committed * 1000,
+        )
+        return [(SPACE_OF_TABLE[table], BROADCAST, truncated)]
     deleted, row = event.is_delete, event.row
     if table == "storage_bookings":
-        committed = event.source.ts_ms
         return [
             (
                 "booking",

@@ -1,7 +1,7 @@
 """The pure snapshot builder: a booking, its three parts and the time in, a Snapshot out.
 
-This module is the whole of DESIGN §2. It does no I/O and imports no faust, psycopg or pymongo,
-so the agents call it and the tests exercise it directly.
+This module implements docs/snapshot-contract.md. It does no I/O and imports no faust, psycopg
+or pymongo, so the agents call it and the tests exercise it directly.
 
 Decisions the contract leaves open, fixed here so that every process derives the same snapshot:
 
@@ -10,6 +10,12 @@ Decisions the contract leaves open, fixed here so that every process derives the
   never depends on input order.
 * ``pest_events`` are ordered newest first, ties by detection id descending.
 * ``certificates`` are ordered by ``(type, id)``.
+* A ``sensor_id`` may report several types (a combined temperature/humidity probe). It counts
+  once in each of its types: ``sensors`` and ``sensor_summary`` use each sensor_id's latest
+  reading *of that type*, so its newest reading of one type never hides its latest of another.
+  ``sensor_health`` is about devices: it looks at each sensor_id's newest reading of any type
+  (a device whose newest report is under an hour old and ``active`` is up), as DESIGN §2 words
+  it ("the latest reading of every sensor_id").
 * ``sensor_summary`` rounds half away from zero on the *shortest decimal text* of the doubles
   (``str(value)``), computed with ``Decimal``: 2.675 gives 2.68 and -1.005 gives -1.01, as
   Postgres' ``round(numeric, 2)`` would, although the binary doubles lie just below those ties
@@ -50,6 +56,7 @@ __all__ = [
     "content_hash",
     "effective_certificate_status",
     "latest_per_sensor",
+    "latest_per_sensor_type",
     "next_deadline",
 ]
 
@@ -108,8 +115,15 @@ def _latest_by(
 
 
 def latest_per_sensor(readings: Iterable[SensorReading]) -> dict[str, SensorReading]:
-    """The latest reading of each sensor_id: greatest reading_time, ties by greatest id."""
+    """The latest reading of each sensor_id, of any type: greatest reading_time, ties by id."""
     return _latest_by(readings, lambda r: r.sensor_id)
+
+
+def latest_per_sensor_type(
+    readings: Iterable[SensorReading],
+) -> dict[tuple[str, str], SensorReading]:
+    """The latest reading of each (sensor_id, sensor_type): what a location must keep."""
+    return _latest_by(readings, lambda r: (r.sensor_id, r.sensor_type))
 
 
 def _round2(value: Decimal) -> float:
@@ -120,8 +134,9 @@ def _round2(value: Decimal) -> float:
 
 
 def _summary(latest: Iterable[SensorReading]) -> dict[str, float]:
+    """Min, avg and max per type over the given readings (one per (sensor_id, sensor_type))."""
     by_type: dict[str, list[Decimal]] = {}
-    for reading in sorted(latest, key=lambda r: r.sensor_id):
+    for reading in sorted(latest, key=lambda r: (r.sensor_id, r.sensor_type)):
         by_type.setdefault(reading.sensor_type, []).append(Decimal(str(reading.value)))
     summary: dict[str, float] = {}
     with localcontext(_WIDE):
@@ -178,7 +193,7 @@ def build_snapshot(
     deleted: bool,
     now: datetime,
 ) -> Snapshot:
-    """Derive the market inventory snapshot of ``booking`` as of ``now`` (DESIGN §2).
+    """The market inventory snapshot of ``booking`` as of ``now`` (docs/snapshot-contract.md).
 
     ``readings`` and ``pests`` are the rows at the booking's location, ``certificates`` those
     of its vendor, in any order; ``inspection`` counts only when it is the booking's
@@ -242,7 +257,7 @@ def build_snapshot(
             )
             for sensor_type, r in _latest_by(readings, lambda r: r.sensor_type).items()
         },
-        sensor_summary=_summary(latest.values()),
+        sensor_summary=_summary(latest_per_sensor_type(readings).values()),
         pest_events=[
             PestEvent(
                 pest_type=p.pest_type,

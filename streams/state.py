@@ -4,14 +4,20 @@ Delivery is at least once (a worker killed mid-batch replays its uncommitted mes
 the state it had already written to the changelog), so every transition here is idempotent: a
 row change carries its Debezium version, and a change no newer than what the state already holds
 for that row (or for its tombstone) is ignored.
+
+A TRUNCATE of a source table at version V reaches every key of its key space (and keys first
+seen later learn it from their partition's marks, ``TruncationMarks``): the key drops the
+table's rows older than V and from then on ignores the table's changes no newer than V, which
+may still arrive late (the route agent reads the CDC topics' partitions in no set order).
 """
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
-from typing import Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 
 from schemas.entities import Booking, Certificate, Inspection, PestDetection, Row, SensorReading
 from schemas.envelope import ZERO_VERSION
@@ -26,6 +32,7 @@ from streams.messages import (
     PestChanged,
     ReadingChanged,
     Subscribe,
+    Truncated,
     Unsubscribe,
     VendorPart,
 )
@@ -51,12 +58,43 @@ class Versioned(BaseModel, Generic[R]):
     row: R
 
 
+class TruncationMarks(_State):
+    """The version of the last TRUNCATE of each source table, kept per key-space partition."""
+
+    versions: dict[str, str] = {}
+
+    def merge(self, table: str, version: str) -> bool:
+        if version <= self.versions.get(table, ZERO_VERSION):
+            return False
+        self.versions[table] = version
+        return True
+
+
 class KeyState(_State):
     """What every foreign key space keeps besides its rows: who listens, and how new it is."""
 
     subscribers: list[str] = []
     version: str = ZERO_VERSION
     tombstones: dict[str, str] = {}
+    # source table -> version of its last TRUNCATE that this key has applied
+    truncated: dict[str, str] = {}
+
+    def truncate(self, table: str, version: str) -> bool:
+        """Forget the rows of ``table`` older than ``version``; True when a row went."""
+        if version <= self.truncated.get(table, ZERO_VERSION):
+            return False
+        self.truncated[table] = version
+        if not self._drop_older(table, version):
+            return False
+        self._advance(version)
+        return True
+
+    def _drop_older(self, table: str, version: str) -> bool:
+        raise NotImplementedError
+
+    def _before_truncate(self, table: str, version: str) -> bool:
+        """A change of ``table`` made before its last TRUNCATE, arriving late."""
+        return version <= self.truncated.get(table, ZERO_VERSION)
 
     def subscribe(self, msg: Subscribe | Unsubscribe) -> bool:
         present = msg.booking_id in self.subscribers
@@ -81,37 +119,86 @@ class KeyState(_State):
         self.version = max(self.version, version)
 
 
+def series_key(sensor_id: str, sensor_type: str) -> str:
+    """The key of one sensor's readings of one type: a combined device has one per type."""
+    return json.dumps([sensor_id, sensor_type], separators=(",", ":"))
+
+
+def _pair(item: Any) -> tuple[str, str]:
+    row = item.row if isinstance(item, Versioned) else item["row"]
+    if isinstance(row, SensorReading):
+        return row.sensor_id, row.sensor_type
+    return str(row["sensor_id"]), str(row["sensor_type"])
+
+
 class LocationState(KeyState):
-    # sensor_id -> that sensor's readings, newest first, at most `history` of them
+    # series_key(sensor_id, sensor_type) -> those readings, newest first, at most `history`.
+    # Kept per type so that a combined device's readings of one type never push its latest of
+    # another out of the history.
     readings: dict[str, list[Versioned[SensorReading]]] = {}
     pests: dict[str, Versioned[PestDetection]] = {}
 
+    @field_validator("readings", mode="before")
+    @classmethod
+    def _per_series(cls, value: Any) -> Any:
+        """Group by (sensor_id, sensor_type), whatever the keys say.
+
+        States stored before the history was kept per type (in the changelog, or a worker's
+        RocksDB) keyed it by sensor_id alone; they load into the per-type form. Each old list
+        was sorted newest first, and so is every part of it.
+        """
+        if not isinstance(value, dict):
+            return value
+        grouped: dict[str, list[Any]] = {}
+        for items in value.values():
+            for item in items:
+                grouped.setdefault(series_key(*_pair(item)), []).append(item)
+        return grouped
+
+    def _drop_older(self, table: str, version: str) -> bool:
+        if table == "sensor_readings":
+            kept = {
+                k: [v for v in rows if v.version >= version] for k, rows in self.readings.items()
+            }
+            kept = {k: rows for k, rows in kept.items() if rows}
+            changed = kept != self.readings
+            self.readings = kept
+            return changed
+        if table == "pest_detections":
+            pests = {k: v for k, v in self.pests.items() if v.version >= version}
+            changed = len(pests) != len(self.pests)
+            self.pests = pests
+            return changed
+        return False
+
     def apply_reading(self, msg: ReadingChanged, *, history: int) -> bool:
+        if self._before_truncate("sensor_readings", msg.version):
+            return False
         rid = f"r:{msg.row.id}"
         found = [
-            (sid, v) for sid, rows in self.readings.items() for v in rows if v.row.id == msg.row.id
+            (key, v) for key, rows in self.readings.items() for v in rows if v.row.id == msg.row.id
         ]
         current = found[0][1].version if found else None
         if self._seen(rid, current, msg.version):
             return False
-        for sid, old in found:
-            self.readings[sid] = [v for v in self.readings[sid] if v is not old]
-            if not self.readings[sid]:
-                del self.readings[sid]
+        for key, old in found:
+            self.readings[key] = [v for v in self.readings[key] if v is not old]
+            if not self.readings[key]:
+                del self.readings[key]
         if msg.deleted:
             self._bury(rid, msg.version)
         else:
-            rows = [
-                *self.readings.get(msg.row.sensor_id, []),
-                Versioned(version=msg.version, row=msg.row),
-            ]
+            key = series_key(msg.row.sensor_id, msg.row.sensor_type)
+            rows = [*self.readings.get(key, []), Versioned(version=msg.version, row=msg.row)]
             rows.sort(key=lambda v: (v.row.reading_time, v.row.id), reverse=True)
-            self.readings[msg.row.sensor_id] = rows[:history]
+            self.readings[key] = rows[:history]
             self.tombstones.pop(rid, None)
         self._advance(msg.version)
         return True
 
     def apply_pest(self, msg: PestChanged, *, now: datetime) -> bool:
+        if self._before_truncate("pest_detections", msg.version):
+            return False
         pid = str(msg.row.id)
         current = self.pests.get(pid)
         if self._seen(f"p:{pid}", current.version if current else None, msg.version):
@@ -135,7 +222,17 @@ class LocationState(KeyState):
 class VendorState(KeyState):
     certificates: dict[str, Versioned[Certificate]] = {}
 
+    def _drop_older(self, table: str, version: str) -> bool:
+        if table != "certificates":
+            return False
+        kept = {k: v for k, v in self.certificates.items() if v.version >= version}
+        changed = len(kept) != len(self.certificates)
+        self.certificates = kept
+        return changed
+
     def apply_certificate(self, msg: CertificateChanged) -> bool:
+        if self._before_truncate("certificates", msg.version):
+            return False
         cid = str(msg.row.id)
         current = self.certificates.get(cid)
         if self._seen(cid, current.version if current else None, msg.version):
@@ -156,7 +253,17 @@ class VendorState(KeyState):
 class InspectionState(KeyState):
     inspection: Versioned[Inspection] | None = None
 
+    def _drop_older(self, table: str, version: str) -> bool:
+        if table != "crop_inspections" or self.inspection is None:
+            return False
+        if self.inspection.version >= version:
+            return False
+        self.inspection = None
+        return True
+
     def apply_inspection(self, msg: InspectionChanged) -> bool:
+        if self._before_truncate("crop_inspections", msg.version):
+            return False
         iid = str(msg.row.id)
         current = self.inspection.version if self.inspection else None
         if self._seen(iid, current, msg.version):
@@ -209,6 +316,8 @@ class BookingState(_State):
     watermark: str = ZERO_VERSION
     last_hash: str | None = None
     deadline: datetime | None = None
+    # The version of the last TRUNCATE of storage_bookings this booking has applied.
+    truncated_at: str | None = None
 
     @property
     def terminal(self) -> bool:
@@ -229,9 +338,33 @@ class BookingState(_State):
             fks["inspection"] = str(b.ai_inspection_id)
         return fks
 
+    def truncate(self, msg: Truncated) -> bool:
+        """storage_bookings was truncated: a booking row older than that is gone (withdrawn).
+
+        The booking keeps listening to its parts, as after a delete, until it is evicted.
+        True when the booking changed.
+        """
+        if msg.table != "storage_bookings":
+            return False
+        if self.truncated_at is not None and msg.version <= self.truncated_at:
+            return False
+        self.truncated_at = msg.version
+        if self.booking is None or self.deleted:
+            return False
+        if self.booking_version is not None and self.booking_version >= msg.version:
+            return False
+        was_terminal = self.terminal
+        self.deleted, self.booking_version = True, msg.version
+        self.watermark = max(self.watermark, msg.version)
+        if not was_terminal or self.finished_at is None:
+            self.finished_at = msg.committed_at
+        return True
+
     def apply_booking(self, msg: BookingChanged) -> list[Command]:
         if self.booking_version is not None and msg.version <= self.booking_version:
             return []
+        if self.truncated_at is not None and msg.version <= self.truncated_at:
+            return []  # made before the table was truncated, arriving late
         booking_id = str(msg.row.id)
         was_terminal, before = self.terminal, self.subscriptions()
         self.booking, self.booking_version, self.deleted = msg.row, msg.version, msg.deleted

@@ -19,3 +19,6 @@ location_state = _table("location-state", "sensors, pests and subscribers per lo
 vendor_state = _table("vendor-state", "certificates and subscribers per vendor")
 inspection_state = _table("inspection-state", "the inspection and its subscribers")
 booking_state = _table("booking-state", "a booking, its three parts, the last snapshot")
+truncations = _table(
+    "truncations", "per key-space partition: the version of each source table's last TRUNCATE"
+)

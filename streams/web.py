@@ -12,8 +12,10 @@ from typing import Any, cast
 from aiohttp import web
 from faust.web.drivers.aiohttp import Web
 
+from streams.api.auth import Guard
 from streams.api.handlers import API, Api, routes
 from streams.api.health import Health
+from streams.api.jobs import Jobs
 from streams.api.middleware import api_middleware
 from streams.api.publishing import Publishing
 from streams.api.store import Store
@@ -21,6 +23,7 @@ from streams.app import app, settings
 
 
 def install(web_app: web.Application, faust_app: Any) -> Api:
+    guard = Guard.from_settings(settings)  # a broken token entry stops the worker here
     store = Store(settings.pg_dsn, settings.api_timeout_s)
     api = Api(
         settings=settings,
@@ -28,9 +31,10 @@ def install(web_app: web.Application, faust_app: Any) -> Api:
         publishing=Publishing(settings, store),
         health=Health(settings, store, faust_app),
         faust_app=faust_app,
+        jobs=Jobs(),
     )
     web_app[API] = api
-    web_app.middlewares.append(api_middleware(settings))
+    web_app.middlewares.append(api_middleware(settings, guard))
     web_app.add_routes(routes)
 
     async def _close(_: web.Application) -> None:

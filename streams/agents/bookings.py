@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from streams import metrics, tables, topics
 from streams.agents.batch import KeyedBatch
 from streams.agents.common import guarded, key_of, parse
+from streams.agents.truncation import Truncations
 from streams.app import app, settings
 from streams.clock import clock
 from streams.deadletter import dead_letter
@@ -27,6 +28,7 @@ from streams.messages import (
     InspectionPart,
     LocationPart,
     Tick,
+    Truncated,
     VendorPart,
     encode,
 )
@@ -71,6 +73,7 @@ class _Batch:
 
     def __init__(self) -> None:
         self.keys: KeyedBatch[BookingState] = KeyedBatch(tables.booking_state, BookingState)
+        self.truncations = Truncations("booking", self.keys)
 
     async def handle(self, event: Any) -> None:
         metrics.EVENTS_IN.labels(topic=event.message.topic).inc()
@@ -87,8 +90,18 @@ class _Batch:
                     self.keys.state(due, event)
                     self.keys.touch(due)
             return
+        if isinstance(msg, Truncated):
+            for key in self.truncations.record(
+                msg, event, tables.booking_state, lambda _, state: state.truncate(msg)
+            ):
+                self.keys.touch(key)
+            return
         key = key_of(event)
         state = self.keys.state(key, event)
+        if self.truncations.absorb(
+            event, lambda table, version: state.truncate(Truncated(table=table, version=version))
+        ):
+            self.keys.touch(key)
         if isinstance(msg, Evict):
             await self._evict(key, state, event.message.partition)
         elif isinstance(msg, BookingChanged):

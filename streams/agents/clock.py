@@ -6,11 +6,11 @@ import logging
 from datetime import timedelta
 
 from streams import topics
-from streams.agents.sink import publisher
 from streams.app import app, settings
 from streams.clock import clock
 from streams.messages import Evict, Tick, encode
-from streams.sinks.publisher import retrying
+from streams.retry import retrying
+from streams.sinks.postgres import expired_terminal
 
 log = logging.getLogger(__name__)
 _TICK = encode(Tick())
@@ -32,10 +32,10 @@ async def cleanup() -> int:
     cutoff = clock() - timedelta(days=settings.cleanup_after_days)
     rows = await retrying(
         "postgres",
-        lambda: publisher.postgres.expired_terminal(cutoff),
+        lambda: expired_terminal(settings.pg_dsn, cutoff),
         max_delay=settings.sink_retry_max_s,
     )
-    for booking_id, _ in rows:
+    for booking_id in rows:
         await topics.bookings.send(key=str(booking_id).encode(), value=_EVICT)
     log.info("cleanup evicting=%d cutoff=%s", len(rows), cutoff.isoformat())
     return len(rows)

@@ -51,3 +51,16 @@ async def guarded(event: Any, handler: Callable[[Any], Awaitable[None]]) -> None
 
 def save(table: Any, key: str, state: BaseModel) -> None:
     table[key.encode()] = state.model_dump_json().encode()
+
+
+def keys_in_partition(table: Any, partition: int, partitions: int) -> list[str]:
+    """The keys ``table`` holds in ``partition`` (by the producers' murmur2 of the key bytes)."""
+    from aiokafka.partitioner import DefaultPartitioner
+
+    every, partitioner = list(range(partitions)), DefaultPartitioner()
+    keys = []
+    for raw_key in list(table.keys()):
+        raw = raw_key if isinstance(raw_key, bytes) else str(raw_key).encode()
+        if int(partitioner(raw, every, every)) == partition:
+            keys.append(raw.decode())
+    return keys

@@ -15,6 +15,7 @@ from pydantic import TypeAdapter, ValidationError
 from streams import metrics, tables, topics
 from streams.agents.batch import KeyedBatch
 from streams.agents.common import guarded, key_of
+from streams.agents.truncation import Truncations
 from streams.app import app, settings
 from streams.clock import clock
 from streams.deadletter import dead_letter
@@ -27,6 +28,7 @@ from streams.messages import (
     PestChanged,
     ReadingChanged,
     Subscribe,
+    Truncated,
     Unsubscribe,
     encode,
 )
@@ -51,6 +53,7 @@ def _apply(state: KeyState, msg: Any) -> bool:
 class _Batch:
     def __init__(self, table: Any, adapter: TypeAdapter[Any], cls: type[KeyState]) -> None:
         self.keys: KeyedBatch[KeyState] = KeyedBatch(table, cls)
+        self.table, self.truncations = table, Truncations(cls.__name__, self.keys)
         self.adapter = adapter
         self.changed: set[str] = set()
         self.new_subscribers: dict[str, set[str]] = {}
@@ -62,8 +65,18 @@ class _Batch:
         except ValidationError as exc:
             await dead_letter(event, f"unreadable message: {exc.errors()[0]['msg']}")
             return
+        if isinstance(msg, Truncated):
+            for key in self.truncations.record(
+                msg, event, self.table, lambda _, state: state.truncate(msg.table, msg.version)
+            ):
+                self.changed.add(key)
+                self.keys.touch(key)
+            return
         key = key_of(event)
         state = self.keys.state(key, event)
+        if self.truncations.absorb(event, state.truncate):
+            self.changed.add(key)
+            self.keys.touch(key)
         if isinstance(msg, Subscribe | Unsubscribe):
             if state.subscribe(msg):
                 self.new_subscribers.setdefault(key, set()).add(msg.booking_id)

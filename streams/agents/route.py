@@ -6,7 +6,7 @@ from typing import Any
 
 from streams import metrics, routing, topics
 from streams.agents.common import guarded, key_of
-from streams.app import app
+from streams.app import app, settings
 from streams.deadletter import dead_letter
 from streams.errors import BadEvent
 from streams.messages import encode
@@ -31,7 +31,11 @@ async def _handle(event: Any) -> None:
         return
     for space, key, message in routed:
         target = SPACES[space]
-        await target.send(key=key.encode(), value=encode(message))
+        if key == routing.BROADCAST:  # a TRUNCATE: every partition of the key space
+            for partition in range(settings.partitions):
+                await target.send(key=None, value=encode(message), partition=partition)
+        else:
+            await target.send(key=key.encode(), value=encode(message))
         metrics.EVENTS_OUT.labels(topic=target.get_topic_name()).inc()
 
 

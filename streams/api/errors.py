@@ -48,3 +48,34 @@ class Unavailable(ApiError):
     """A dependency (Postgres, MongoDB, Kafka) did not answer in time; the client may retry."""
 
     status = 503
+
+
+class Problem(ApiError):
+    """A refusal answered as application/problem+json (RFC 9457), with headers of its own."""
+
+    title = "Bad Request"
+
+    def __init__(self, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.headers = headers or {}
+
+
+class Unauthorized(Problem):
+    """No token, or one that no configured entry matches."""
+
+    status = 401
+    title = "Unauthorized"
+
+
+class Forbidden(Problem):
+    """A valid token without the scope the operation needs."""
+
+    status = 403
+    title = "Forbidden"
+
+
+class TooManyRequests(Problem):
+    """The token's write rate is spent; Retry-After says when the next request is accepted."""
+
+    status = 429
+    title = "Too Many Requests"

@@ -11,9 +11,11 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from pydantic import BaseModel
 
-from streams.api import openapi
+from streams.api import jobs, openapi
+from streams.api.auth import CALLER
 from streams.api.errors import NotFound
 from streams.api.health import Health
+from streams.api.jobs import Jobs
 from streams.api.lag import update_consumer_lag
 from streams.api.models import BookingRequest, BookingResponse, SnapshotResponse, SnapshotView
 from streams.api.publishing import Publishing
@@ -52,8 +54,10 @@ class Api:
     publishing: Publishing
     health: Health
     faust_app: Any
+    jobs: Jobs
 
     async def close(self) -> None:
+        await self.jobs.close()
         await self.publishing.close()
         await self.health.close()
         await self.store.close()
@@ -93,7 +97,26 @@ async def publish(request: web.Request) -> web.Response:
 
 @routes.post("/storage-guard/snapshots/sync-all")
 async def sync_all(request: web.Request) -> web.Response:
-    return answer(await request.app[API].publishing.sync_all())
+    api = request.app[API]
+
+    def work(progress: jobs.Progress) -> Any:
+        return jobs.sync_all(api.store, api.publishing, progress)
+
+    job, _ = api.jobs.start("sync-all", work, request.get(CALLER, "?"))
+    view = job.view()
+    return answer(view, status=202, headers={"Location": view.location})
+
+
+@routes.get("/storage-guard/jobs/{job_id:[^/]+}", allow_head=False)
+async def get_job(request: web.Request) -> web.Response:
+    job_id = parse_uuid(request.match_info["job_id"], "job_id")
+    job = request.app[API].jobs.get(job_id)
+    if job is None:
+        raise NotFound(
+            f"no job {job_id} on this worker (jobs live in the memory of the worker that "
+            "started them, until it stops)"
+        )
+    return answer(job.view())
 
 
 @routes.post(SNAPSHOT_ROUTE + "/reconcile")
@@ -131,4 +154,5 @@ async def metrics(request: web.Request) -> web.Response:
 
 @routes.get("/openapi.json", allow_head=False)
 async def openapi_document(request: web.Request) -> web.Response:
-    return web.json_response(text=json.dumps(openapi.document()))
+    public = request.app[API].settings.api_metrics_public
+    return web.json_response(text=json.dumps(openapi.document(metrics_public=public)))

@@ -1,7 +1,8 @@
 """One place where every answer of the web server becomes JSON, timed and counted.
 
-Whatever a request contains, it gets a 4xx with a message or a real answer: errors raised on
-purpose carry their status (streams.api.errors), aiohttp's own (unknown path, wrong method) are
+Whatever a request contains, it gets a 4xx with a message or a real answer: the guard decides
+first who may send it (401, 403, 429 as RFC 9457 problem details), errors raised on purpose
+carry their status (streams.api.errors), aiohttp's own (unknown path, wrong method) are
 rendered as JSON too, and a dependency that does not answer in time gives 503.
 """
 
@@ -16,7 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from streams import metrics
-from streams.api.errors import ApiError
+from streams.api.errors import ApiError, Problem
 from streams.api.requests import check_length
 from streams.config import Settings
 
@@ -32,6 +33,24 @@ def error_response(
     if details is not None:
         body["details"] = details
     return web.json_response(body, status=status, **kwargs)
+
+
+PROBLEM_JSON = "application/problem+json"
+
+
+def problem_response(exc: Problem) -> web.Response:
+    """RFC 9457 problem details; ``success`` and ``error`` as in every other error answer."""
+    body = {
+        "type": "about:blank",
+        "title": exc.title,
+        "status": exc.status,
+        "detail": exc.message,
+        "success": False,
+        "error": exc.message,
+    }
+    return web.json_response(
+        body, status=exc.status, content_type=PROBLEM_JSON, headers=exc.headers
+    )
 
 
 def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
@@ -53,16 +72,21 @@ def _route(request: web.Request) -> str:
     return resource.canonical if resource is not None else "unmatched"
 
 
-def api_middleware(settings: Settings) -> Any:
+def api_middleware(settings: Settings, guard: Callable[[web.Request], None]) -> Any:
+    """``guard`` decides who may send the request (streams.api.auth), before anything else."""
+
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         started = time.perf_counter()
         response: web.StreamResponse
         try:
+            guard(request)
             # An announced oversized body is refused before anything reads it, on any route.
             check_length(request.content_length, settings.api_max_body_bytes)
             async with asyncio.timeout(settings.api_timeout_s):
                 response = await handler(request)
+        except Problem as exc:
+            response = problem_response(exc)
         except ApiError as exc:
             response = error_response(exc.status, exc.message, exc.details)
         except web.HTTPException as exc:

@@ -187,3 +187,40 @@ class HealthResponse(_Model):
     status: Literal["ok", "unavailable"]
     checks: dict[str, DependencyState]
     worker: WorkerInfo
+
+
+class ProblemResponse(BaseModel):
+    """RFC 9457 problem details (401, 403, 429), with the API's own error members besides."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    success: Literal[False] = False
+    error: str = Field(description="the same text as detail, as in every error of the API")
+
+
+JobStatus = Literal["running", "succeeded", "failed"]
+
+
+class JobProgress(_Model):
+    pages: int = Field(description="pages of ready_to_publish snapshots handled so far")
+    processed: int = Field(description="snapshots handled so far")
+    published: int = Field(description="of which published")
+
+
+class JobView(_Model):
+    """A job of the worker that answered: kept in its memory, lost when it stops."""
+
+    success: Literal[True] = True
+    job_id: UUID
+    kind: Literal["sync-all"]
+    status: JobStatus
+    started_at: UtcDatetime
+    finished_at: UtcDatetime | None
+    progress: JobProgress
+    result: SyncAllResponse | None = Field(description="once succeeded")
+    error: str | None = Field(description="once failed")
+    location: str = Field(description="where to poll the job")

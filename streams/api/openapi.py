@@ -12,11 +12,14 @@ from typing import Any, Literal
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from streams.api.auth import METRICS_ROUTE, OPERATION_SCOPES, PUBLIC, SCOPES
 from streams.api.models import (
     BookingRequest,
     BookingResponse,
     ErrorResponse,
     HealthResponse,
+    JobView,
+    ProblemResponse,
     PublishResponse,
     ReconcileResponse,
     SnapshotResponse,
@@ -31,11 +34,17 @@ RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
     BookingResponse,
     ErrorResponse,
     HealthResponse,
+    JobView,
+    ProblemResponse,
+    JobView,
+    ProblemResponse,
     PublishResponse,
     ReconcileResponse,
     SnapshotResponse,
     SyncAllResponse,
 )
+BEARER = "bearer"
+PROBLEM_JSON = "application/problem+json"
 
 ERRORS = {
     400: "the body is not JSON",
@@ -46,12 +55,33 @@ ERRORS = {
     422: "a parameter or field breaks a rule",
     503: "Postgres, MongoDB or Kafka did not answer in time; retry",
 }
+PROBLEMS = {
+    401: (
+        "no bearer token, or not one this API accepts",
+        {"WWW-Authenticate": "Bearer realm=..., error=invalid_token when a token was refused"},
+    ),
+    403: (
+        "the token lacks the scope this operation needs",
+        {"WWW-Authenticate": "Bearer ..., error=insufficient_scope, scope=the one needed"},
+    ),
+    429: (
+        "the token's write rate is spent (MIS_API_WRITE_RATE_PER_S, MIS_API_WRITE_BURST)",
+        {"Retry-After": "seconds until the next write of this token is accepted"},
+    ),
+}
 
 BOOKING_ID = {
     "name": "booking_id",
     "in": "path",
     "required": True,
     "description": "the booking's id (a UUID)",
+    "schema": {"type": "string", "format": "uuid"},
+}
+JOB_ID = {
+    "name": "job_id",
+    "in": "path",
+    "required": True,
+    "description": "the id a POST that started the job answered (a UUID)",
     "schema": {"type": "string", "format": "uuid"},
 }
 FARMER_ID = {
@@ -69,6 +99,21 @@ def _ref(model: type[BaseModel]) -> dict[str, str]:
 
 def _json(model: type[BaseModel], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": _ref(model)}}}
+
+
+def _problem(status: int) -> dict[str, Any]:
+    description, headers = PROBLEMS[status]
+    return {
+        "description": description,
+        "headers": {
+            name: {
+                "description": text,
+                "schema": {"type": "integer" if name == "Retry-After" else "string"},
+            }
+            for name, text in headers.items()
+        },
+        "content": {PROBLEM_JSON: {"schema": _ref(ProblemResponse)}},
+    }
 
 
 def _operation(
@@ -116,9 +161,21 @@ def _paths() -> dict[str, Any]:
         },
         "/storage-guard/snapshots/sync-all": {
             "post": _operation(
-                "Publish every snapshot waiting in ready_to_publish",
-                (200, SyncAllResponse, "the outcome per booking"),
+                "Start publishing every snapshot waiting in ready_to_publish, as a job",
+                (
+                    202,
+                    JobView,
+                    "the job (Location: where to poll it); while one runs on this worker, that one",
+                ),
                 (413, 503),
+            )
+        },
+        "/storage-guard/jobs/{job_id}": {
+            "get": _operation(
+                "A job of this worker: its progress, then its result (kept in its memory)",
+                (200, JobView, "the job"),
+                (404, 422),
+                parameters=(JOB_ID,),
             )
         },
         f"{snapshot}/reconcile": {
@@ -181,20 +238,57 @@ def _schemas() -> dict[str, Any]:
     return schemas
 
 
-@lru_cache(maxsize=1)
-def document() -> dict[str, Any]:
+def _secure(paths: dict[str, Any], metrics_public: bool) -> dict[str, Any]:
+    """Each operation's security requirement (its scope) and the refusals that come with it."""
+    for path, item in paths.items():
+        for method, op in item.items():
+            route = (method.upper(), path)
+            if route in PUBLIC or (route == METRICS_ROUTE and metrics_public):
+                op["security"] = []
+                continue
+            scope = OPERATION_SCOPES[route]
+            op["security"] = [{BEARER: [scope] if scope else []}]
+            op["responses"]["401"] = _problem(401)
+            if scope is not None:
+                op["responses"]["403"] = _problem(403)
+                op["description"] = f"Needs a bearer token with the scope `{scope}`."
+            else:
+                op["description"] = "Needs a bearer token (any scope)."
+            if method == "post":
+                op["responses"]["429"] = _problem(429)
+    return paths
+
+
+@lru_cache(maxsize=2)
+def document(metrics_public: bool = False) -> dict[str, Any]:
+    """The document; ``metrics_public`` as MIS_API_METRICS_PUBLIC, which changes /metrics."""
     return {
         "openapi": "3.1.0",
         "info": {
             "title": "Storage Guard market inventory snapshots",
             "version": "1.0.0",
             "description": (
-                "Served by every worker of the pipeline; any worker answers any request. "
-                "Errors are {success: false, error, details?}."
+                "Served by every worker of the pipeline; any worker answers any request "
+                "(jobs excepted: they live on the worker that started them). Every operation "
+                "but /health needs `Authorization: Bearer <token>`; a token carries scopes ("
+                + ", ".join(sorted(SCOPES))
+                + "), and the scope an operation needs is listed in its security requirement. "
+                "Errors are {success: false, error, details?}; 401, 403 and 429 are "
+                "application/problem+json (RFC 9457) with the same success and error members."
             ),
         },
-        "paths": _paths(),
-        "components": {"schemas": _schemas()},
+        "security": [{BEARER: []}],
+        "paths": _secure(_paths(), metrics_public),
+        "components": {
+            "schemas": _schemas(),
+            "securitySchemes": {
+                BEARER: {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "an opaque token from `mis token create`, not a JWT",
+                }
+            },
+        },
     }
 
 

@@ -1,14 +1,16 @@
 """Publishing stored snapshots on request: one booking, or every one waiting in ready_to_publish.
 
-Publication goes through the sink's own Publisher with ``force=True``: it writes the listing only
-when Postgres still holds the very snapshot that was read, then marks the row published, so a
-publication racing the sink can neither write stale content nor lose the newer one.
+Publication goes through the MongoDB sink's own writer (streams.sinks.listings) with
+``force=True``: per booking it is serialised with the sink and never replaces a listing newer than
+the row it publishes, so a publication racing the sink can neither write stale content nor lose
+the newer one. The writer is blocking code; it runs in a thread, one call at a time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 from uuid import UUID
@@ -17,9 +19,9 @@ from streams.api.errors import Conflict, NotFound, Unavailable
 from streams.api.models import PublishResponse, SyncAllResponse, SyncResult
 from streams.api.store import Store
 from streams.config import Settings
-from streams.sinks.mongo import MongoSink
-from streams.sinks.postgres import PostgresSink
-from streams.sinks.publisher import Publisher
+from streams.errors import SinkUnavailable
+from streams.sinks.listings import ListingSink
+from streams.sinks.mongo import listing_id
 from streams.sinks.records import record_from_row
 
 log = logging.getLogger(__name__)
@@ -33,40 +35,40 @@ CHANGED = "the snapshot changed while being published; retry"
 class Publishing:
     def __init__(self, settings: Settings, store: Store) -> None:
         self._settings, self._store = settings, store
-        self._mongo = MongoSink(
-            settings.mongo_url, settings.mongo_database, settings.mongo_collection
-        )
+        self._writer: ListingSink | None = None
+        self._lock = threading.Lock()
 
     async def close(self) -> None:
-        await self._mongo.close()
+        if self._writer is not None:
+            await asyncio.to_thread(self._writer.close)
+
+    def _publish(self, records: list[Any]) -> dict[str, str]:
+        with self._lock:
+            if self._writer is None:
+                self._writer = ListingSink(self._settings)
+            return self._writer.publish(records, force=True)
 
     async def publish_rows(self, rows: Sequence[Mapping[str, Any]]) -> dict[UUID, str]:
-        """Publish these stored snapshots; return the listing id of each one published.
-
-        A row whose content changed since it was read is left out (the caller may re-read it).
-        """
+        """Publish these stored snapshots; return the listing id of each one MongoDB now holds
+        (this content or a newer one); a listing MongoDB refused is left out."""
         if not rows:
             return {}
         records = [record_from_row(row) for row in rows]
-        # Its own Postgres connection: the sink's one must not interleave with a request's.
-        postgres = PostgresSink(self._settings.pg_dsn)
-        publisher = Publisher(
-            postgres,
-            self._mongo,
-            auto_publish=self._settings.auto_publish,
-            max_delay=min(2.0, self._settings.api_timeout_s),
-        )
         try:
             async with asyncio.timeout(self._settings.api_timeout_s):
-                listing_ids = await publisher.publish(records, force=True)
+                refused = await asyncio.to_thread(self._publish, records)
         except TimeoutError:
             raise Unavailable(
                 f"postgres or mongodb did not answer within {self._settings.api_timeout_s:.0f}s"
             ) from None
-        finally:
-            await postgres.close()
-        booking_of = {str(r.snapshot.id): r.snapshot.booking_id for r in records}
-        return {booking_of[lid]: lid for lid in listing_ids}
+        except SinkUnavailable as exc:
+            raise Unavailable(str(exc)) from None
+        # Not refused: MongoDB holds this content, or a newer one.
+        return {
+            r.snapshot.booking_id: listing_id(r.snapshot.booking_id)
+            for r in records
+            if listing_id(r.snapshot.booking_id) not in refused
+        }
 
     async def publish(self, booking_id: UUID) -> PublishResponse:
         for _ in range(ATTEMPTS):

@@ -1,1 +1,1 @@
-"""Benchmarks that print figures and assert nothing (run with `python -m streams.benchmarks.X`)."""
+"""Benchmarks that print figures and assert nothing (make bench, make bench-*)."""

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 
 from streams.ops.kafka import TP, Kafka, Member
 from streams.ops.terminal import Progress
+from streams.sinks.base import SINK_NAMES, sink_group
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,19 @@ def progress_of(committed: Mapping[TP, int], sources: Mapping[TP, tuple[int, int
     return done
 
 
+def pipeline_committed(kafka: Kafka, group: str) -> dict[TP, int]:
+    """The pipeline's committed offsets: the Faust group's, and on the snapshot topic, which the
+    sinks follow with groups of their own, the least of the sinks' (a partition some sink never
+    committed is left out)."""
+    snapshots = f"{group}-snapshots"
+    committed = {tp: o for tp, o in kafka.committed(group).items() if tp[0] != snapshots}
+    sinks = [kafka.committed(sink_group(group, name)) for name in SINK_NAMES]
+    for tp in set(sinks[0]).intersection(*sinks[1:]):
+        if tp[0] == snapshots:
+            committed[tp] = min(c[tp] for c in sinks)
+    return committed
+
+
 def follow(
     kafka: Kafka,
     group: str,
@@ -108,7 +122,7 @@ def follow(
                 result.joined_at = datetime.now(UTC)
                 progress.say(f"workers joined: {', '.join(map(str, members))}")
                 note = "replaying"
-        committed = kafka.committed(group)
+        committed = pipeline_committed(kafka, group)
         done = progress_of(committed, sources)
         if drain_ends is None and reached(committed, targets, {}):
             drain_ends = {tp: high for tp, (_, high) in kafka.watermarks(internal).items()}
@@ -127,7 +141,7 @@ def follow(
         progress.update(done, note)
         time.sleep(poll_s)
     progress.close(
-        progress_of(kafka.committed(group), sources),
+        progress_of(pipeline_committed(kafka, group), sources),
         "caught up" if result.caught_up else f"not caught up after {timeout_s:.0f}s",
     )
     log.info("follow group=%s caught_up=%s events=%d", group, result.caught_up, total)

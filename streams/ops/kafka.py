@@ -54,9 +54,16 @@ class Message:
 
 
 class Kafka:
-    def __init__(self, bootstrap: str, timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        timeout_s: float = 30.0,
+        client_config: Mapping[str, Any] | None = None,
+    ) -> None:
+        """``client_config``: librdkafka settings for the admin client and the consumers."""
         self.bootstrap, self.timeout_s = bootstrap, timeout_s
-        self.admin = AdminClient({"bootstrap.servers": bootstrap})
+        self.client_config = dict(client_config or {})
+        self.admin = AdminClient({"bootstrap.servers": bootstrap, **self.client_config})
 
     def _wait(self, future: Any, what: str) -> Any:
         try:
@@ -173,6 +180,7 @@ class Kafka:
                 "group.id": f"mis-ops-{uuid.uuid4().hex[:12]}",
                 "enable.auto.commit": False,
                 "enable.auto.offset.store": False,
+                **self.client_config,
                 **extra,
             }
         )

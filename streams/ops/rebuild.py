@@ -129,8 +129,12 @@ def rekey(
                 routed = []
             for space, key, message in routed:
                 topic = f"{app_id}-by-{space}"
-                raw = key.encode()
-                sender.send(topic, partition_for(raw, partitions[topic]), raw, encode(message))
+                if key == routing.BROADCAST:  # a TRUNCATE: every partition of the key space
+                    for partition in range(partitions[topic]):
+                        sender.send(topic, partition, None, encode(message))
+                else:
+                    raw = key.encode()
+                    sender.send(topic, partition_for(raw, partitions[topic]), raw, encode(message))
                 result.routed[topic] = result.routed.get(topic, 0) + 1
         progress.update(result.events, f"{result.messages:,} messages re-keyed")
     sender.flush()

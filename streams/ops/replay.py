@@ -297,7 +297,7 @@ def run(settings: Settings, request: ReplayRequest) -> Outcome:
     )
     if outcome.followed.caught_up:
         outcome.produced = following.produced(kafka, start, f"{group}-snapshots")
-        # The sink commits a batch's offsets only once it is written to both sinks.
+        # Each sink commits a batch's offsets only once the batch is written.
         outcome.sinks = sink_writes(settings, outcome.started_at)
     return outcome
 

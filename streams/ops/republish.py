@@ -18,6 +18,7 @@ and what changed in between is written again.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -34,7 +35,7 @@ from streams.clock import clock
 from streams.config import Settings
 from streams.ops.kafka import TP, Kafka
 from streams.ops.terminal import Progress, duration, rate, summary
-from streams.sinks.mongo import MongoSink, listing_document
+from streams.sinks.mongo import MongoListings, listing_document
 from streams.sinks.records import record_from_row
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,7 @@ async def _rows(conn: psycopg.AsyncConnection[Any], booking_ids: Sequence[UUID])
 
 
 async def from_postgres(
-    settings: Settings, mongo: MongoSink, batch_size: int, progress: Progress
+    settings: Settings, mongo: MongoListings, batch_size: int, progress: Progress
 ) -> Counts:
     counts = Counts("postgres")
     async with await psycopg.AsyncConnection.connect(settings.pg_dsn, autocommit=True) as check:
@@ -101,7 +102,7 @@ async def from_postgres(
             )
             while rows := await cur.fetchmany(batch_size):
                 written = {r["booking_id"]: r["content_hash"] for r in rows}
-                await mongo.replace([row_listing(r, clock()) for r in rows])
+                await asyncio.to_thread(mongo.replace, [row_listing(r, clock()) for r in rows])
                 counts.written += len(rows)
                 counts.rewritten += await _settle(check, mongo, written)
                 progress.update(counts.written)
@@ -109,7 +110,7 @@ async def from_postgres(
 
 
 async def _settle(
-    conn: psycopg.AsyncConnection[Any], mongo: MongoSink, written: dict[UUID, str]
+    conn: psycopg.AsyncConnection[Any], mongo: MongoListings, written: dict[UUID, str]
 ) -> int:
     """Write again the rows whose content changed since they were read; return how many."""
     again = 0
@@ -119,10 +120,10 @@ async def _settle(
         gone = [b for b in written if b not in now]
         if gone:
             # Evicted meanwhile: the pipeline deleted the listing, perhaps before we wrote it.
-            await mongo.delete([str(snapshot_id(b)) for b in gone])
+            await asyncio.to_thread(mongo.delete, [str(snapshot_id(b)) for b in gone])
         if not changed:
             return again
-        await mongo.replace([row_listing(r, clock()) for r in changed])
+        await asyncio.to_thread(mongo.replace, [row_listing(r, clock()) for r in changed])
         again += len(changed)
         written = {r["booking_id"]: r["content_hash"] for r in changed}
     log.warning("listings still changing after %d rounds count=%d", MAX_ROUNDS, len(written))
@@ -130,7 +131,7 @@ async def _settle(
 
 
 async def _apply(
-    latest: Mapping[str, bytes | None], mongo: MongoSink, batch_size: int, counts: Counts
+    latest: Mapping[str, bytes | None], mongo: MongoListings, batch_size: int, counts: Counts
 ) -> int:
     items = list(latest.items())
     written = 0
@@ -142,15 +143,15 @@ async def _apply(
             for record in (SnapshotRecord.model_validate_json(v) for _, v in batch if v)
         ]
         gone = [str(snapshot_id(UUID(k))) for k, v in batch if v is None]
-        await mongo.replace(docs)
-        await mongo.delete(gone)
+        await asyncio.to_thread(mongo.replace, docs)
+        await asyncio.to_thread(mongo.delete, gone)
         written += len(docs)
         counts.deleted += len(gone)
     return written
 
 
 async def from_topic(
-    settings: Settings, mongo: MongoSink, batch_size: int, progress: Progress
+    settings: Settings, mongo: MongoListings, batch_size: int, progress: Progress
 ) -> Counts:
     counts = Counts("topic")
     kafka = Kafka(settings.kafka_bootstrap)
@@ -180,7 +181,7 @@ async def from_topic(
 
 
 async def main(settings: Settings, source: Source, batch_size: int) -> int:
-    mongo = MongoSink(settings.mongo_url, settings.mongo_database, settings.mongo_collection)
+    mongo = MongoListings(settings.mongo_url, settings.mongo_database, settings.mongo_collection)
     progress = Progress(f"republish from {source}")
     started = time.monotonic()
     try:
@@ -189,7 +190,7 @@ async def main(settings: Settings, source: Source, batch_size: int) -> int:
         else:
             counts = await from_topic(settings, mongo, batch_size, progress)
     finally:
-        await mongo.close()
+        await asyncio.to_thread(mongo.close)
     counts.seconds = time.monotonic() - started
     progress.close(counts.written)
     log.info(

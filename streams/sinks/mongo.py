@@ -1,4 +1,10 @@
-"""market_listings in MongoDB (any MongoDB-wire server): idempotent replaces keyed by _id."""
+"""market_listings in MongoDB (any MongoDB-wire server): replaces and deletes keyed by _id.
+
+Every operation addresses a listing by its ``_id``, the snapshot id, which is derived from the
+booking id: the one filter every MongoDB-wire server serves from an index, and an address that
+needs no lookup, so a withdrawal or an eviction reaches the listing whoever wrote it.
+Which snapshot may replace which is decided before, in Postgres (streams.sinks.listings).
+"""
 
 from __future__ import annotations
 
@@ -9,16 +15,22 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
-from pymongo import AsyncMongoClient, ReplaceOne
-from pymongo.errors import PyMongoError
+from pymongo import MongoClient, ReplaceOne
+from pymongo.errors import (
+    BulkWriteError,
+    ConnectionFailure,
+    InvalidDocument,
+    OperationFailure,
+    PyMongoError,
+)
 
-from schemas.snapshot import Listing, SnapshotRecord
+from schemas.snapshot import Listing, SnapshotRecord, snapshot_id
 from streams.errors import SinkUnavailable
 
 log = logging.getLogger(__name__)
 
-# FerretDB 1.24 holds one SQLite connection per matched statement until an update command ends,
-# from a pool of 100: a bulk write of 100 or more replaces never returns. Keep commands small.
+# FerretDB 1.24 holds one backend connection per matched statement until an update command ends:
+# a bulk write of as many replaces as its pool has connections never returns. Keep commands small.
 WRITE_CHUNK = 50
 
 
@@ -36,8 +48,8 @@ def _bson(value: Any) -> Any:
     return value
 
 
-def listing_id(record: SnapshotRecord) -> str:
-    return str(record.snapshot.id)
+def listing_id(booking_id: UUID) -> str:
+    return str(snapshot_id(booking_id))
 
 
 def listing_document(record: SnapshotRecord, status: str, published_at: datetime) -> dict[str, Any]:
@@ -67,50 +79,135 @@ def listing_document(record: SnapshotRecord, status: str, published_at: datetime
         content_hash=record.content_hash,
     )
     doc = _bson(listing.model_dump(mode="python"))
-    doc["_id"] = listing_id(record)
+    doc["_id"] = listing_id(s.booking_id)
     doc["pest_events"] = _bson([e.model_dump(mode="python") for e in s.pest_events])
     doc["certificates"] = _bson([c.model_dump(mode="python") for c in s.certificates])
     doc["published_at"] = published_at
     return doc
 
 
-class MongoSink:
+# Server errors that say nothing about the document: retried, never dead-lettered. 1 is
+# InternalError, which FerretDB answers when its backend fails; the others are MongoDB's
+# network, shutdown and primary-change codes.
+TRANSIENT_CODES = frozenset(
+    {1, 6, 7, 50, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436}
+)
+
+
+def _transient(code: Any) -> bool:
+    return code in TRANSIENT_CODES
+
+
+def _refused(exc: Exception) -> str:
+    reason = exc.details.get("errmsg") if isinstance(exc, OperationFailure) and exc.details else exc
+    return f"mongodb refused the listing: {type(exc).__name__}: {reason}"
+
+
+class MongoListings:
+    """The collection, written by _id: replaces that report which documents were refused."""
+
     def __init__(self, url: str, database: str, collection: str) -> None:
-        self._client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
-            url, tz_aware=True, serverSelectionTimeoutMS=5000
+        self._client: MongoClient[dict[str, Any]] = MongoClient(
+            url, tz_aware=True, serverSelectionTimeoutMS=5000, connectTimeoutMS=5000
         )
         self._collection = self._client[database][collection]
         self._indexed = False
 
-    async def _ensure_index(self) -> None:
+    def _ensure_index(self) -> None:
         if not self._indexed:
-            await self._collection.create_index("booking_id", unique=True)
-            await self._collection.create_index("status")
+            self._collection.create_index("booking_id", unique=True)
             self._indexed = True
 
-    async def replace(self, documents: Sequence[dict[str, Any]]) -> None:
-        if not documents:
-            return
+    def replace(
+        self, documents: Sequence[dict[str, Any]], *, upsert: bool = True
+    ) -> dict[str, str]:
+        """Replace (or insert) each document by its _id; return the refused ones' _id -> reason.
+
+        A document the server refuses for what it holds (a field name it does not take, a size
+        over its limit) is reported and the others are written; losing the server raises
+        SinkUnavailable, and the caller writes the whole batch again (replaces are idempotent).
+        """
+        refused: dict[str, str] = {}
         try:
-            await self._ensure_index()
-            # Only a filter on the bare _id is served by an index on FerretDB, and a guarded
-            # filter that fails breaks the rest of its command there: replace by _id alone;
-            # the Postgres guard has already decided what is newer.
+            self._ensure_index()
             for start in range(0, len(documents), WRITE_CHUNK):
-                chunk = documents[start : start + WRITE_CHUNK]
-                await self._collection.bulk_write(
-                    [ReplaceOne({"_id": d["_id"]}, d, upsert=True) for d in chunk], ordered=True
-                )
-        except PyMongoError as exc:
+                pending = list(documents[start : start + WRITE_CHUNK])
+                while pending:
+                    pending = self._bulk(pending, upsert, refused)
+        except ConnectionFailure as exc:
             raise SinkUnavailable(f"mongodb: {exc}") from exc
+        except PyMongoError as exc:
+            raise SinkUnavailable(f"mongodb: {type(exc).__name__}: {exc}") from exc
+        return refused
 
-    async def delete(self, listing_ids: Sequence[str]) -> None:
-        if not listing_ids:
-            return
+    def _bulk(
+        self, docs: list[dict[str, Any]], upsert: bool, refused: dict[str, str]
+    ) -> list[dict[str, Any]]:
+        """Write ``docs`` in one ordered command; return those still to be written."""
         try:
-            await self._collection.delete_many({"_id": {"$in": list(listing_ids)}})
+            self._collection.bulk_write(
+                [ReplaceOne({"_id": d["_id"]}, d, upsert=upsert) for d in docs], ordered=True
+            )
+            return []
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors") or []
+            if not errors:
+                raise
+            # Ordered: what precedes the first error is written, what follows it is not.
+            first = errors[0]
+            if _transient(first.get("code")):
+                raise SinkUnavailable(f"mongodb: {first.get('errmsg')}") from exc
+            index = int(first.get("index", 0))
+            refused[str(docs[index]["_id"])] = (
+                f"mongodb refused the listing: code {first.get('code')}: {first.get('errmsg')}"
+            )
+            return docs[index + 1 :]
+        except OperationFailure as exc:
+            if _transient(exc.code) or exc.has_error_label("RetryableWriteError"):
+                raise SinkUnavailable(f"mongodb: {exc}") from exc
+            self._one_by_one(docs, upsert, refused)
+            return []
+        except (InvalidDocument, KeyError):
+            # InvalidDocument: refused by pymongo's own checks of a document's keys and size,
+            # before the server could say which. KeyError: FerretDB 1.24 answers a bulk with a
+            # failed statement without "nModified", which pymongo cannot read.
+            self._one_by_one(docs, upsert, refused)
+            return []
+
+    def _one_by_one(
+        self, docs: list[dict[str, Any]], upsert: bool, refused: dict[str, str]
+    ) -> None:
+        """Write each document with a command of its own, to learn which are refused."""
+        for doc in docs:
+            try:
+                self._collection.replace_one({"_id": doc["_id"]}, doc, upsert=upsert)
+            except OperationFailure as exc:
+                if _transient(exc.code):
+                    raise SinkUnavailable(f"mongodb: {exc}") from exc
+                refused[str(doc["_id"])] = _refused(exc)
+            except InvalidDocument as exc:
+                refused[str(doc["_id"])] = _refused(exc)
+
+    def replace_existing(self, document: dict[str, Any]) -> bool:
+        """Replace the document if one with its _id exists; True if it did."""
+        try:
+            result = self._collection.replace_one({"_id": document["_id"]}, document)
+        except (InvalidDocument, OperationFailure) as exc:
+            if isinstance(exc, OperationFailure) and _transient(exc.code):
+                raise SinkUnavailable(f"mongodb: {exc}") from exc
+            return False
+        except PyMongoError as exc:
+            raise SinkUnavailable(f"mongodb: {type(exc).__name__}: {exc}") from exc
+        return result.matched_count > 0
+
+    def delete(self, listing_ids: Sequence[str]) -> None:
+        # One statement per _id: a filter such as {"_id": {"$in": [...]}} reads the whole
+        # collection on FerretDB.
+        try:
+            for lid in listing_ids:
+                self._collection.delete_one({"_id": lid})
         except PyMongoError as exc:
             raise SinkUnavailable(f"mongodb: {exc}") from exc
 
-    async def close(self) -> None:
-        await self._client.close()
+    def close(self) -> None:
+        self._client.close()

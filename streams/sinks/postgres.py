@@ -1,19 +1,23 @@
-"""market_inventory_snapshots: guarded, batched upserts with psycopg 3."""
+"""market_inventory_snapshots: guarded, batched upserts with psycopg 3.
+
+The sink runs in a thread of its own (streams.sinks.follower), on a connection of its own; no
+other code shares it, so its transactions never nest in anybody else's.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 import psycopg
-from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from schemas.snapshot import SnapshotRecord
 from streams.errors import SinkRejected, SinkUnavailable
+from streams.sinks.base import Item, Refusal
 
 log = logging.getLogger(__name__)
 
@@ -67,21 +71,6 @@ WHERE {T}.content_hash <> EXCLUDED.content_hash
 RETURNING booking_id
 """
 
-SYNC_STATE = f"""
-SELECT booking_id, status, content_hash, synced_hash, market_listing_id
-FROM {T} WHERE booking_id = ANY(%s)
-"""
-
-MARK_SYNCED = f"""
-UPDATE {T} SET
-    status = CASE WHEN status = 'ready_to_publish' THEN 'published' ELSE status END,
-    market_listing_id = %(listing_id)s,
-    published_at = COALESCE(published_at, %(now)s),
-    last_synced_at = %(now)s,
-    synced_hash = %(content_hash)s
-WHERE booking_id = %(booking_id)s AND content_hash = %(content_hash)s
-"""
-
 
 def row_params(record: SnapshotRecord) -> dict[str, Any]:
     snap = record.snapshot.model_dump(mode="python")
@@ -96,102 +85,127 @@ def row_params(record: SnapshotRecord) -> dict[str, Any]:
     return params
 
 
+DELETE = f"DELETE FROM {T} WHERE booking_id = ANY(%s)"
+
+# Transaction-scoped advisory locks per booking, always taken in booking order:
+# - "row": held by a writer of the snapshot row, and by a writer of market_listing_sync from
+#   that write to its commit. Each side's trigger reads the other's table; under READ COMMITTED
+#   two such transactions at once would each miss the other's uncommitted write, leaving a row
+#   unpublished whose listing exists.
+# - "listing": held by a writer of listings across its MongoDB write (streams.sinks.listings),
+#   which may be slow; the row writers never wait for it.
+LOCK_SEEDS = {"row": 1129, "listing": 1130}
+LOCK_BOOKINGS = (
+    "SELECT pg_advisory_xact_lock(hashtextextended(b::text, %s)) "
+    "FROM unnest(%s::uuid[]) AS b ORDER BY b"
+)
+
+
+def lock_bookings(
+    conn: psycopg.Connection[Any], booking_ids: Sequence[UUID], what: str = "row"
+) -> None:
+    conn.execute(LOCK_BOOKINGS, (LOCK_SEEDS[what], sorted(set(booking_ids))))
+
+
+R = TypeVar("R")
+
+
+def run_guarded(conn: psycopg.Connection[Any], fn: Callable[[psycopg.Connection[Any]], R]) -> R:
+    """Run ``fn`` in a transaction of ``conn``, mapping psycopg's errors to the pipeline's.
+
+    Anything that is not about the data (a lost connection, a missing table, a privilege, an
+    error in the driver's own state) closes the connection: the next attempt starts clean instead
+    of inside a transaction that will never commit.
+    """
+    try:
+        with conn.transaction():
+            return fn(conn)
+    except (psycopg.errors.DataError, psycopg.errors.IntegrityError) as exc:
+        raise SinkRejected(f"postgres rejected the snapshot: {exc}") from exc
+    except psycopg.Error as exc:
+        conn.close()
+        raise SinkUnavailable(f"postgres: {type(exc).__name__}: {exc}") from exc
+
+
 class PostgresSink:
+    """The snapshot table as a SnapshotSink: guarded upserts, and deletes for tombstones."""
+
+    name = "postgres"
+
     def __init__(self, dsn: str) -> None:
         self._dsn = dsn
-        self._conn: psycopg.AsyncConnection[Any] | None = None
+        self._conn: psycopg.Connection[Any] | None = None
 
-    async def _connection(self) -> psycopg.AsyncConnection[Any]:
+    def _connection(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed:
             try:
-                self._conn = await psycopg.AsyncConnection.connect(self._dsn, autocommit=False)
+                self._conn = psycopg.connect(
+                    self._dsn,
+                    autocommit=False,
+                    connect_timeout=10,
+                    application_name=f"mis-sink-{self.name}",
+                )
             except psycopg.Error as exc:
                 raise SinkUnavailable(f"postgres: {exc}") from exc
         return self._conn
 
-    async def close(self) -> None:
+    def close(self) -> None:
         if self._conn is not None:
-            await self._conn.close()
+            self._conn.close()
             self._conn = None
 
-    async def _run(self, fn: Any) -> Any:
-        conn = await self._connection()
+    def write(self, items: Sequence[Item]) -> list[Refusal]:
+        """Write a batch in one transaction; on a refusal, find the items refused one by one."""
         try:
-            async with conn.transaction():
-                return await fn(conn)
-        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-            await self.close()
-            raise SinkUnavailable(f"postgres: {exc}") from exc
-        except (psycopg.errors.DataError, psycopg.errors.IntegrityError) as exc:
-            raise SinkRejected(f"postgres rejected the snapshot: {exc}") from exc
-        except psycopg.Error as exc:
-            # A missing table or column, a privilege: the operator can fix it, and the batch
-            # waits for that rather than being skipped.
-            raise SinkUnavailable(f"postgres: {type(exc).__name__}: {exc}") from exc
+            self._write(items)
+            return []
+        except SinkRejected as exc:
+            if len(items) == 1:
+                return [(items[0], str(exc))]
+        refused: list[Refusal] = []
+        for item in items:
+            try:
+                self._write([item])
+            except SinkRejected as exc:
+                refused.append((item, str(exc)))
+        return refused
 
-    async def upsert(self, records: Sequence[SnapshotRecord]) -> set[UUID]:
-        """Write the records that pass the guard; return the booking ids that changed."""
+    def _write(self, items: Sequence[Item]) -> set[UUID]:
+        records = [i.record for i in items if i.record is not None]
+        gone = [i.booking_id for i in items if i.record is None]
 
-        async def work(conn: psycopg.AsyncConnection[Any]) -> set[UUID]:
+        def work(conn: psycopg.Connection[Any]) -> set[UUID]:
             changed: set[UUID] = set()
-            async with conn.cursor() as cur:
-                await cur.executemany(UPSERT, [row_params(r) for r in records], returning=True)
-                while True:
-                    row = await cur.fetchone()
-                    if row is not None:
-                        changed.add(row[0])
-                    if not cur.nextset():
-                        break
+            lock_bookings(conn, [i.booking_id for i in items])
+            if records:
+                with conn.cursor() as cur:
+                    cur.executemany(UPSERT, [row_params(r) for r in records], returning=True)
+                    while True:
+                        row = cur.fetchone()
+                        if row is not None:
+                            changed.add(row[0])
+                        if not cur.nextset():
+                            break
+            if gone:
+                conn.execute(DELETE, (gone,))
             return changed
 
-        result: set[UUID] = await self._run(work)
-        return result
+        return run_guarded(self._connection(), work)
 
-    async def sync_state(self, booking_ids: Sequence[UUID]) -> dict[UUID, dict[str, Any]]:
-        async def work(conn: psycopg.AsyncConnection[Any]) -> dict[UUID, dict[str, Any]]:
-            async with conn.cursor(row_factory=dict_row) as cur:
-                await cur.execute(SYNC_STATE, (list(booking_ids),))
-                return {row["booking_id"]: row for row in await cur.fetchall()}
 
-        result: dict[UUID, dict[str, Any]] = await self._run(work)
-        return result
+async def expired_terminal(dsn: str, older_than: datetime) -> list[UUID]:
+    """Bookings whose completed or withdrawn snapshot finished before ``older_than``.
 
-    async def mark_synced(
-        self, synced: Sequence[tuple[SnapshotRecord, str]], now: datetime
-    ) -> None:
-        async def work(conn: psycopg.AsyncConnection[Any]) -> None:
-            async with conn.cursor() as cur:
-                await cur.executemany(
-                    MARK_SYNCED,
-                    [
-                        {
-                            "listing_id": listing_id,
-                            "now": now,
-                            "content_hash": r.content_hash,
-                            "booking_id": r.snapshot.booking_id,
-                        }
-                        for r, listing_id in synced
-                    ],
-                )
-
-        await self._run(work)
-
-    async def delete(self, booking_ids: Sequence[UUID]) -> None:
-        async def work(conn: psycopg.AsyncConnection[Any]) -> None:
-            await conn.execute(f"DELETE FROM {T} WHERE booking_id = ANY(%s)", (list(booking_ids),))
-
-        await self._run(work)
-
-    async def expired_terminal(self, older_than: datetime) -> list[tuple[UUID, str | None]]:
-        """Completed and withdrawn snapshots finished before ``older_than``."""
-
-        async def work(conn: psycopg.AsyncConnection[Any]) -> list[tuple[UUID, str | None]]:
+    On a connection of its own, opened for the query: the daily cleanup shares nothing with the
+    sinks.
+    """
+    try:
+        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
             cur = await conn.execute(
-                f"SELECT booking_id, market_listing_id FROM {T} "
+                f"SELECT booking_id FROM {T} "
                 "WHERE status IN ('completed', 'withdrawn') AND finished_at < %s",
                 (older_than,),
             )
-            return [(r[0], r[1]) for r in await cur.fetchall()]
-
-        result: list[tuple[UUID, str | None]] = await self._run(work)
-        return result
+            return [r[0] for r in await cur.fetchall()]
+    except psycopg.Error as exc:
+        raise SinkUnavailable(f"postgres: {exc}") from exc

@@ -119,6 +119,8 @@ def compose_stack(settings: Settings) -> Iterator[ComposeStack]:
 
     previous = os.environ.get("COMPOSE_PROJECT_NAME")
     os.environ["COMPOSE_PROJECT_NAME"] = PROJECT
+    # docker-compose.yml has no default password: the containers get the one the tests use.
+    os.environ.setdefault("MIS_PG_PASSWORD", settings.pg_password.get_secret_value())
     compose = DockerCompose(
         REPO, compose_file_name=COMPOSE_FILE, services=list(SERVICES), wait=True
     )

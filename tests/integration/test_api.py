@@ -31,27 +31,41 @@ from prometheus_client.parser import text_string_to_metric_families
 from schemas.snapshot import snapshot_id
 from streams import source_db
 from streams.api import openapi
+from streams.api.auth import digest as auth_digest
 from streams.config import Settings
-from tests.integration.workers import Worker, snapshot_row, wait_for
+from tests.integration.workers import (
+    API_TOKEN,
+    READ_TOKEN,
+    Worker,
+    snapshot_row,
+    wait_for,
+)
 
 DOC = openapi.document()
 SETTLE = 60.0  # seconds for a source change to reach the snapshot and the listing
 SNAPSHOT = "/storage-guard/snapshots/{booking_id}"
 BOOKINGS = "/storage-guard/bookings"
+SYNC_ALL = "/storage-guard/snapshots/sync-all"
+JOB = "/storage-guard/jobs/{job_id}"
+AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 REPO = Path(__file__).resolve().parents[2]
 CONNECTOR = json.loads((REPO / "connectors" / "storage_guard-source.json").read_text())
 
 
 class Http:
-    """One worker's HTTP API."""
+    """One worker's HTTP API, called with the tests' token; keeps every answer it got."""
 
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
         self.base = f"http://127.0.0.1:{worker.web_port}"
         self.session = requests.Session()
+        self.session.headers.update(AUTH)
+        self.answers: list[str] = []
 
     def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        return self.session.request(method, self.base + path, timeout=60, **kwargs)
+        resp = self.session.request(method, self.base + path, timeout=60, **kwargs)
+        self.answers.append(f"{resp.status_code} {dict(resp.headers)}\n{resp.text}")
+        return resp
 
     def get(self, path: str, **kwargs: Any) -> requests.Response:
         return self.request("GET", path, **kwargs)
@@ -79,6 +93,21 @@ class Http:
         assert resp.status_code == 200 and resp.headers["Content-Type"].startswith("text/plain")
         return {f.name: f.samples for f in text_string_to_metric_families(resp.text)}
 
+    def sync_all(self, timeout: float = SETTLE) -> dict[str, Any]:
+        """Start sync-all, poll its job until it is done; the job as last answered."""
+        resp = self.post(SYNC_ALL)
+        started = conforms(resp, "POST", SYNC_ALL)
+        assert resp.status_code == 202 and resp.headers["Location"] == started["location"]
+        assert started["location"] == JOB.format(job_id=started["job_id"])
+
+        def finished() -> dict[str, Any] | None:
+            job = conforms(self.get(started["location"]), "GET", JOB)
+            return job if job["status"] != "running" else None
+
+        job = wait_for(f"sync-all job {started['job_id']}", finished, timeout)
+        assert job["status"] == "succeeded", job
+        return job
+
 
 def conforms(resp: requests.Response, method: str, template: str) -> Any:
     """The JSON body of ``resp``, validated against the schema declared for its status."""
@@ -87,9 +116,10 @@ def conforms(resp: requests.Response, method: str, template: str) -> Any:
     assert declared is not None, (
         f"{method} {template} answered an undeclared {resp.status_code}: {resp.text[:300]}"
     )
-    assert resp.headers["Content-Type"].startswith("application/json")
+    (media_type,) = declared["content"]
+    assert resp.headers["Content-Type"].startswith(media_type)
     body = resp.json()
-    schema = declared["content"]["application/json"]["schema"]
+    schema = declared["content"][media_type]["schema"]
     Draft202012Validator({**schema, "components": DOC["components"]}).validate(body)
     return body
 
@@ -100,6 +130,16 @@ def refused(resp: requests.Response, status: int) -> str:
     body = resp.json()
     assert body["success"] is False and isinstance(body["error"], str) and body["error"]
     return str(body["error"])
+
+
+def problem(resp: requests.Response, status: int) -> str:
+    """A 401/403 as RFC 9457 problem details with a Bearer challenge; returns its detail."""
+    message = refused(resp, status)
+    assert resp.headers["Content-Type"].startswith("application/problem+json")
+    body = resp.json()
+    assert body["status"] == status and body["detail"] == message and body["title"]
+    assert resp.headers["WWW-Authenticate"].startswith("Bearer ")
+    return message
 
 
 def start_workers(
@@ -312,12 +352,49 @@ class TestOneWorker:
         assert "withdrawn" in refused(resp, 409)
         conforms(resp, "POST", SNAPSHOT + "/publish")
 
-    def test_sync_all_answers_per_booking(self, one: Http) -> None:
-        resp = one.post("/storage-guard/snapshots/sync-all")
-        body = conforms(resp, "POST", "/storage-guard/snapshots/sync-all")
-        assert resp.status_code == 200
-        assert body["total"] == len(body["results"])
+    def test_sync_all_is_a_job_that_answers_per_booking(self, one: Http) -> None:
+        job = one.sync_all()
+        body = job["result"]
+        assert body["total"] == len(body["results"]) == job["progress"]["processed"]
         assert body["published"] == sum(1 for r in body["results"] if r["success"])
+        assert job["progress"]["published"] == body["published"] and job["finished_at"]
+        resp = one.get(JOB.format(job_id=uuid4()))
+        assert "no job" in refused(resp, 404)
+        conforms(resp, "GET", JOB)
+        resp = one.get(JOB.format(job_id="nope"))
+        assert "UUID" in refused(resp, 422)
+        conforms(resp, "GET", JOB)
+
+    def test_every_operation_but_health_needs_a_token_with_its_scope(
+        self, one: Http, pg: Any
+    ) -> None:
+        booking = SNAPSHOT.format(booking_id=uuid4())
+        calls = [
+            ("GET", booking, SNAPSHOT, "read"),
+            ("POST", booking + "/publish", SNAPSHOT + "/publish", "publish"),
+            ("POST", booking + "/reconcile", SNAPSHOT + "/reconcile", "operate"),
+            ("POST", SYNC_ALL, SYNC_ALL, "operate"),
+            ("GET", JOB.format(job_id=uuid4()), JOB, "operate"),
+            ("POST", BOOKINGS + f"?farmer_id={uuid4()}", BOOKINGS, "operate"),
+            ("GET", "/metrics", "/metrics", "metrics"),
+            ("GET", "/openapi.json", "/openapi.json", None),
+        ]
+        bad = "mis_" + uuid4().hex + uuid4().hex
+        for method, path, template, scope in calls:
+            for headers in ({"Authorization": ""}, {"Authorization": f"Bearer {bad}"}):
+                resp = one.request(method, path, headers=headers)
+                assert bad not in problem(resp, 401), (method, path)
+                conforms(resp, method, template)
+            resp = one.request(method, path, headers={"Authorization": f"Bearer {READ_TOKEN}"})
+            if scope in ("read", None):
+                assert resp.status_code not in (401, 403), (method, path, resp.text[:200])
+                continue
+            assert f"'{scope}'" in problem(resp, 403), (method, path)
+            assert f'scope="{scope}"' in resp.headers["WWW-Authenticate"]
+            conforms(resp, method, template)
+        unauthenticated = requests.get(f"{one.base}/health", timeout=60)
+        assert unauthenticated.status_code == 200
+        assert one.request("GET", "/nowhere", headers={"Authorization": ""}).status_code == 401
 
     def test_reconcile_heals_a_missed_change_and_a_drifted_listing(
         self, one: Http, pg: Any, mongo_db: Any
@@ -465,8 +542,9 @@ class TestOneWorker:
         assert "mis_dead_letters" in families
         sinks = {s.labels["sink"] for s in families["mis_sink_latency_seconds"]}
         assert sinks == {"postgres", "mongodb"}
-        (freshness,) = families["mis_snapshot_freshness_seconds"]
-        assert 0 <= freshness.value < 60
+        freshness = {s.labels["sink"]: s.value for s in families["mis_snapshot_freshness_seconds"]}
+        assert set(freshness) == {"postgres", "mongodb"}
+        assert all(0 <= v < 60 for v in freshness.values())
         http = {(s.labels["route"], s.labels["status"]) for s in families["mis_http_requests"]}
         assert ("/storage-guard/snapshots/{booking_id}", "200") in http
 
@@ -499,6 +577,59 @@ class TestOneWorker:
     def test_fuzzing_the_openapi_document_finds_no_server_error(self, one: Http) -> None:
         failures = fuzz(f"{one.base}/openapi.json", examples_per_mode=50)
         assert not failures, "\n\n".join(failures)
+
+    def test_no_secret_in_the_log_the_metrics_the_answers_or_the_document(
+        self, one: Http, settings: Settings
+    ) -> None:
+        """Last of the class: everything the worker wrote since it started is searched."""
+        bad = "mis_" + uuid4().hex + uuid4().hex
+        as_json = {"Content-Type": "application/json"}
+        for auth in (
+            API_TOKEN,
+            f"Bearer {API_TOKEN}",
+            f"Bearer {bad}",
+            f"Bearer {READ_TOKEN}",
+            f"Basic {bad}",
+            f"Bearer {API_TOKEN} {bad}",
+        ):
+            headers = {"Authorization": auth}
+            one.request("GET", SNAPSHOT.format(booking_id=uuid4()), headers=headers)
+            one.request("GET", SNAPSHOT.format(booking_id="x"), headers=headers)
+            one.request("POST", SNAPSHOT.format(booking_id=uuid4()) + "/publish", headers=headers)
+            one.request("POST", SYNC_ALL, headers=headers)
+            one.request(
+                "POST", BOOKINGS, params={"farmer_id": "f"}, data=b"{", headers=headers | as_json
+            )
+            one.request("GET", "/nowhere", headers=headers)
+            one.request("GET", "/metrics", headers=headers)
+        written = {
+            "the worker's log": one.worker.log_path.read_text(errors="replace"),
+            "/metrics": one.get("/metrics").text,
+            "/openapi.json": one.get("/openapi.json").text,
+            "the answers": "\n".join(one.answers),
+        }
+        statuses = {int(answer.split(" ", 1)[0]) for answer in one.answers}
+        assert {200, 202, 400, 401, 403, 404, 422} <= statuses, statuses
+        password = settings.pg_password.get_secret_value()
+        secrets = {
+            "the tests' token": API_TOKEN,
+            "the read-only token": READ_TOKEN,
+            "a refused token": bad,
+            "a token's digest": auth_digest(API_TOKEN),
+            "the Postgres DSN": settings.pg_dsn,
+            "the Postgres password": f"password={password}",
+        }
+        # The default password is a word the answers use ("postgres" is a dependency's name);
+        # `make test` starts its stack with a password of its own.
+        if password != "postgres":
+            secrets["the bare Postgres password"] = password
+        leaks = [
+            f"{secret} in {where}"
+            for secret, value in secrets.items()
+            for where, text in written.items()
+            if value in text
+        ]
+        assert not leaks, leaks
 
 
 # =========================================================================== two workers
@@ -567,9 +698,9 @@ class TestTwoWorkers:
             assert bodies[0][key] == bodies[1][key]
         assert bodies[0]["signal_id"] != bodies[1]["signal_id"]
 
-        for h in pair:
-            resp = h.post("/storage-guard/snapshots/sync-all")
-            assert conforms(resp, "POST", "/storage-guard/snapshots/sync-all")["success"]
+        jobs = [h.sync_all() for h in pair]
+        # A job lives on the worker that runs it.
+        assert "no job" in refused(b.get(JOB.format(job_id=jobs[0]["job_id"])), 404)
 
         unknown = SNAPSHOT.format(booking_id=uuid4())
         assert same_answer(pair, "GET", unknown, SNAPSHOT)[0] == 404
@@ -640,8 +771,7 @@ class TestAutoPublishOff:
         assert manual.snapshot(third)["status"] == "published"  # type: ignore[index]
         assert listing(mongo_db, third) is not None
 
-        resp = manual.post("/storage-guard/snapshots/sync-all")
-        body = conforms(resp, "POST", "/storage-guard/snapshots/sync-all")
+        body = manual.sync_all()["result"]
         results = {UUID(r["booking_id"]): r for r in body["results"]}
         assert body["total"] == len(body["results"]) >= 2
         assert body["published"] == sum(1 for r in body["results"] if r["success"])
@@ -653,11 +783,7 @@ class TestAutoPublishOff:
             assert listing(mongo_db, booking_id) is not None
         assert third not in results  # already published: not waiting any more
 
-        again = conforms(
-            manual.post("/storage-guard/snapshots/sync-all"),
-            "POST",
-            "/storage-guard/snapshots/sync-all",
-        )
+        again = manual.sync_all()["result"]
         assert not {first, second, third} & {UUID(r["booking_id"]) for r in again["results"]}
 
     def test_a_published_listing_follows_changes_without_auto_publish(
@@ -700,9 +826,22 @@ def fuzz(url: str, examples_per_mode: int) -> list[str]:
         response_schema_conformance,
         negative_data_rejection,
     ]
-    schema = schemathesis.openapi.from_url(url)
+    schema = schemathesis.openapi.from_url(url, headers=AUTH)
+
+    @schema.auth()
+    class Bearer:
+        """The tests' token on every case, except those meant to lack the Authorization header
+        (negative cases), which must then be refused."""
+
+        def get(self, case: Any, context: Any) -> str:
+            return API_TOKEN
+
+        def set(self, case: Any, data: str, context: Any) -> None:
+            case.headers = {**(case.headers or {}), "Authorization": f"Bearer {data}"}
+
     failures: list[str] = []
     operations = 0
+    statuses: dict[str, set[int]] = {}
     for result in schema.get_all_operations():
         if isinstance(result, Err):
             failures.append(f"an operation schemathesis cannot load: {result.err()}")
@@ -723,11 +862,15 @@ def fuzz(url: str, examples_per_mode: int) -> list[str]:
                 suppress_health_check=list(HealthCheck),
             )
             def run(case: Any) -> None:
-                case.call_and_validate(checks=checks)
+                response = case.call_and_validate(checks=checks)
+                statuses.setdefault(case.operation.label, set()).add(response.status_code)
 
             try:
                 run()
             except Exception as exc:
                 failures.append(f"{operation.label} [{mode.value}]: {exc}")
     assert operations >= len(openapi.operations(DOC)) - 1  # all but the document itself
+    # Authenticated: every operation was answered past the guard, not only refused by it.
+    refused_only = {op: found for op, found in statuses.items() if found <= {401, 403}}
+    assert statuses and not refused_only, refused_only
     return failures

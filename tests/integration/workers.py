@@ -12,8 +12,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from streams.api.auth import entry
+
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[2]
+#: The tests' callers of the API: fixed tokens, so a failing run can be replayed by hand.
+API_TOKEN = "mis_integration-tests-every-scope-5b0c1f9e2d7a4c38"
+READ_TOKEN = "mis_integration-tests-read-only-8e41d2a7c96b0f13"
+API_TOKENS = " ".join(
+    [
+        entry("tests", API_TOKEN, ["read", "publish", "operate", "metrics"]),
+        entry("tests-read", READ_TOKEN, ["read"]),
+    ]
+)
 
 
 def free_port() -> int:
@@ -49,6 +60,10 @@ class Worker:
             "MIS_WEB_PORT": str(self.web_port),
             "MIS_DATA_DIR": str(workdir / f"{name}-data"),
             "MIS_TICK_INTERVAL_S": "1",
+            "MIS_API_TOKENS": API_TOKENS,
+            # The tests write faster than a client would; the limit itself is a unit test.
+            "MIS_API_WRITE_RATE_PER_S": "1000",
+            "MIS_API_WRITE_BURST": "1000",
             **(extra_env or {}),
         }
         self.proc: subprocess.Popen[bytes] | None = None

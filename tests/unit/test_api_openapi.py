@@ -11,7 +11,7 @@ from jsonschema import Draft202012Validator
 from pydantic import BaseModel
 
 from schemas.snapshot import snapshot_id
-from streams.api import openapi
+from streams.api import auth, openapi
 from streams.api.models import (
     AdditionalCondition,
     BookingResponse,
@@ -19,6 +19,9 @@ from streams.api.models import (
     DependencyState,
     ErrorResponse,
     HealthResponse,
+    JobProgress,
+    JobView,
+    ProblemResponse,
     PublishResponse,
     ReconcileResponse,
     SnapshotResponse,
@@ -39,7 +42,8 @@ def validator(ref: str) -> Draft202012Validator:
 
 def declared(method: str, path: str, status: int) -> dict[str, Any]:
     response = DOC["paths"][path][method.lower()]["responses"][str(status)]
-    return response["content"]["application/json"]["schema"]
+    (content,) = response["content"].values()
+    return cast(dict[str, Any], content["schema"])
 
 
 def test_every_route_is_documented_and_every_operation_is_routed() -> None:
@@ -53,6 +57,54 @@ def test_every_route_is_documented_and_every_operation_is_routed() -> None:
         if route.resource is not None
     }
     assert routed == openapi.operations(DOC)
+
+
+def test_every_route_needs_the_scope_the_guard_checks_and_declares_its_refusals() -> None:
+    from faust.web.drivers.aiohttp import Web
+
+    from streams.web import app
+
+    routed = {
+        (route.method, route.resource.canonical)
+        for route in cast(Web, app.web).web_app.router.routes()
+        if route.resource is not None
+    }
+    assert routed == set(auth.OPERATION_SCOPES) | auth.PUBLIC
+    assert DOC["components"]["securitySchemes"]["bearer"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": DOC["components"]["securitySchemes"]["bearer"]["description"],
+    }
+    for method, path in routed:
+        op = DOC["paths"][path][method.lower()]
+        if (method, path) in auth.PUBLIC:
+            assert op["security"] == [] and "401" not in op["responses"]
+            continue
+        scope = auth.OPERATION_SCOPES[(method, path)]
+        assert op["security"] == [{"bearer": [scope] if scope else []}], (method, path)
+        refusals = {"401", "403"} if scope else {"401"}
+        if method == "POST":
+            refusals.add("429")
+        assert refusals <= set(op["responses"]), (method, path)
+        for status in refusals:
+            assert set(op["responses"][status]["content"]) == {"application/problem+json"}
+        if method == "POST":
+            assert "Retry-After" in op["responses"]["429"]["headers"]
+        assert "WWW-Authenticate" in op["responses"]["401"]["headers"]
+
+
+def test_metrics_is_declared_public_only_when_the_setting_says_so() -> None:
+    assert DOC["paths"]["/metrics"]["get"]["security"] == [{"bearer": ["metrics"]}]
+    public = openapi.document(metrics_public=True)
+    assert public["paths"]["/metrics"]["get"]["security"] == []
+    assert "401" not in public["paths"]["/metrics"]["get"]["responses"]
+
+
+@pytest.mark.parametrize("status", [401, 403, 429])
+def test_problem_answers_validate(status: int) -> None:
+    method, path = "POST", "/storage-guard/snapshots/{booking_id}/publish"
+    body = ProblemResponse(title="x", status=status, detail="why", error="why")
+    validator(declared(method, path, status)["$ref"]).validate(body.model_dump(mode="json"))
 
 
 def test_the_document_is_openapi_3_1_with_valid_json_schemas() -> None:
@@ -100,7 +152,7 @@ def _snapshot_view() -> SnapshotView:
 
 
 def _examples() -> list[tuple[str, str, int, BaseModel]]:
-    booking_id = uuid4()
+    booking_id, job_id = uuid4(), uuid4()
     now = datetime.now(UTC)
     up = DependencyState(status="up", latency_ms=1.5)
     return [
@@ -131,14 +183,40 @@ def _examples() -> list[tuple[str, str, int, BaseModel]]:
         (
             "POST",
             "/storage-guard/snapshots/sync-all",
+            202,
+            JobView(
+                job_id=job_id,
+                kind="sync-all",
+                status="running",
+                started_at=now,
+                finished_at=None,
+                progress=JobProgress(pages=0, processed=0, published=0),
+                result=None,
+                error=None,
+                location=f"/storage-guard/jobs/{job_id}",
+            ),
+        ),
+        (
+            "GET",
+            "/storage-guard/jobs/{job_id}",
             200,
-            SyncAllResponse(
-                total=2,
-                published=1,
-                results=[
-                    SyncResult(booking_id=booking_id, success=True, listing_id="x"),
-                    SyncResult(booking_id=uuid4(), success=False, error="changed"),
-                ],
+            JobView(
+                job_id=job_id,
+                kind="sync-all",
+                status="succeeded",
+                started_at=now,
+                finished_at=now,
+                progress=JobProgress(pages=1, processed=2, published=1),
+                result=SyncAllResponse(
+                    total=2,
+                    published=1,
+                    results=[
+                        SyncResult(booking_id=booking_id, success=True, listing_id="x"),
+                        SyncResult(booking_id=uuid4(), success=False, error="changed"),
+                    ],
+                ),
+                error=None,
+                location=f"/storage-guard/jobs/{job_id}",
             ),
         ),
         (

@@ -83,9 +83,14 @@ def raw() -> dict[str, Any]:
     return doc
 
 
+#: what a user adds to .env (or exports) before `docker compose up`; the checked-in .env has none
+SECRETS = {"MIS_PG_PASSWORD": "a-password-of-the-users-own"}
+
+
 def compose(**env: str) -> dict[str, Any]:
-    """The file as Compose sees it with .env and these variables (and no other MIS_*)."""
-    return interpolate(raw(), {**dotenv(), **env})
+    """The file as Compose sees it with .env, the user's secrets and these variables (and no
+    other MIS_*)."""
+    return interpolate(raw(), {**dotenv(), **SECRETS, **env})
 
 
 def environment(service: str, **env: str) -> dict[str, str]:
@@ -351,7 +356,20 @@ def test_postgres_decodes_logically_and_starts_with_the_projects_schema() -> Non
     assert flags["wal_level"] == "logical"
     assert "./schemas/sql:/docker-entrypoint-initdb.d:ro" in postgres["volumes"]
     assert SQL_DIR == REPO / "schemas" / "sql" and sorted(SQL_DIR.glob("*.sql"))
-    env, settings = environment("postgres"), Settings()
+    env, settings = environment("postgres"), settings_from(environment("worker"))
     assert env["POSTGRES_USER"] == settings.pg_user
     assert env["POSTGRES_PASSWORD"] == settings.pg_password.get_secret_value()
     assert env["POSTGRES_DB"] == settings.pg_database
+    assert environment("connect")["MIS_PG_PASSWORD"] == env["POSTGRES_PASSWORD"]
+
+
+def test_passwords_come_from_dotenv_or_the_environment_and_have_no_default() -> None:
+    text = COMPOSE.read_text()
+    assert not re.search(r"PASSWORD:-", text), "a password with a default in docker-compose.yml"
+    assert "MIS_PG_PASSWORD" not in dotenv(), "a password in the checked-in .env"
+    with pytest.raises(KeyError, match="MIS_PG_PASSWORD"):
+        interpolate(raw(), dotenv())
+    for service in ("postgres", "connect", "worker", "register"):
+        found = environment(service)
+        password = found.get("POSTGRES_PASSWORD", found.get("MIS_PG_PASSWORD"))
+        assert password == SECRETS["MIS_PG_PASSWORD"], service

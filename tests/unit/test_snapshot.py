@@ -1,4 +1,4 @@
-"""The snapshot builder, rule by rule (DESIGN §2), table-driven.
+"""The snapshot builder, rule by rule (docs/snapshot-contract.md), table-driven.
 
 The row factories here are shared by the other test_snapshot_* modules.
 """
@@ -19,7 +19,13 @@ import pytest
 
 from schemas.entities import Booking, Certificate, Inspection, PestDetection, SensorReading
 from schemas.snapshot import CertificateView, PestEvent, SensorValue, Snapshot, snapshot_id
-from streams.snapshot import build_snapshot, content_hash, latest_per_sensor, next_deadline
+from streams.snapshot import (
+    build_snapshot,
+    content_hash,
+    latest_per_sensor,
+    latest_per_sensor_type,
+    next_deadline,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
@@ -319,6 +325,87 @@ def test_sensor_summary_over_latest_reading_of_each_sensor() -> None:
     }
 
 
+# A combined device: one sensor_id reporting several types. It counts in each of its types, and
+# its newest reading of one type never hides its latest reading of another (DESIGN §2).
+M = timedelta(minutes=1)
+
+
+@pytest.mark.parametrize(
+    ("readings", "sensors", "summary"),
+    [
+        pytest.param(
+            [
+                reading(1, "TH-01", "temperature", 3.5, age=10 * M),
+                reading(2, "TH-01", "humidity", 88.0, unit="%", age=2 * M),
+            ],
+            {"temperature": (3.5, 10), "humidity": (88.0, 2)},
+            {"temperature": (3.5, 3.5, 3.5), "humidity": (88.0, 88.0, 88.0)},
+            id="one-device-two-types",
+        ),
+        pytest.param(
+            [
+                reading(1, "TH-01", "temperature", 3.0, age=30 * M),
+                reading(2, "TH-01", "temperature", 5.0, age=20 * M),
+                reading(3, "TH-01", "humidity", 90.0, unit="%", age=1 * M),
+                reading(4, "T-02", "temperature", 4.0, age=25 * M),
+            ],
+            {"temperature": (5.0, 20), "humidity": (90.0, 1)},
+            {"temperature": (4.5, 4.0, 5.0), "humidity": (90.0, 90.0, 90.0)},
+            id="device-latest-of-each-type-beside-a-plain-sensor",
+        ),
+        pytest.param(
+            [
+                reading(1, "TH-01", "temperature", 2.0, age=5 * M),
+                reading(2, "TH-01", "humidity", 80.0, unit="%", age=5 * M),
+                reading(3, "TH-02", "temperature", 6.0, age=4 * M),
+                reading(4, "TH-02", "humidity", 70.0, unit="%", age=6 * M),
+            ],
+            {"temperature": (6.0, 4), "humidity": (80.0, 5)},
+            {"temperature": (4.0, 2.0, 6.0), "humidity": (75.0, 70.0, 80.0)},
+            id="two-devices-same-instant",
+        ),
+        pytest.param(
+            [
+                reading(1, "TH-01", "temperature", 2.0, age=90 * M),
+                *[
+                    reading(10 + i, "TH-01", "humidity", 80.0 + i, unit="%", age=i * M)
+                    for i in range(20)
+                ],
+            ],
+            {"temperature": (2.0, 90), "humidity": (80.0, 0)},
+            {"temperature": (2.0, 2.0, 2.0), "humidity": (80.0, 80.0, 80.0)},
+            id="a-stream-of-one-type-keeps-the-other",
+        ),
+    ],
+)
+def test_combined_device_counts_in_each_of_its_types(
+    readings: list[SensorReading],
+    sensors: dict[str, tuple[float, int]],
+    summary: dict[str, tuple[float, float, float]],
+) -> None:
+    snap = build(readings=readings)
+    assert {t: (s.value, (NOW - s.reading_time) // M) for t, s in snap.sensors.items()} == sensors
+    assert snap.sensor_summary == {
+        f"{t}_{stat}": value
+        for t, values in summary.items()
+        for stat, value in zip(("avg", "min", "max"), values, strict=True)
+    }
+
+
+def test_latest_per_sensor_type() -> None:
+    readings = [
+        reading(1, "TH-01", "temperature", age=9 * M),
+        reading(2, "TH-01", "humidity", age=1 * M),
+        reading(3, "TH-01", "temperature", age=4 * M),
+    ]
+    latest = latest_per_sensor_type(readings)
+    assert {k: v.id for k, v in latest.items()} == {
+        ("TH-01", "temperature"): 3,
+        ("TH-01", "humidity"): 2,
+    }
+    assert {k: v.id for k, v in latest_per_sensor(readings).items()} == {"TH-01": 2}
+
+
 # Half away from zero on the value's shortest decimal text. Most of these decimal ties are not
 # ties in binary (2.675 is stored as 2.67499999999999982236431605997495353221893310546875), so
 # Python's round() gives 2.67 where the contract, like Postgres' round(numeric), gives 2.68.
@@ -543,6 +630,32 @@ HOUR = timedelta(hours=1)
             id="offline-latest-is-faulty",
         ),
         pytest.param([reading(1, age=-timedelta(minutes=10))], "ok", id="ok-future-clock-skew"),
+        # A combined device is up when its newest report, of any type, is fresh and active.
+        pytest.param(
+            [
+                reading(1, "TH-01", "temperature", age=3 * HOUR),
+                reading(2, "TH-01", "humidity", unit="%", age=timedelta(minutes=2)),
+            ],
+            "ok",
+            id="ok-device-newest-report-of-any-type",
+        ),
+        pytest.param(
+            [
+                reading(1, "TH-01", "temperature", age=timedelta(minutes=2)),
+                reading(2, "TH-01", "humidity", unit="%", age=3 * HOUR),
+                reading(3, "T-02", age=2 * HOUR),
+            ],
+            "degraded",
+            id="degraded-device-fresh-other-sensor-stale",
+        ),
+        pytest.param(
+            [
+                reading(1, "TH-01", "temperature", age=timedelta(minutes=2)),
+                reading(2, "TH-01", "humidity", unit="%", age=timedelta(minutes=1), status="fault"),
+            ],
+            "offline",
+            id="offline-device-newest-report-faulty",
+        ),
     ],
 )
 def test_sensor_health(readings: list[SensorReading], health: str) -> None:

@@ -12,7 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.entities import Booking, Certificate, Inspection, PestDetection, SensorReading
+from schemas.envelope import make_version
+from streams.messages import ReadingChanged
 from streams.snapshot import build_snapshot, content_hash, next_deadline
+from streams.state import LocationState
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 LOCATION = UUID("c3e5a7b9-1d2f-4e6a-8b0c-2d4f6a8b0c11")
@@ -230,3 +233,56 @@ def test_summary_is_the_decimal_mean_rounded_half_away_from_zero(values: list[De
         "temperature_max": half_away(max(values)),
     }
     assert all(isinstance(v, float) for v in summary.sensor_summary.values())
+
+
+@SNAPSHOT_SETTINGS
+@given(
+    bookings(),
+    st.lists(readings(st.integers(1, 40)), max_size=14, unique_by=lambda r: r.id),
+    st.integers(1, 3),
+    st.randoms(),
+)
+def test_a_location_keeps_what_the_builder_needs(
+    booking: Booking, rows: list[SensorReading], history: int, rnd: Any
+) -> None:
+    """Whatever the arrival order and history bound, the part a location answers (the latest
+    reading of each (sensor_id, sensor_type)) builds the same snapshot as every reading does,
+    combined devices included (the strategy draws several types per sensor_id)."""
+    loc = LocationState()
+    for i, row in enumerate(rnd.sample(rows, len(rows)), 1):
+        loc.apply_reading(
+            ReadingChanged(deleted=False, version=make_version(i, i), row=row), history=history
+        )
+    part = loc.part(str(LOCATION))
+    assert len(part.readings) == len({(r.sensor_id, r.sensor_type) for r in rows})
+    everything = {"readings": rows, "pests": [], "certificates": []}
+    answered = {"readings": part.readings, "pests": [], "certificates": []}
+    assert build(booking, None, answered) == build(booking, None, everything)
+    assert next_deadline(now=NOW, **answered) == next_deadline(now=NOW, **everything)
+
+
+@SNAPSHOT_SETTINGS
+@given(
+    bookings(),
+    st.lists(readings(st.integers(1, 40)), max_size=12, unique_by=lambda r: r.id),
+    st.data(),
+)
+def test_deletes_fall_back_to_the_previous_reading_of_the_same_type(
+    booking: Booking, rows: list[SensorReading], data: st.DataObject
+) -> None:
+    loc = LocationState()
+    for i, row in enumerate(rows, 1):
+        loc.apply_reading(
+            ReadingChanged(deleted=False, version=make_version(i, i), row=row), history=16
+        )
+    gone = data.draw(
+        st.lists(st.sampled_from(rows), unique_by=lambda r: r.id) if rows else st.just([])
+    )
+    for i, row in enumerate(gone, 100):
+        loc.apply_reading(
+            ReadingChanged(deleted=True, version=make_version(i, i), row=row), history=16
+        )
+    left = [r for r in rows if r not in gone]
+    answered = {"readings": loc.part(str(LOCATION)).readings, "pests": [], "certificates": []}
+    remaining = {"readings": left, "pests": [], "certificates": []}
+    assert build(booking, None, answered) == build(booking, None, remaining)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from uuid import UUID, uuid4
 
@@ -16,7 +17,13 @@ from streams.messages import (
     Subscribe,
     Unsubscribe,
 )
-from streams.state import BookingState, InspectionState, LocationState, VendorState
+from streams.state import (
+    BookingState,
+    InspectionState,
+    LocationState,
+    VendorState,
+    series_key,
+)
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
@@ -201,7 +208,70 @@ def test_location_history_is_bounded_per_sensor() -> None:
             ReadingChanged(deleted=False, version=v(i), row=reading(loc_id, i, minutes_ago=60 - i)),
             history=3,
         )
-    assert [r.row.id for r in loc.readings["t1"]] == [10, 9, 8]
+    assert [r.row.id for r in loc.readings[series_key("t1", "temperature")]] == [10, 9, 8]
+
+
+def typed(location: UUID, rid: int, sensor: str, kind: str, minutes_ago: int) -> SensorReading:
+    return reading(location, rid, sensor, minutes_ago, value=float(rid)).model_copy(
+        update={"sensor_type": kind}
+    )
+
+
+def test_a_combined_device_keeps_its_latest_reading_of_every_type() -> None:
+    """A stream of one type's readings never pushes the device's other type out of history."""
+    loc_id = uuid4()
+    loc = LocationState()
+    loc.apply_reading(
+        ReadingChanged(deleted=False, version=v(1), row=typed(loc_id, 1, "th", "temperature", 90)),
+        history=3,
+    )
+    for i in range(2, 40):
+        row = typed(loc_id, i, "th", "humidity", 60 - i)
+        assert loc.apply_reading(ReadingChanged(deleted=False, version=v(i), row=row), history=3)
+    assert {(r.sensor_type, r.id) for r in loc.part("x").readings} == {
+        ("temperature", 1),
+        ("humidity", 39),
+    }
+    assert [len(rows) for _, rows in sorted(loc.readings.items())] == [3, 1]
+    # Deleting the temperature reading removes that type, not the device's humidity.
+    gone = typed(loc_id, 1, "th", "temperature", 90)
+    assert loc.apply_reading(ReadingChanged(deleted=True, version=v(50), row=gone), history=3)
+    assert [(r.sensor_type, r.id) for r in loc.part("x").readings] == [("humidity", 39)]
+
+
+def test_a_reading_whose_type_changes_moves_to_its_new_series() -> None:
+    loc_id = uuid4()
+    loc = LocationState()
+    first = typed(loc_id, 1, "th", "temperature", 5)
+    loc.apply_reading(ReadingChanged(deleted=False, version=v(1), row=first), history=3)
+    moved = first.model_copy(update={"sensor_type": "humidity"})
+    assert loc.apply_reading(ReadingChanged(deleted=False, version=v(2), row=moved), history=3)
+    assert list(loc.readings) == [series_key("th", "humidity")]
+
+
+def test_a_state_stored_per_sensor_id_loads_per_type() -> None:
+    """The changelog and RocksDB hold states written before the history was kept per type."""
+    loc_id = uuid4()
+    rows = [typed(loc_id, 3, "th", "humidity", 1), typed(loc_id, 2, "th", "temperature", 2)]
+    rows.append(typed(loc_id, 1, "th", "temperature", 3))
+    old = {
+        "subscribers": ["b1"],
+        "version": v(3),
+        "tombstones": {},
+        "readings": {"th": [{"version": v(r.id), "row": r.model_dump(mode="json")} for r in rows]},
+        "pests": {},
+    }
+    loc = LocationState.model_validate_json(json.dumps(old))
+    assert {k: [x.row.id for x in rs] for k, rs in loc.readings.items()} == {
+        series_key("th", "humidity"): [3],
+        series_key("th", "temperature"): [2, 1],
+    }
+    assert {(r.sensor_type, r.id) for r in loc.part("x").readings} == {
+        ("humidity", 3),
+        ("temperature", 2),
+    }
+    # What it writes back loads unchanged.
+    assert LocationState.model_validate_json(loc.model_dump_json()) == loc
 
 
 def test_pests_outside_retention_are_forgotten() -> None:

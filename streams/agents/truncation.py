@@ -1,0 +1,60 @@
+"""TRUNCATE in the key spaces: the runtime side of ``Truncated`` (the logic is in streams.state).
+
+A ``Truncated`` message reaches every partition of a key space. There it is recorded in the
+partition's marks (``truncations`` table, key ``<space>:<partition>``), and applied at once to
+every key the partition holds; a key first seen later applies the marks when it is loaded, so a
+change made before the TRUNCATE that arrives after it cannot bring its row back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from streams import tables
+from streams.agents.batch import KeyedBatch
+from streams.agents.common import keys_in_partition, load, save
+from streams.app import settings
+from streams.messages import Truncated
+from streams.state import TruncationMarks
+
+
+class Truncations:
+    """One batch's view of its partitions' marks, for one key space."""
+
+    def __init__(self, space: str, keys: KeyedBatch[Any]) -> None:
+        self.space, self.keys = space, keys
+        self._marks: dict[int, TruncationMarks] = {}
+
+    def marks(self, event: Any) -> TruncationMarks:
+        partition = int(event.message.partition)
+        if partition not in self._marks:
+            self.keys.make_current(event)
+            self._marks[partition] = load(
+                tables.truncations, f"{self.space}:{partition}", TruncationMarks
+            )
+        return self._marks[partition]
+
+    def record(
+        self, msg: Truncated, event: Any, table: Any, apply: Callable[[str, Any], bool]
+    ) -> list[str]:
+        """Record the TRUNCATE for the event's partition and apply it to every key stored there;
+        return the keys it changed (``apply(key, state)`` says whether it changed one)."""
+        partition = int(event.message.partition)
+        marks = self.marks(event)
+        if marks.merge(msg.table, msg.version):
+            self.keys.make_current(event)
+            save(tables.truncations, f"{self.space}:{partition}", marks)
+        self.keys.make_current(event)
+        changed = []
+        for key in keys_in_partition(table, partition, settings.partitions):
+            if apply(key, self.keys.state(key, event)):
+                changed.append(key)
+        return changed
+
+    def absorb(self, event: Any, apply: Callable[[str, str], bool]) -> bool:
+        """Apply the partition's marks to a key just loaded; True when that changed it."""
+        changed = False
+        for table, version in self.marks(event).versions.items():
+            changed = apply(table, version) or changed
+        return changed

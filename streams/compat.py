@@ -1,0 +1,89 @@
+"""Every private Faust and aiokafka interface the pipeline relies on, checked at start-up.
+
+The pipeline reaches past the public API of faust-streaming and aiokafka in a few places, each
+for a reason given where it is used:
+
+- ``streams.faustfix``: replaces ``faust.tables.recovery.Recovery.on_recovery_completed`` and
+  calls ``Recovery._set_recovery_ended``, ``Recovery._wait``, ``Recovery._is_changelog_tp`` and
+  ``App._fetcher``;
+- ``streams.agents.batch``: sets ``faust.streams._current_event``, the context variable the
+  table stores read the current event's partition from;
+- ``streams.api.lag``: reads the consumer's ``_committed_offset``.
+
+Those names are not promised to survive a release. ``check()`` runs before the worker builds
+its app: on a version this code was not written for, or when one of the names has gone, it
+refuses to start with a message saying what to do, instead of misbehaving quietly (a lag gauge
+that stays empty, a recovery that processes messages twice).
+"""
+
+from __future__ import annotations
+
+from importlib import metadata
+
+from streams.errors import PipelineError
+
+# The versions the private uses above were written against and tested with.
+SUPPORTED = {"faust-streaming": ("0.15.",), "aiokafka": ("0.14.",)}
+
+
+class IncompatibleRuntime(PipelineError):
+    """An installed Faust or aiokafka the pipeline was not written for."""
+
+
+def _missing() -> list[str]:
+    import faust.streams
+    from faust.tables.recovery import Recovery
+    from faust.transport.drivers.aiokafka import Consumer
+
+    missing = []
+    for name in ("on_recovery_completed", "_set_recovery_ended", "_wait", "_is_changelog_tp"):
+        if not hasattr(Recovery, name):
+            missing.append(f"faust.tables.recovery.Recovery.{name}")
+    if not hasattr(faust.streams, "_current_event"):
+        missing.append("faust.streams._current_event")
+    if "_committed_offset" not in _attributes_set_by(Consumer):
+        missing.append("faust consumer attribute _committed_offset")
+    return missing
+
+
+def _attributes_set_by(cls: type) -> set[str]:
+    """Names the class hierarchy's __init__ methods assign to ``self`` (read from the source)."""
+    import inspect
+
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        try:
+            source = inspect.getsource(init)
+        except (OSError, TypeError):
+            continue
+        names |= {
+            part.split("=")[0].strip().split(":")[0].strip()[len("self.") :]
+            for part in source.splitlines()
+            if part.strip().startswith("self.") and "=" in part
+        }
+    return names
+
+
+def check() -> None:
+    """Refuse to go on with versions or internals the pipeline was not written for."""
+    problems = []
+    for package, prefixes in SUPPORTED.items():
+        try:
+            version = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            problems.append(f"{package} is not installed")
+            continue
+        if not version.startswith(prefixes):
+            problems.append(f"{package} {version} (written for {' or '.join(prefixes)}x)")
+    if not problems:
+        problems = [f"{name} is gone" for name in _missing()]
+    if problems:
+        raise IncompatibleRuntime(
+            "the installed Faust/aiokafka differ from what this pipeline's fixes of their "
+            f"internals were written for: {'; '.join(problems)}. Install the versions pinned in "
+            "pyproject.toml (make install), or review streams/compat.py's list of private uses "
+            "against the new release and extend SUPPORTED."
+        )
