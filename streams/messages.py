@@ -75,6 +75,8 @@ class LocationPart(_Msg):
     kind: Literal["location_part"] = "location_part"
     fk: str
     version: str
+    # the subscribers it answers, all in the partition it is sent to (empty: the message key)
+    bookings: list[str] = []
     readings: list[SensorReading]  # the latest reading of each (sensor_id, sensor_type)
     pests: list[PestDetection]
 
@@ -83,6 +85,8 @@ class VendorPart(_Msg):
     kind: Literal["vendor_part"] = "vendor_part"
     fk: str
     version: str
+    # the subscribers it answers, all in the partition it is sent to (empty: the message key)
+    bookings: list[str] = []
     certificates: list[Certificate]
 
 
@@ -90,6 +94,8 @@ class InspectionPart(_Msg):
     kind: Literal["inspection_part"] = "inspection_part"
     fk: str
     version: str
+    # the subscribers it answers, all in the partition it is sent to (empty: the message key)
+    bookings: list[str] = []
     inspection: Inspection | None
 
 
@@ -113,19 +119,21 @@ class Evict(_Msg):
 
 
 class Tick(_Msg):
-    """Time passed: re-evaluate the bookings of this partition whose deadline is due."""
+    """Time passed: flush the keys of this partition whose conflation window is over, and
+    re-evaluate the bookings whose deadline is due."""
 
     kind: Literal["tick"] = "tick"
 
 
 LocationMsg = Annotated[
-    ReadingChanged | PestChanged | Subscribe | Unsubscribe | Truncated, Field(discriminator="kind")
+    ReadingChanged | PestChanged | Subscribe | Unsubscribe | Truncated | Tick,
+    Field(discriminator="kind"),
 ]
 VendorMsg = Annotated[
-    CertificateChanged | Subscribe | Unsubscribe | Truncated, Field(discriminator="kind")
+    CertificateChanged | Subscribe | Unsubscribe | Truncated | Tick, Field(discriminator="kind")
 ]
 InspectionMsg = Annotated[
-    InspectionChanged | Subscribe | Unsubscribe | Truncated, Field(discriminator="kind")
+    InspectionChanged | Subscribe | Unsubscribe | Truncated | Tick, Field(discriminator="kind")
 ]
 BookingMsg = Annotated[
     BookingChanged | LocationPart | VendorPart | InspectionPart | Evict | Tick | Truncated,

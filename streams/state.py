@@ -23,6 +23,7 @@ from schemas.entities import Booking, Certificate, Inspection, PestDetection, Ro
 from schemas.envelope import ZERO_VERSION
 from schemas.snapshot import SnapshotRecord
 from streams import snapshot as builder
+from streams.conflate import Outbox
 from streams.messages import (
     BookingChanged,
     CertificateChanged,
@@ -76,6 +77,8 @@ class KeyState(_State):
     subscribers: list[str] = []
     version: str = ZERO_VERSION
     tombstones: dict[str, str] = {}
+    # the answers owed to the subscribers (see streams.conflate)
+    outbox: Outbox = Outbox()
     # source table -> version of its last TRUNCATE that this key has applied
     truncated: dict[str, str] = {}
 
@@ -316,6 +319,8 @@ class BookingState(_State):
     watermark: str = ZERO_VERSION
     last_hash: str | None = None
     deadline: datetime | None = None
+    # the snapshot owed downstream (see streams.conflate)
+    outbox: Outbox = Outbox()
     # The version of the last TRUNCATE of storage_bookings this booking has applied.
     truncated_at: str | None = None
 

@@ -13,8 +13,15 @@ from faust.types import TopicT
 from streams.admin import DEAD_LETTER_RETENTION_S, SNAPSHOT_COMPACTION_LAG_MS, SOURCE_TABLES
 from streams.app import app, settings
 
-# Debezium's topics. Deletes are followed by tombstones (null values), hence allow_empty.
-cdc = app.topic(*(settings.cdc_topic(t) for t in SOURCE_TABLES), allow_empty=True)
+# Debezium's topics, keyed by the row's id as the bare string (see the connector's JSON).
+# Deletes are followed by tombstones (null values), hence allow_empty.
+CDC = {t: settings.cdc_topic(t) for t in SOURCE_TABLES}
+# Readings, pests and certificates belong to the key of a foreign key (location, vendor): the
+# route agent re-keys them. Bookings and inspections are keyed by their own key space's key and
+# go to their agents directly.
+rekeyed = app.topic(
+    *(CDC[t] for t in ("sensor_readings", "pest_detections", "certificates")), allow_empty=True
+)
 
 
 def _internal(suffix: str, **kwargs: Any) -> TopicT:
@@ -42,3 +49,19 @@ snapshots = _internal(
 )
 
 dead_letters = _internal("dead-letters", retention=float(DEAD_LETTER_RETENTION_S))
+
+
+def _inputs(space: TopicT, *tables: str) -> TopicT:
+    # What a key-space agent reads: Debezium's topic of its rows (if keyed by the key space's
+    # key) and its own topic together.
+    # Faust's assignor gives partition p of every co-subscribed topic with the same partition
+    # count to one worker, and a table writes into the partition of the current event, so a
+    # key's changes, its subscriptions and its state meet on one worker, in one partition.
+    # The topics are created before a worker starts (streams.admin.ensure_topics).
+    return app.topic(*(CDC[t] for t in tables), space.get_topic_name(), allow_empty=True)
+
+
+location_inputs = _inputs(locations)
+vendor_inputs = _inputs(vendors)
+inspection_inputs = _inputs(inspections, "crop_inspections")
+booking_inputs = _inputs(bookings, "storage_bookings")

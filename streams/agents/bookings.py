@@ -1,24 +1,35 @@
 """The booking key space: where the parts meet and the snapshot is built.
 
-Ticks from the clock arrive on every partition of this topic; a tick re-evaluates the bookings of
-its partition whose deadline (a pest event leaving the window, a certificate expiring, a sensor
-going stale) has passed. Table writes therefore stay inside stream processing, as Faust requires.
+Ticks arrive on every partition of this topic: from the leader's clock, and from this worker when
+a conflation window ends (streams.agents.waker). A tick re-evaluates the bookings of its partition
+whose deadline (a pest event leaving the window, a certificate expiring, a sensor going stale) has
+passed, and emits those whose window is over. Table writes therefore stay inside stream
+processing, as Faust requires.
+
+A booking emits its snapshot conflated (streams.conflate): at most one per
+``MIS_CONFLATE_WINDOW_S``, evaluated when it leaves, so under a storm the snapshot rate is
+bounded by bookings / window. A part arrives as one message per booking partition naming the
+bookings it answers.
 """
 
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import Any
 
-from aiokafka.partitioner import DefaultPartitioner
 from pydantic import ValidationError
 
-from streams import metrics, tables, topics
+from streams import conflate, metrics, tables, topics
 from streams.agents.batch import KeyedBatch
+from streams.agents.changes import decode
 from streams.agents.common import guarded, key_of, parse
+from streams.agents.common import partition_of as _partition_of
 from streams.agents.truncation import Truncations
+from streams.agents.waker import Waker
 from streams.app import app, settings
 from streams.clock import clock
+from streams.conflate import DueIndex
 from streams.deadletter import dead_letter
 from streams.deadlines import DeadlineIndex
 from streams.messages import (
@@ -47,36 +58,53 @@ PART_SPACE: dict[type, Space] = {
     InspectionPart: "inspection",
 }
 
+WINDOW = timedelta(seconds=settings.conflate_window_s)
 deadlines = DeadlineIndex()
-_partitioner = DefaultPartitioner()
-_all_partitions = list(range(settings.partitions))
+pending = DueIndex()
+waker = Waker(topics.bookings, encode(Tick()))
 
 
 def partition_of(key: str) -> int:
-    """The partition Kafka's default partitioner puts ``key`` in (murmur2, like the producer)."""
-    return int(_partitioner(key.encode(), _all_partitions, _all_partitions))
+    """The booking partition of ``key`` (murmur2, like the producer)."""
+    return _partition_of(key, settings.partitions)
 
 
 def _load_index(partition: int) -> None:
     if deadlines.loaded(partition):
         return
-    entries = []
+    entries, owed = [], []
     for raw_key, raw in tables.booking_state.items():
         key = raw_key.decode() if isinstance(raw_key, bytes) else str(raw_key)
         if partition_of(key) == partition:
-            entries.append((key, parse(BookingState, raw).deadline))
+            state = parse(BookingState, raw)
+            entries.append((key, state.deadline))
+            owed.append((key, state.outbox.due))
     deadlines.load(partition, entries)
+    pending.load(partition, owed)
 
 
 class _Batch:
     """One batch of the booking topic: every booking it touches is evaluated once, at the end."""
 
     def __init__(self) -> None:
-        self.keys: KeyedBatch[BookingState] = KeyedBatch(tables.booking_state, BookingState)
+        self.keys: KeyedBatch[BookingState] = KeyedBatch(
+            tables.booking_state, BookingState, 2 * settings.max_part_bytes
+        )
         self.truncations = Truncations("booking", self.keys)
+
+    def _changed(self, key: str, state: BookingState) -> None:
+        conflate.mark(state.outbox, clock(), WINDOW)
+        self.keys.touch(key)
 
     async def handle(self, event: Any) -> None:
         metrics.EVENTS_IN.labels(topic=event.message.topic).inc()
+        self.keys.seen(event)
+        changes = await decode(event, "booking")
+        if changes is not None:
+            for key, change in changes:
+                assert isinstance(change, BookingChanged)
+                await self._booking(event, key, change)
+            return
         try:
             msg = BOOKING_MSG.validate_json(event.value)
         except ValidationError as exc:
@@ -87,31 +115,52 @@ class _Batch:
             _load_index(partition)
             for due in deadlines.due(partition, clock()):
                 if self.keys.stored(due, event):
-                    self.keys.state(due, event)
-                    self.keys.touch(due)
+                    self._changed(due, self.keys.state(due, event, own=False))
             return
         if isinstance(msg, Truncated):
             for key in self.truncations.record(
                 msg, event, tables.booking_state, lambda _, state: state.truncate(msg)
             ):
-                self.keys.touch(key)
+                self._changed(key, self.keys.state(key, event))
+            return
+        if isinstance(msg, LocationPart | VendorPart | InspectionPart):
+            space = PART_SPACE[type(msg)]
+            for booking_id in msg.bookings or [key_of(event)]:
+                state = self._load(booking_id, event)
+                if state.apply_part(space, msg):
+                    self._changed(booking_id, state)
             return
         key = key_of(event)
+        if isinstance(msg, Evict):
+            await self._evict(key, self._load(key, event), event.message.partition)
+        else:
+            await self._booking(event, key, msg)
+
+    def _load(self, key: str, event: Any) -> BookingState:
+        """The booking's state, with the TRUNCATEs of its partition it has not applied yet."""
         state = self.keys.state(key, event)
         if self.truncations.absorb(
             event, lambda table, version: state.truncate(Truncated(table=table, version=version))
         ):
-            self.keys.touch(key)
-        if isinstance(msg, Evict):
-            await self._evict(key, state, event.message.partition)
-        elif isinstance(msg, BookingChanged):
-            known = state.booking_version
-            for space, fk, command in state.apply_booking(msg):
-                await SPACE_TOPICS[space].send(key=fk.encode(), value=encode(command))
-            if state.booking_version != known:  # else a duplicate or an older change
-                self.keys.touch(key)
-        elif state.apply_part(PART_SPACE[type(msg)], msg):
-            self.keys.touch(key)
+            self._changed(key, state)
+        return state
+
+    async def _booking(self, event: Any, key: str, msg: BookingChanged) -> None:
+        state = self._load(key, event)
+        known = state.booking_version
+        for space, fk, command in state.apply_booking(msg):
+            await SPACE_TOPICS[space].send(key=fk.encode(), value=encode(command))
+        if state.booking_version != known:  # else a duplicate or an older change
+            self._changed(key, state)
+
+    async def finish(self) -> None:
+        now = clock()
+        for partition, event in self.keys.partitions().items():
+            for key in pending.due(partition, now):
+                if self.keys.stored(key, event):
+                    self.keys.state(key, event, own=False)
+                    self.keys.touch(key)
+        await self.keys.flush(self.emit)
 
     async def _evict(self, key: str, state: BookingState, partition: int) -> None:
         if not state.terminal:
@@ -121,30 +170,40 @@ class _Batch:
             await SPACE_TOPICS[space].send(key=fk.encode(), value=encode(command))
         self.keys.drop(key)
         deadlines.set(partition, key, None)
+        pending.set(partition, key, None)
         # The tombstone lets compaction forget the snapshot and the sink delete row and listing.
         await topics.snapshots.send(key=key.encode(), value=None)
 
     async def emit(self, key: str, state: BookingState) -> None:
-        record = state.evaluate(clock())
-        deadlines.set(self.keys.partition(key), key, state.deadline)
+        now, outbox, partition = clock(), state.outbox, self.keys.partition(key)
+        if not conflate.is_due(outbox, now):
+            pending.set(partition, key, outbox.due)
+            if outbox.due is not None:
+                waker.wake(partition, outbox.due)
+            return
+        outbox.due = None
+        pending.set(partition, key, None)
+        record = state.evaluate(now)
+        deadlines.set(partition, key, state.deadline)
         if record is not None:
             await topics.snapshots.send(key=key.encode(), value=record.model_dump_json().encode())
+            conflate.sent(outbox, now)
             metrics.SNAPSHOTS_EMITTED.inc()
             metrics.EVENTS_OUT.labels(topic=topics.snapshots.get_topic_name()).inc()
 
 
-@app.agent(topics.bookings)
+@app.agent(topics.booking_inputs)
 async def bookings(stream: Any) -> None:
     async for events in stream.take_events(settings.batch_size, settings.batch_within_s):
         batch = _Batch()
         for event in events:
             await guarded(event, batch.handle)
-        await batch.keys.flush(batch.emit)
+        await batch.finish()
 
 
 @app.on_partitions_revoked.connect  # type: ignore[arg-type]
 async def _forget_revoked(app: Any, revoked: Any, **kwargs: Any) -> None:
     # Another worker may change these bookings while we don't own them: reload on return.
-    deadlines.forget(
-        {tp.partition for tp in revoked if tp.topic == topics.bookings.get_topic_name()}
-    )
+    gone = {tp.partition for tp in revoked if tp.topic == topics.bookings.get_topic_name()}
+    deadlines.forget(gone)
+    pending.forget(gone)

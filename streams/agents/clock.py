@@ -19,8 +19,11 @@ _EVICT = encode(Evict())
 
 @app.timer(interval=settings.tick_interval_s, on_leader=True)
 async def tick() -> None:
-    for partition in range(settings.partitions):
-        await topics.bookings.send(key=None, value=_TICK, partition=partition)
+    # The key spaces are ticked too: the first tick of a partition on a worker finds what a
+    # crash or a rebalance left pending there (streams.conflate), which is then sent.
+    for topic in (topics.bookings, topics.locations, topics.vendors, topics.inspections):
+        for partition in range(settings.partitions):
+            await topic.send(key=None, value=_TICK, partition=partition)
 
 
 async def cleanup() -> int:

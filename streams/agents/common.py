@@ -6,10 +6,21 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from aiokafka.partitioner import DefaultPartitioner
 from pydantic import BaseModel
+
+from streams.errors import PipelineError
 
 S = TypeVar("S", bound=BaseModel)
 log = logging.getLogger(__name__)
+_partitioner = DefaultPartitioner()
+
+
+def partition_of(key: str, partitions: int) -> int:
+    """The partition Kafka's default partitioner puts ``key`` in (murmur2, like the producer
+    of the workers and of Kafka Connect)."""
+    every = list(range(partitions))
+    return int(_partitioner(key.encode(), every, every))
 
 
 def key_of(event: Any) -> str:
@@ -49,8 +60,15 @@ async def guarded(event: Any, handler: Callable[[Any], Awaitable[None]]) -> None
         await dead_letter(event, f"processing failed: {type(exc).__name__}: {exc}")
 
 
-def save(table: Any, key: str, state: BaseModel) -> None:
-    table[key.encode()] = state.model_dump_json().encode()
+class StateTooLarge(PipelineError):
+    """A key's state would not fit in one changelog message."""
+
+
+def save(table: Any, key: str, state: BaseModel, max_bytes: int | None = None) -> None:
+    raw = state.model_dump_json().encode()
+    if max_bytes is not None and len(raw) > max_bytes:
+        raise StateTooLarge(f"its state would be {len(raw):,} bytes, over {max_bytes:,}")
+    table[key.encode()] = raw
 
 
 def keys_in_partition(table: Any, partition: int, partitions: int) -> list[str]:

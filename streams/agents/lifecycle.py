@@ -24,3 +24,7 @@ async def restore_log_level() -> None:
     # `mis worker -l` passes its level down through the environment.
     level = os.environ.get("MIS_LOG_LEVEL", settings.log_level).upper().replace("WARNING", "WARN")
     logging.getLogger().setLevel(logging.WARNING if level == "WARN" else level)
+    # aiokafka logs every fetch and send at debug level and its records were still built under
+    # a quieter root logger; below WARNING it only matters when debugging the client itself.
+    if level != "DEBUG":
+        logging.getLogger("aiokafka").setLevel(logging.WARNING)

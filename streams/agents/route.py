@@ -1,45 +1,28 @@
-"""Debezium's five topics -> the key spaces, re-keyed by join key."""
+"""Debezium's topics of readings, pests and certificates -> their key spaces, re-keyed.
+
+Why not key those topics at the source (Debezium's ``message.key.columns``) and skip this hop?
+An incremental snapshot (``mis backfill``, reconcile) buffers each chunk in a window keyed by
+the message key, so rows that share a key collapse into one: keyed by location_id, a reconcile
+re-read one certificate per vendor and one reading per location. Keyed by id, the snapshots stay
+whole, and this agent moves each change to the key of its location or vendor.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from streams import metrics, routing, topics
-from streams.agents.common import guarded, key_of
-from streams.app import app, settings
-from streams.deadletter import dead_letter
-from streams.errors import BadEvent
-from streams.messages import encode
-
-SPACES = {
-    "booking": topics.bookings,
-    "location": topics.locations,
-    "vendor": topics.vendors,
-    "inspection": topics.inspections,
-}
+from streams import metrics, topics
+from streams.agents.changes import decode
+from streams.agents.common import guarded
+from streams.app import app
 
 
 async def _handle(event: Any) -> None:
-    topic = event.message.topic
-    metrics.EVENTS_IN.labels(topic=topic).inc()
-    if event.value is None:
-        return  # the tombstone after a delete: the delete event itself was routed
-    try:
-        routed = routing.route(routing.table_of(topic), event.value)
-    except BadEvent as exc:
-        await dead_letter(event, f"{exc} (key={key_of(event)})")
-        return
-    for space, key, message in routed:
-        target = SPACES[space]
-        if key == routing.BROADCAST:  # a TRUNCATE: every partition of the key space
-            for partition in range(settings.partitions):
-                await target.send(key=None, value=encode(message), partition=partition)
-        else:
-            await target.send(key=key.encode(), value=encode(message))
-        metrics.EVENTS_OUT.labels(topic=target.get_topic_name()).inc()
+    metrics.EVENTS_IN.labels(topic=event.message.topic).inc()
+    await decode(event, space="")  # nothing belongs here: every change is forwarded
 
 
-@app.agent(topics.cdc)
+@app.agent(topics.rekeyed)
 async def route(stream: Any) -> None:
     async for event in stream.events():
         await guarded(event, _handle)

@@ -8,16 +8,17 @@ Two steps, both done while no worker runs:
    directory has to be found and wiped by hand, and the changelog topics keep their identity
    (deleting and re-creating them would leave local stores claiming offsets past the new end).
 
-2. Re-key the whole CDC history into the key-space topics (``<app>-by-*``), the way the route
-   agent would, before any worker runs. The old messages of those topics are skipped (the
-   group's offsets are moved past them): they hold subscriptions and parts answered from the
-   state being thrown away. Why not let the route agent do the re-keying? It reads five topics
-   of several partitions in no particular order, so a booking would subscribe to its location
-   while some of the location's readings are still waiting in another partition, get a partial
-   part, and emit snapshots that never existed; the sinks would write them (they are newer
-   evaluations) and then the right one again. Re-keyed up front, every data change precedes the
-   first subscription in its key's partition: each key space answers with its complete state,
-   and each booking emits once, its final snapshot, which the sinks' guard finds identical.
+2. Re-key the whole CDC history into the key-space topics (``<app>-by-*``), which the agents
+   read beside Debezium's topics, before any worker runs; the group's CDC offsets move to their
+   ends. The old messages of the key-space topics are skipped (the group's offsets are moved
+   past them): they hold subscriptions and parts answered from the state being thrown away.
+   Why not let the agents read the CDC history itself? They read its topics of several
+   partitions in no particular order, so a booking would subscribe to its location while some
+   of the location's readings are still waiting in another topic, get a partial part, and emit
+   snapshots that never existed; the sinks would write them (they are newer evaluations) and
+   then the right one again. Re-keyed up front, every data change precedes the first
+   subscription in its key's partition: each key space answers with its complete state, and
+   each booking emits once, its final snapshot, which the sinks' guard finds identical.
    Order across CDC partitions does not matter: every key-space transition is guarded by the
    Debezium version of the row (see streams.state).
 """
@@ -104,7 +105,7 @@ def rekey(
     partitions: Mapping[str, int],
     progress: Progress,
 ) -> Rekeyed:
-    """Route every CDC event of ``history`` into the key-space topics, as the route agent does."""
+    """Route every CDC event of ``history`` into the key-space topics (streams.routing)."""
     result = Rekeyed()
     started = time.monotonic()
     progress.total = sum(high - low for low, high in history.values()) or None

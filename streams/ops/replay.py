@@ -245,7 +245,8 @@ def run(settings: Settings, request: ReplayRequest) -> Outcome:
         time_offsets = kafka.offsets_for_time(cdc, int(request.at.timestamp() * 1000))
     key_spaces = [tp for tp in internal if tp[0].endswith(KEY_SPACES)]
     if request.rebuild:
-        # The route agent resumes after the history re-keyed below; the key spaces start at
+        # The agents resume their CDC topics after the history re-keyed below (they read the
+        # re-keyed changes on their key-space topics instead); the key spaces start at
         # the first re-keyed message, past everything answered from the old state.
         moves = {tp: marks[tp][1] for tp in (*cdc, *key_spaces)}
         events = sum(high - low for low, high in (marks[tp] for tp in cdc))

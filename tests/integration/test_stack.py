@@ -14,6 +14,7 @@ import pytest
 from psycopg import sql
 from pymongo.database import Database
 
+from streams.agents.common import partition_of
 from streams.config import Settings
 
 if TYPE_CHECKING:
@@ -132,7 +133,10 @@ def test_insert_reaches_its_cdc_topic(
     assert rec.value["op"] == "c"
     assert rec.value["before"] is None
     assert rec.value["source"]["table"] == row.table
-    assert rec.key == {"id": row_id}
+    # Keyed by the bare id: the same bytes, hence the same partition (murmur2), as the
+    # pipeline's own messages for that key (bookings and inspections are their own key spaces).
+    assert rec.key == row_id
+    assert rec.partition == partition_of(str(row_id), settings.partitions)
     after = rec.value["after"]
     assert {k: after[k] for k in row.expected_after} == row.expected_after
 
