@@ -20,7 +20,7 @@ JUNIT ?= build/test-results/junit.xml
 PYTEST_ARGS ?=
 C ?=
 
-.PHONY: help venv install lint test run down bench bench-sinks faults stack-up stack-down stack-status stack-logs
+.PHONY: help venv install lint test run down bench bench-sinks bench-mongo faults stack-up stack-down stack-status stack-logs
 
 help:
 	@echo "make run            fetch/build what is missing, start the stack and a worker, load demo data, watch the pipeline live"
@@ -32,6 +32,7 @@ help:
 	@echo "make lint           ruff (lint and format) and mypy"
 	@echo "make bench          throughput and end-to-end delay on a fresh stack"
 	@echo "make bench-sinks    backlog drain and Postgres freshness with MongoDB stopped"
+	@echo "make bench-mongo    MongoDB-wire server by _id: replace rate, find_one latency"
 	@echo "make faults         the fault matrix under load, checked against the source tables"
 	@echo "make stack-up | stack-down | stack-status | stack-logs [C=kafka] | down"
 
@@ -115,3 +116,11 @@ faults: venv
 	@trap 'exit 130' INT TERM; trap '$(STACK) down' EXIT; \
 	$(STACK) up; \
 	MIS_TICK_INTERVAL_S=1 $(PY) -m tests.faults.matrix $(FAULT_ARGS)
+
+# Operations by _id on the MongoDB-wire server, patched (the stack's) and as published, on a fresh
+# stack of its own (figures printed, nothing asserted; about ten minutes).
+BENCH_MONGO_ARGS ?= --sizes 1000,100000 --stock-sizes 1000,10000
+bench-mongo: venv
+	@trap 'exit 130' INT TERM; trap '$(STACK) down' EXIT; \
+	$(STACK) up; \
+	$(PY) -m streams.benchmarks.mongo_ids $(BENCH_MONGO_ARGS)

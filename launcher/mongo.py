@@ -1,8 +1,9 @@
-"""The MongoDB-wire server (FerretDB on SQLite), built and run by launcher.ferretdb."""
+"""The MongoDB-wire server (patched FerretDB on SQLite), built and run by launcher.ferretdb."""
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -48,6 +49,9 @@ class Mongo(Component):
     def argv(self) -> list[str]:
         binary = self._binary or ensure_binary(self.settings)
         return [str(a) for a in _ferretdb().ferretdb_command(self.settings, binary)]
+
+    def env(self) -> Mapping[str, str]:
+        return dict(_ferretdb().ferretdb_env())
 
     def probe(self) -> str | None:
         if not port_open(self.port):

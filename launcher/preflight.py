@@ -35,6 +35,10 @@ def check_tools(*, need_mvn: bool = True, need_go: bool = True) -> None:
         raise PreflightError(
             "go not found: install Go 1.24+ and put it on PATH (FerretDB is built from source)"
         )
+    if need_go and shutil.which("patch") is None:
+        raise PreflightError(
+            "patch not found: apt-get install patch (FerretDB's source is patched before the build)"
+        )
     for tool in ("postgres", "initdb"):
         if not (PG_BINDIR / tool).is_file():
             raise PreflightError(

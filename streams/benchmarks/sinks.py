@@ -267,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
             lines.append(
                 f"drain {total:,} messages ({bookings:,} bookings x {versions}): "
                 f"postgres {pg_s:.1f} s, mongodb {mongo_s:.1f} s "
-                f"({bookings / mongo_s:,.0f} listings/s)"
+                f"({bookings / mongo_s:,.0f} bookings' listings/s)"
             )
             print(lines[-1], flush=True)
     if "freshness" not in args.skip:

@@ -37,7 +37,7 @@ from streams.config import Settings
 from streams.errors import SinkUnavailable
 from streams.sinks.base import Item, Refusal
 from streams.sinks.mongo import MongoListings, listing_document, listing_id
-from streams.sinks.postgres import lock_bookings, run_guarded
+from streams.sinks.postgres import LOCKS_PER_TRANSACTION, lock_bookings, run_guarded
 
 log = logging.getLogger(__name__)
 
@@ -143,9 +143,27 @@ class ListingSink:
         MongoDB cannot be reached; nothing is recorded then, and the call can be repeated.
         """
         refused: dict[str, str] = {}
-        keys = sorted({r.snapshot.booking_id for r in records} | set(gone))
-        if not keys:
-            return refused
+        ordered = sorted({r.snapshot.booking_id for r in records} | set(gone))
+        by_booking = {r.snapshot.booking_id: r for r in records}
+        gone_set = set(gone)
+        for start in range(0, len(ordered), LOCKS_PER_TRANSACTION):
+            keys = ordered[start : start + LOCKS_PER_TRANSACTION]
+            refused |= self._publish(
+                [by_booking[k] for k in keys if k in by_booking],
+                [k for k in keys if k in gone_set],
+                keys,
+                force,
+            )
+        return refused
+
+    def _publish(
+        self,
+        records: Sequence[SnapshotRecord],
+        gone: Sequence[UUID],
+        keys: list[UUID],
+        force: bool,
+    ) -> dict[str, str]:
+        refused: dict[str, str] = {}
 
         def work(conn: psycopg.Connection[Any]) -> None:
             lock_bookings(conn, keys, "listing")

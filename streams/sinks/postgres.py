@@ -95,6 +95,9 @@ DELETE = f"DELETE FROM {T} WHERE booking_id = ANY(%s)"
 # - "listing": held by a writer of listings across its MongoDB write (streams.sinks.listings),
 #   which may be slow; the row writers never wait for it.
 LOCK_SEEDS = {"row": 1129, "listing": 1130}
+# Advisory locks live in Postgres's shared lock table (max_locks_per_transaction x
+# max_connections entries): a transaction locks at most this many bookings.
+LOCKS_PER_TRANSACTION = 500
 LOCK_BOOKINGS = (
     "SELECT pg_advisory_xact_lock(hashtextextended(b::text, %s)) "
     "FROM unnest(%s::uuid[]) AS b ORDER BY b"
@@ -155,7 +158,14 @@ class PostgresSink:
             self._conn = None
 
     def write(self, items: Sequence[Item]) -> list[Refusal]:
-        """Write a batch in one transaction; on a refusal, find the items refused one by one."""
+        """Write a batch, a transaction per LOCKS_PER_TRANSACTION bookings; on a refusal, find
+        the items refused one by one."""
+        refused: list[Refusal] = []
+        for start in range(0, len(items), LOCKS_PER_TRANSACTION):
+            refused += self._write_chunk(items[start : start + LOCKS_PER_TRANSACTION])
+        return refused
+
+    def _write_chunk(self, items: Sequence[Item]) -> list[Refusal]:
         try:
             self._write(items)
             return []

@@ -284,3 +284,44 @@ def test_an_unreadable_snapshot_is_dead_lettered_once_and_the_sinks_go_on(
     assert [letter["reason"] for letter in letters] == [
         "unreadable snapshot: Input should be an object"
     ]
+
+
+def test_the_mongodb_sink_writes_by_id_among_100k_listings(
+    pg: Any, mongo_db: Any, settings: Settings
+) -> None:
+    """100,000 listings in the collection: the sink's replaces and deletes still find theirs
+    by _id (the patched server's index), newest wins, and nothing else is touched."""
+    name = f"it_listings_100k_{uuid4().hex[:8]}"
+    coll = mongo_db[name]
+    filler = [
+        {"_id": str(uuid4()), "booking_id": str(uuid4()), "crop_type": "filler", "pad": "x" * 2000}
+        for _ in range(100_000)
+    ]
+    for start in range(0, len(filler), 5000):
+        coll.insert_many(filler[start : start + 5000], ordered=False)
+    sink = ListingSink(settings.model_copy(update={"mongo_collection": name}), auto_publish=True)
+    try:
+        ids = [uuid4() for _ in range(300)]
+        sink.publish([_record(b, 1) for b in ids])
+        sink.publish([_record(b, 2) for b in ids[:200]])
+        sink.publish([_record(b, 1) for b in ids[:100]])  # older: refused by the guard
+        sink.publish([], gone=ids[250:])
+        # Only by _id: any other filter reads all 100,000 documents on FerretDB.
+        docs = {b: coll.find_one({"_id": str(snapshot_id(b))}) for b in ids}
+        assert [b for b, d in docs.items() if d is not None] == ids[:250]
+        assert all(docs[b]["quantity_kg"] == 2 for b in ids[:200])  # type: ignore[index]
+        assert all(docs[b]["quantity_kg"] == 1 for b in ids[200:250])  # type: ignore[index]
+        sample = random.Random(3).sample(filler, 50)
+        assert all(coll.find_one({"_id": d["_id"]}) == d for d in sample)
+        plan = mongo_db.command(
+            "explain",
+            {"find": name, "filter": {"_id": str(snapshot_id(ids[0]))}},
+            verbosity="queryPlanner",
+        )
+        assert "USING INDEX" in json.dumps(plan.get("queryPlanner"), default=str) or (
+            backends.selected() == "containers"
+        )
+    finally:
+        sink.close()
+        coll.drop()
+        pg.execute("DELETE FROM market_listing_sync WHERE booking_id = ANY(%s)", (ids,))
