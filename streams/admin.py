@@ -108,7 +108,13 @@ SINK_DDL = (_SQL / "003_market_inventory_snapshots.sql", _SQL / "004_market_list
 def ensure_sink_table(settings: Settings) -> None:
     """Create or migrate the pipeline's own tables (idempotent)."""
     try:
-        with psycopg.connect(settings.pg_dsn, autocommit=True, connect_timeout=10) as conn:
+        with (
+            psycopg.connect(settings.pg_dsn, connect_timeout=10) as conn,
+            conn.transaction(),
+        ):
+            # Workers starting together would otherwise race on CREATE OR REPLACE FUNCTION
+            # ("tuple concurrently updated"): one at a time.
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext('mis-sink-ddl'))")
             for ddl in SINK_DDL:
                 conn.execute(ddl.read_text())  # type: ignore[call-overload]
     except psycopg.OperationalError as exc:
