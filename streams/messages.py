@@ -118,6 +118,20 @@ class Evict(_Msg):
     kind: Literal["evict"] = "evict"
 
 
+class VersionFloor(_Msg):
+    """Snapshots of this partition carry at least ``version`` from now on.
+
+    ``mis replay --rebuild-tables`` sends it to every booking partition ahead of the history it
+    re-keys, with the greatest version the sinks hold: a booking rebuilt from nothing has seen
+    only its final parts, so the greatest version it saw can be lower than the one it once
+    wrote, and the sinks would refuse its snapshot as older (after a fix to the builder, or
+    evaluated at a later time). Later changes have greater versions still.
+    """
+
+    kind: Literal["version_floor"] = "version_floor"
+    version: str
+
+
 class Tick(_Msg):
     """Time passed: flush the keys of this partition whose conflation window is over, and
     re-evaluate the bookings whose deadline is due."""
@@ -136,7 +150,14 @@ InspectionMsg = Annotated[
     InspectionChanged | Subscribe | Unsubscribe | Truncated | Tick, Field(discriminator="kind")
 ]
 BookingMsg = Annotated[
-    BookingChanged | LocationPart | VendorPart | InspectionPart | Evict | Tick | Truncated,
+    BookingChanged
+    | LocationPart
+    | VendorPart
+    | InspectionPart
+    | Evict
+    | Tick
+    | Truncated
+    | VersionFloor,
     Field(discriminator="kind"),
 ]
 

@@ -71,6 +71,18 @@ class TruncationMarks(_State):
         return True
 
 
+class PartitionFloor(_State):
+    """The version floor of a booking partition (streams.messages.VersionFloor)."""
+
+    version: str = ZERO_VERSION
+
+    def raise_to(self, version: str) -> bool:
+        if version <= self.version:
+            return False
+        self.version = version
+        return True
+
+
 class KeyState(_State):
     """What every foreign key space keeps besides its rows: who listens, and how new it is."""
 
@@ -417,6 +429,10 @@ class BookingState(_State):
         setattr(self, space, fresh)
         self.watermark = max(self.watermark, part.version)
         return True
+
+    def floor(self, version: str) -> None:
+        """Carry at least ``version`` (a rebuild's VersionFloor), whatever reached the booking."""
+        self.watermark = max(self.watermark, version)
 
     def evaluate(self, now: datetime) -> SnapshotRecord | None:
         """Build the snapshot as of ``now``; return it only if its content changed."""

@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from streams import conflate, metrics, tables, topics
 from streams.agents.batch import KeyedBatch
 from streams.agents.changes import decode
-from streams.agents.common import guarded, key_of, parse
+from streams.agents.common import guarded, key_of, load, parse, save
 from streams.agents.common import partition_of as _partition_of
 from streams.agents.truncation import Truncations
 from streams.agents.waker import Waker
@@ -41,9 +41,10 @@ from streams.messages import (
     Tick,
     Truncated,
     VendorPart,
+    VersionFloor,
     encode,
 )
-from streams.state import BookingState, Space
+from streams.state import BookingState, PartitionFloor, Space
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,15 @@ class _Batch:
             tables.booking_state, BookingState, 2 * settings.max_part_bytes
         )
         self.truncations = Truncations("booking", self.keys)
+        self._floors: dict[int, PartitionFloor] = {}
+
+    def _floor(self, event: Any) -> PartitionFloor:
+        # Kept beside the TRUNCATE marks: per partition, in the partition's own store.
+        partition = int(event.message.partition)
+        if partition not in self._floors:
+            self.keys.make_current(event)
+            self._floors[partition] = load(tables.truncations, f"floor:{partition}", PartitionFloor)
+        return self._floors[partition]
 
     def _changed(self, key: str, state: BookingState) -> None:
         conflate.mark(state.outbox, clock(), WINDOW)
@@ -116,6 +126,12 @@ class _Batch:
             for due in deadlines.due(partition, clock()):
                 if self.keys.stored(due, event):
                     self._changed(due, self.keys.state(due, event, own=False))
+            return
+        if isinstance(msg, VersionFloor):
+            floor = self._floor(event)
+            if floor.raise_to(msg.version):
+                self.keys.make_current(event)
+                save(tables.truncations, f"floor:{event.message.partition}", floor)
             return
         if isinstance(msg, Truncated):
             for key in self.truncations.record(
@@ -143,6 +159,7 @@ class _Batch:
             event, lambda table, version: state.truncate(Truncated(table=table, version=version))
         ):
             self._changed(key, state)
+        state.floor(self._floor(event).version)
         return state
 
     async def _booking(self, event: Any, key: str, msg: BookingChanged) -> None:

@@ -30,11 +30,13 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+import psycopg
 from aiokafka.partitioner import DefaultPartitioner
 
+from schemas.envelope import ZERO_VERSION
 from streams import routing
 from streams.errors import BadEvent
-from streams.messages import encode
+from streams.messages import VersionFloor, encode
 from streams.ops.kafka import TP, Kafka
 from streams.ops.terminal import Progress
 
@@ -96,6 +98,30 @@ class Rekeyed:
     @property
     def messages(self) -> int:
         return sum(self.routed.values())
+
+
+# The greatest snapshot version either sink holds (text order is version order).
+HELD_VERSION = """
+SELECT greatest(
+    (SELECT max(source_version) FROM market_inventory_snapshots),
+    (SELECT max(source_version) FROM market_listing_sync))
+"""
+
+
+def held_version(dsn: str) -> str:
+    """The greatest version the sinks hold; ZERO_VERSION when they hold nothing."""
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
+        row = conn.execute(HELD_VERSION).fetchone()
+    return row[0] if row and row[0] else ZERO_VERSION
+
+
+def send_floor(kafka: Kafka, app_id: str, version: str, partitions: int) -> None:
+    """A VersionFloor to every booking partition, ahead of the history re-keyed after it."""
+    sender = kafka.sender()
+    for partition in range(partitions):
+        sender.send(f"{app_id}-by-booking", partition, None, encode(VersionFloor(version=version)))
+    sender.flush()
+    log.info("version floor sent version=%s partitions=%d", version, partitions)
 
 
 def rekey(

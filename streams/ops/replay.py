@@ -31,7 +31,7 @@ from streams.config import Settings
 from streams.ops import follow as following
 from streams.ops.errors import OpsError, WorkersRunning
 from streams.ops.kafka import TP, Kafka
-from streams.ops.rebuild import Rekeyed, clear_tables, rekey
+from streams.ops.rebuild import Rekeyed, clear_tables, held_version, rekey, send_floor
 from streams.ops.terminal import Progress, duration, rate, summary
 
 log = logging.getLogger(__name__)
@@ -270,6 +270,13 @@ def run(settings: Settings, request: ReplayRequest) -> Outcome:
     if request.rebuild:
         changelogs = kafka.partitions(changelog_topic(settings, t) for t in TABLES)
         outcome.cleared = clear_tables(kafka, changelogs, Progress("clear tables"))
+        # Rebuilt bookings must not come out older than what the sinks hold (see VersionFloor).
+        send_floor(
+            kafka,
+            group,
+            held_version(settings.pg_dsn),
+            counts[f"{group}-by-booking"],
+        )
         outcome.rekeyed = rekey(
             kafka, group, {tp: marks[tp] for tp in cdc}, counts, Progress("re-key history")
         )

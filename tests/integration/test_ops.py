@@ -26,6 +26,7 @@ from uuid import UUID, uuid4
 
 import pytest
 
+from schemas.snapshot import snapshot_id
 from streams import source_db
 from streams.admin import SOURCE_TABLES
 from streams.config import Settings
@@ -409,6 +410,60 @@ def test_replay_from_earliest_changes_nothing(
             timeout=120,
         )
         pipeline.settle()
+
+
+def test_a_rebuild_replaces_what_the_sinks_hold_even_at_a_greater_version(
+    pipeline: Pipeline, world: World, pg: Any, mongo_db: Any
+) -> None:
+    """A row and a listing hand-corrupted at the greatest version the sinks hold (as after a
+    builder fix, when the stored snapshot's version is greater than what a booking rebuilt from
+    nothing reaches): a rebuild writes the recomputed snapshot over them."""
+    rows, docs = capture(pg, mongo_db, world.farmer)
+    booking = world.bookings[1]
+    top = pg.execute(
+        "SELECT greatest((SELECT max(source_version) FROM market_inventory_snapshots),"
+        " (SELECT max(source_version) FROM market_listing_sync))"
+    ).fetchone()[0]
+    pg.execute(
+        "UPDATE market_inventory_snapshots SET quantity_kg = quantity_kg + 1, "
+        "content_hash = repeat('0', 64), source_version = %s WHERE booking_id = %s",
+        (top, booking),
+    )
+    pg.execute(
+        "UPDATE market_listing_sync SET content_hash = repeat('0', 64), source_version = %s "
+        "WHERE booking_id = %s",
+        (top, booking),
+    )
+    mongo_db["market_listings"].update_one(
+        {"_id": str(snapshot_id(booking))}, {"$inc": {"quantity_kg": 1}}
+    )
+    pipeline.stop()
+
+    pipeline.replay("--to-earliest", "--rebuild-tables")
+
+    def restored() -> tuple[dict[Any, Any], dict[Any, Any]] | None:
+        now_rows, now_docs = capture(pg, mongo_db, world.farmer)
+        row, doc = now_rows[booking], now_docs[str(booking)]
+        if (
+            row["content_hash"] != rows[booking]["content_hash"]
+            or row["synced_hash"] != row["content_hash"]
+        ):
+            return None
+        return (now_rows, now_docs) if doc["content_hash"] == row["content_hash"] else None
+
+    now_rows, now_docs = wait_for("the rebuilt snapshot in both sinks", restored, timeout=120)
+    assert now_rows[booking]["quantity_kg"] == rows[booking]["quantity_kg"]
+    assert now_docs[str(booking)]["quantity_kg"] == docs[str(booking)]["quantity_kg"]
+    assert now_rows[booking]["source_version"] >= top
+    # The others had nothing to change.
+    unchanged = ("updated_at", "source_version", "evaluated_at", "last_synced_at")
+    assert_same(
+        {k: v for k, v in rows.items() if k != booking},
+        {k: v for k, v in now_rows.items() if k != booking},
+        "row",
+        ignore=unchanged,
+    )
+    pipeline.settle()
 
 
 def test_replay_from_a_time_in_mid_stream_converges(

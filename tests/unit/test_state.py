@@ -334,3 +334,23 @@ def test_time_alone_changes_the_snapshot_after_the_deadline() -> None:
     assert (
         second.source_version == first.source_version and second.evaluated_at > first.evaluated_at
     )
+
+
+def test_a_version_floor_raises_what_a_booking_carries_and_never_lowers_it() -> None:
+    from streams.messages import BOOKING_MSG, VersionFloor
+    from streams.state import PartitionFloor
+
+    msg = BOOKING_MSG.validate_json(VersionFloor(version=v(9)).model_dump_json())
+    assert isinstance(msg, VersionFloor) and msg.version == v(9)
+    floor = PartitionFloor()
+    assert floor.raise_to(v(9)) and not floor.raise_to(v(3)) and floor.version == v(9)
+
+    b = booking()
+    state = BookingState()
+    state.apply_booking(BookingChanged(deleted=False, version=v(2), row=b))
+    answered(state, b, LocationState(), VendorState())
+    state.floor(floor.version)
+    record = state.evaluate(NOW)
+    assert record is not None and record.source_version == v(9)
+    state.floor(v(1))
+    assert state.watermark == v(9)
