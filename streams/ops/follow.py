@@ -17,14 +17,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from streams.messages import Tick, encode
 from streams.ops.kafka import TP, Kafka, Member
 from streams.ops.terminal import Progress
-from streams.sinks.base import SINK_NAMES, sink_group
+from streams.topology import SINK_NAMES, sink_group
 
 log = logging.getLogger(__name__)
 
-# The clock agent's tick, as encoded by streams.messages.encode(Tick()).
-TICK = b'{"kind":"tick"}'
+# The clock agent's tick, as it is on the wire.
+TICK = encode(Tick())
 
 
 @dataclass

@@ -33,9 +33,9 @@ import psycopg
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from launcher.stack import Stack
-from streams.admin import SOURCE_TABLES
 from streams.config import Settings
 from streams.ops.verify import Report, Scope, verify
+from streams.topology import SOURCE_TABLES
 from tests.faults.load import Load
 from tests.integration.workers import Worker, wait_for
 

@@ -16,7 +16,7 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from streams import source_db
-from streams.agents.common import partition_of
+from streams.topology import partition_of
 from tests.integration.test_pipeline import World, settled
 from tests.integration.workers import Worker, snapshot_row, wait_for
 
