@@ -130,23 +130,21 @@ def run_guarded(conn: psycopg.Connection[Any], fn: Callable[[psycopg.Connection[
         raise SinkUnavailable(f"postgres: {type(exc).__name__}: {exc}") from exc
 
 
-class PostgresSink:
-    """The snapshot table as a SnapshotSink: guarded upserts, and deletes for tombstones."""
+class SinkConnection:
+    """A sink's own Postgres connection, opened on first use and again after a failure."""
 
-    name = "postgres"
-
-    def __init__(self, dsn: str) -> None:
-        self._dsn = dsn
+    def __init__(self, dsn: str, name: str) -> None:
+        self._dsn, self._name = dsn, name
         self._conn: psycopg.Connection[Any] | None = None
 
-    def _connection(self) -> psycopg.Connection[Any]:
+    def get(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed:
             try:
                 self._conn = psycopg.connect(
                     self._dsn,
                     autocommit=False,
                     connect_timeout=10,
-                    application_name=f"mis-sink-{self.name}",
+                    application_name=f"mis-sink-{self._name}",
                 )
             except psycopg.Error as exc:
                 raise SinkUnavailable(f"postgres: {exc}") from exc
@@ -156,6 +154,18 @@ class PostgresSink:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+class PostgresSink:
+    """The snapshot table as a SnapshotSink: guarded upserts, and deletes for tombstones."""
+
+    name = "postgres"
+
+    def __init__(self, dsn: str) -> None:
+        self._conn = SinkConnection(dsn, self.name)
+
+    def close(self) -> None:
+        self._conn.close()
 
     def write(self, items: Sequence[Item]) -> list[Refusal]:
         """Write a batch, a transaction per LOCKS_PER_TRANSACTION bookings; on a refusal, find
@@ -200,7 +210,7 @@ class PostgresSink:
                 conn.execute(DELETE, (gone,))
             return changed
 
-        return run_guarded(self._connection(), work)
+        return run_guarded(self._conn.get(), work)
 
 
 async def expired_terminal(dsn: str, older_than: datetime) -> list[UUID]:
