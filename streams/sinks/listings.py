@@ -106,10 +106,10 @@ class ListingSink:
         self._mongo = MongoListings(
             settings.mongo_url, settings.mongo_database, settings.mongo_collection
         )
-        self._pg = SinkConnection(settings.pg_dsn, self.name)
+        self._conn = SinkConnection(settings.pg_dsn, self.name)
 
     def close(self) -> None:
-        self._pg.close()
+        self._conn.close()
         self._mongo.close()
 
     def write(self, items: Sequence[Item]) -> list[Refusal]:
@@ -191,7 +191,7 @@ class ListingSink:
                 with conn.cursor() as cur:
                     cur.executemany(RECORD, [_sync_params(r, now) for r in written])
 
-        run_guarded(self._pg.get(), work)
+        run_guarded(self._conn.get(), work)
         return refused
 
 

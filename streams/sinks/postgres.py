@@ -109,10 +109,10 @@ def run_guarded(conn: psycopg.Connection[Any], fn: Callable[[psycopg.Connection[
 
 
 class SinkConnection:
-    """A sink's own Postgres connection: opened on first use, and again once it has closed."""
+    """A sink's own Postgres connection, opened on first use and again after a failure."""
 
-    def __init__(self, dsn: str, sink: str) -> None:
-        self._dsn, self._sink = dsn, sink
+    def __init__(self, dsn: str, name: str) -> None:
+        self._dsn, self._name = dsn, name
         self._conn: psycopg.Connection[Any] | None = None
 
     def get(self) -> psycopg.Connection[Any]:
@@ -122,7 +122,7 @@ class SinkConnection:
                     self._dsn,
                     autocommit=False,
                     connect_timeout=10,
-                    application_name=f"mis-sink-{self._sink}",
+                    application_name=f"mis-sink-{self._name}",
                 )
             except psycopg.Error as exc:
                 raise SinkUnavailable(f"postgres: {exc}") from exc
@@ -140,10 +140,10 @@ class PostgresSink:
     name = "postgres"
 
     def __init__(self, dsn: str) -> None:
-        self._pg = SinkConnection(dsn, self.name)
+        self._conn = SinkConnection(dsn, self.name)
 
     def close(self) -> None:
-        self._pg.close()
+        self._conn.close()
 
     def write(self, items: Sequence[Item]) -> list[Refusal]:
         """Write a batch, a transaction per LOCKS_PER_TRANSACTION bookings; on a refusal, find
@@ -188,7 +188,7 @@ class PostgresSink:
                 conn.execute(DELETE, (gone,))
             return changed
 
-        return run_guarded(self._pg.get(), work)
+        return run_guarded(self._conn.get(), work)
 
 
 async def expired_terminal(dsn: str, older_than: datetime) -> list[UUID]:
