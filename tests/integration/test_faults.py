@@ -27,6 +27,7 @@ CI_FAULTS: dict[str, dict[str, Any]] = {
 }
 
 
+@pytest.mark.late(1)
 @pytest.mark.parametrize("name", list(CI_FAULTS))
 def test_the_pipeline_converges_after(
     name: str, stack: Any, settings: Settings, tmp_path: Path
