@@ -102,7 +102,11 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
 
 _SQL = Path(__file__).resolve().parent.parent / "schemas" / "sql"
 # The pipeline's own tables: the snapshots, and what MongoDB holds of them.
-SINK_DDL = (_SQL / "003_market_inventory_snapshots.sql", _SQL / "004_market_listing_sync.sql")
+SINK_DDL = (
+    _SQL / "003_market_inventory_snapshots.sql",
+    _SQL / "004_market_listing_sync.sql",
+    _SQL / "005_market_inventory_snapshot_history.sql",
+)
 
 
 def ensure_sink_table(settings: Settings) -> None:

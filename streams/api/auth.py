@@ -45,6 +45,8 @@ SNAPSHOT = "/storage-guard/snapshots/{booking_id}"
 #: the same (tests compare the two with the routes).
 OPERATION_SCOPES: dict[tuple[str, str], str | None] = {
     ("GET", SNAPSHOT): READ,
+    ("GET", SNAPSHOT + "/history"): READ,
+    ("GET", "/storage-guard/locations/{location_id}/trends"): READ,
     ("POST", SNAPSHOT + "/publish"): PUBLISH,
     ("POST", SNAPSHOT + "/reconcile"): OPERATE,
     ("POST", "/storage-guard/snapshots/sync-all"): OPERATE,

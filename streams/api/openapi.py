@@ -18,12 +18,14 @@ from streams.api.models import (
     BookingResponse,
     ErrorResponse,
     HealthResponse,
+    HistoryResponse,
     JobView,
     ProblemResponse,
     PublishResponse,
     ReconcileResponse,
     SnapshotResponse,
     SyncAllResponse,
+    TrendsResponse,
 )
 
 REF = "#/components/schemas/{model}"
@@ -35,13 +37,13 @@ RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
     ErrorResponse,
     HealthResponse,
     JobView,
-    ProblemResponse,
-    JobView,
+    HistoryResponse,
     ProblemResponse,
     PublishResponse,
     ReconcileResponse,
     SnapshotResponse,
     SyncAllResponse,
+    TrendsResponse,
 )
 BEARER = "bearer"
 PROBLEM_JSON = "application/problem+json"
@@ -91,6 +93,46 @@ FARMER_ID = {
     "description": "the farmer who books (a UUID)",
     "schema": {"type": "string", "format": "uuid"},
 }
+
+LOCATION_ID = {
+    "name": "location_id",
+    "in": "path",
+    "required": True,
+    "description": "the storage location's id (a UUID)",
+    "schema": {"type": "string", "format": "uuid"},
+}
+HISTORY_PARAMETERS = (
+    {
+        "name": "limit",
+        "in": "query",
+        "required": False,
+        "description": "entries per page",
+        "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 50},
+    },
+    {
+        "name": "before",
+        "in": "query",
+        "required": False,
+        "description": "the next_before of the previous page: entries older than its last",
+        "schema": {"type": "string"},
+    },
+)
+TRENDS_PARAMETERS = (
+    {
+        "name": "bucket",
+        "in": "query",
+        "required": False,
+        "description": "the width of a bucket (UTC)",
+        "schema": {"type": "string", "enum": ["hour", "day"], "default": "hour"},
+    },
+    {
+        "name": "since",
+        "in": "query",
+        "required": False,
+        "description": "ISO 8601 time with a zone; defaults to 7 days ago",
+        "schema": {"type": "string", "format": "date-time"},
+    },
+)
 
 
 def _ref(model: type[BaseModel]) -> dict[str, str]:
@@ -149,6 +191,22 @@ def _paths() -> dict[str, Any]:
                 (200, SnapshotResponse, "the snapshot"),
                 (404, 422, 503),
                 parameters=(BOOKING_ID,),
+            )
+        },
+        f"{snapshot}/history": {
+            "get": _operation(
+                "Every content change of the snapshot, newest first, a page at a time",
+                (200, HistoryResponse, "a page of the history"),
+                (404, 422, 503),
+                parameters=(BOOKING_ID, *HISTORY_PARAMETERS),
+            )
+        },
+        "/storage-guard/locations/{location_id}/trends": {
+            "get": _operation(
+                "Quality and sensor averages of a location's snapshot versions per time bucket",
+                (200, TrendsResponse, "the buckets that have data, oldest first"),
+                (422, 503),
+                parameters=(LOCATION_ID, *TRENDS_PARAMETERS),
             )
         },
         f"{snapshot}/publish": {

@@ -13,11 +13,13 @@ from typing import Any, TypeVar
 from uuid import UUID
 
 import psycopg
+from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from schemas.snapshot import SnapshotRecord
 from streams.errors import SinkRejected, SinkUnavailable
 from streams.sinks.base import Item, Refusal
+from streams.sinks.records import record_from_row
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +89,25 @@ def row_params(record: SnapshotRecord) -> dict[str, Any]:
 
 DELETE = f"DELETE FROM {T} WHERE booking_id = ANY(%s)"
 
+H = "market_inventory_snapshot_history"
+HISTORY_COLUMNS = ("booking_id", *GUARD_COLUMNS, "id", *CONTENT_COLUMNS, "status")
+# The history row of each booking the upsert changed, copied from the row as stored (its status
+# included); a version already recorded adds nothing. RETURNING gives the new content to the
+# change events.
+RECORD_HISTORY = f"""
+INSERT INTO {H} ({", ".join(HISTORY_COLUMNS)})
+SELECT {", ".join(HISTORY_COLUMNS)} FROM {T} WHERE booking_id = ANY(%s)
+ON CONFLICT DO NOTHING
+RETURNING {", ".join(HISTORY_COLUMNS)}
+"""
+# The stored rows of a batch before its upsert, for the change events (under the row locks).
+READ_BEFORE = f"SELECT {', '.join(HISTORY_COLUMNS)} FROM {T} WHERE booking_id = ANY(%s)"
+
+#: (the stored snapshot before the write or None, the one written), for each booking a batch
+#: changed; called after the transaction committed, before the sink returns.
+Changes = Sequence[tuple[SnapshotRecord | None, SnapshotRecord]]
+OnChanges = Callable[[Changes], None]
+
 # Transaction-scoped advisory locks per booking, always taken in booking order:
 # - "row": held by a writer of the snapshot row, and by a writer of market_listing_sync from
 #   that write to its commit. Each side's trigger reads the other's table; under READ COMMITTED
@@ -135,8 +156,9 @@ class PostgresSink:
 
     name = "postgres"
 
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, on_changes: OnChanges | None = None) -> None:
         self._dsn = dsn
+        self._on_changes = on_changes
         self._conn: psycopg.Connection[Any] | None = None
 
     def _connection(self) -> psycopg.Connection[Any]:
@@ -183,10 +205,18 @@ class PostgresSink:
     def _write(self, items: Sequence[Item]) -> set[UUID]:
         records = [i.record for i in items if i.record is not None]
         gone = [i.booking_id for i in items if i.record is None]
+        before: dict[UUID, SnapshotRecord] = {}
+        after: list[SnapshotRecord] = []
 
         def work(conn: psycopg.Connection[Any]) -> set[UUID]:
             changed: set[UUID] = set()
+            before.clear()
+            after.clear()
             lock_bookings(conn, [i.booking_id for i in items])
+            if records and self._on_changes is not None:
+                before.update(
+                    _read_records(conn, READ_BEFORE, [r.snapshot.booking_id for r in records])
+                )
             if records:
                 with conn.cursor() as cur:
                     cur.executemany(UPSERT, [row_params(r) for r in records], returning=True)
@@ -196,11 +226,24 @@ class PostgresSink:
                             changed.add(row[0])
                         if not cur.nextset():
                             break
+            if changed:
+                after.extend(_read_records(conn, RECORD_HISTORY, sorted(changed)).values())
             if gone:
                 conn.execute(DELETE, (gone,))
             return changed
 
-        return run_guarded(self._connection(), work)
+        changed = run_guarded(self._connection(), work)
+        if self._on_changes is not None and after:
+            self._on_changes([(before.get(r.snapshot.booking_id), r) for r in after])
+        return changed
+
+
+def _read_records(
+    conn: psycopg.Connection[Any], sql: str, booking_ids: Sequence[UUID]
+) -> dict[UUID, SnapshotRecord]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(sql, (list(booking_ids),))  # type: ignore[call-overload]
+        return {row["booking_id"]: record_from_row(row) for row in cur.fetchall()}
 
 
 async def expired_terminal(dsn: str, older_than: datetime) -> list[UUID]:

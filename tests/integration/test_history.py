@@ -1,0 +1,124 @@
+"""Snapshot history and trends on the real stack.
+
+Each change of a booking's snapshot becomes a history row, written by the Postgres sink in the
+transaction of its upsert; the API answers them newest first, a page at a time, and averages a
+location's versions per time bucket. A snapshot written again adds nothing.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID, uuid4
+
+import pytest
+
+from streams.config import Settings
+from streams.sinks.base import Item, Origin
+from streams.sinks.postgres import PostgresSink
+from streams.sinks.records import record_from_row
+from tests.integration.test_api import Http, conforms, refused
+from tests.integration.test_sinks import new_booking, reading
+from tests.integration.workers import Worker, wait_for
+
+SETTLE = 60.0
+HISTORY = "/storage-guard/snapshots/{booking_id}/history"
+TRENDS = "/storage-guard/locations/{location_id}/trends"
+
+
+@pytest.fixture(scope="module")
+def http(stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Http]:
+    app_id = f"mis-it-history-{uuid.uuid4().hex[:8]}"
+    worker = Worker("h1", app_id, tmp_path_factory.mktemp("workers")).start()
+    try:
+        worker.wait_ready()
+        yield Http(worker)
+    finally:
+        worker.stop()
+
+
+def history_rows(pg: Any, booking_id: UUID) -> list[dict[str, Any]]:
+    with pg.cursor() as cur:
+        cur.execute(
+            "SELECT * FROM market_inventory_snapshot_history WHERE booking_id = %s "
+            "ORDER BY source_version, evaluated_at",
+            (booking_id,),
+        )
+        names = [d.name for d in cur.description]
+        return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+
+
+def test_changes_become_history_newest_first_and_a_replay_adds_nothing(
+    http: Http, pg: Any, settings: Settings
+) -> None:
+    location = uuid4()
+    booking_id = new_booking(pg, location)
+    wait_for("the booking's first history entry", lambda: history_rows(pg, booking_id), SETTLE)
+    temperatures = (4.0, 6.0, 9.0)
+    for i, value in enumerate(temperatures, start=1):
+        reading(pg, location, "temperature", value)
+        wait_for(
+            f"history entry {i}",
+            lambda i=i: len(history_rows(pg, booking_id)) > i,  # type: ignore[misc]
+            SETTLE,
+        )
+    rows = history_rows(pg, booking_id)
+    # The booking alone, then one version per reading.
+    assert len(rows) == len(temperatures) + 1
+    assert [r["sensor_summary"].get("temperature_avg") for r in rows] == [None, *temperatures]
+
+    first = conforms(
+        http.get(HISTORY.format(booking_id=booking_id), params={"limit": 3}), "GET", HISTORY
+    )
+    assert [e["sensor_summary"].get("temperature_avg") for e in first["entries"]] == [9.0, 6.0, 4.0]
+    assert first["next_before"] is not None
+    rest = conforms(
+        http.get(
+            HISTORY.format(booking_id=booking_id),
+            params={"limit": 3, "before": first["next_before"]},
+        ),
+        "GET",
+        HISTORY,
+    )
+    assert [e["sensor_summary"] for e in rest["entries"]] == [{}]
+    assert rest["next_before"] is None
+
+    # Every recorded version written again, as a redelivered batch would: nothing changes.
+    sink = PostgresSink(settings.pg_dsn)
+    try:
+        for row in rows:
+            record = record_from_row(row)
+            assert sink._write([Item(booking_id, record, Origin("t", 0, 0, None, None))]) == set()
+    finally:
+        sink.close()
+    assert len(history_rows(pg, booking_id)) == len(rows)
+
+    since = (datetime.now(UTC) - timedelta(hours=2)).isoformat()
+    for bucket in ("hour", "day"):
+        trends = conforms(
+            http.get(
+                TRENDS.format(location_id=location), params={"bucket": bucket, "since": since}
+            ),
+            "GET",
+            TRENDS,
+        )
+        assert trends["bucket"] == bucket
+        buckets = trends["buckets"]
+        assert sum(b["snapshots"] for b in buckets) == len(rows)
+        assert all(b["bookings"] == 1 for b in buckets)
+        if len(buckets) == 1:  # not across an hour's end: the average of the three readings
+            expected = round(sum(temperatures) / len(temperatures), 2)
+            assert buckets[0]["sensors"]["temperature_avg"] == expected
+
+
+def test_history_and_trends_refuse_bad_parameters(http: Http) -> None:
+    refused(http.get(HISTORY.format(booking_id=uuid4())), 404)
+    refused(http.get(HISTORY.format(booking_id="nope")), 422)
+    refused(http.get(HISTORY.format(booking_id=uuid4()), params={"limit": "0"}), 422)
+    refused(http.get(HISTORY.format(booking_id=uuid4()), params={"before": "%%%"}), 422)
+    refused(http.get(TRENDS.format(location_id=uuid4()), params={"bucket": "week"}), 422)
+    refused(http.get(TRENDS.format(location_id=uuid4()), params={"since": "yesterday"}), 422)
+    empty = conforms(http.get(TRENDS.format(location_id=uuid4())), "GET", TRENDS)
+    assert empty["buckets"] == []
