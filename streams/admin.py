@@ -30,6 +30,7 @@ SOURCE_TABLES = (
 # Shared with the Faust topic declarations (streams.topics), so both create the same topics.
 SNAPSHOT_COMPACTION_LAG_MS = 60_000
 DEAD_LETTER_RETENTION_S = 30 * 24 * 3600
+LISTING_CHANGES_RETENTION_S = 7 * 24 * 3600
 
 INTERNAL = ("by-location", "by-vendor", "by-inspection", "by-booking", "snapshots", "dead-letters")
 # The Faust tables of streams.tables; their changelogs are `<app_id>-<table>-changelog`.
@@ -51,6 +52,10 @@ def pipeline_topics(settings: Settings) -> dict[str, dict[str, str]]:
     topics[f"{settings.app_id}-snapshots"] = {
         "cleanup.policy": "compact",
         "min.compaction.lag.ms": str(SNAPSHOT_COMPACTION_LAG_MS),
+    }
+    # Buyer notifications (streams.changes), read by the live push and by downstream consumers.
+    topics[f"{settings.app_id}-listing-changes"] = {
+        "retention.ms": str(LISTING_CHANGES_RETENTION_S * 1000)
     }
     topics[f"{settings.app_id}-dead-letters"] = {
         "retention.ms": str(DEAD_LETTER_RETENTION_S * 1000)

@@ -7,18 +7,23 @@ location's versions per time bucket. A snapshot written again adds nothing.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
+import jsonschema
 import pytest
 
+from schemas.jsonschema import CHANGE_SCHEMA_PATH
+from streams import source_db
 from streams.config import Settings
 from streams.sinks.base import Item, Origin
 from streams.sinks.postgres import PostgresSink
 from streams.sinks.records import record_from_row
+from tests.integration.conftest import Consume
 from tests.integration.test_api import Http, conforms, refused
 from tests.integration.test_sinks import new_booking, reading
 from tests.integration.workers import Worker, wait_for
@@ -28,9 +33,12 @@ HISTORY = "/storage-guard/snapshots/{booking_id}/history"
 TRENDS = "/storage-guard/locations/{location_id}/trends"
 
 
+APP_ID = f"mis-it-history-{uuid.uuid4().hex[:8]}"
+
+
 @pytest.fixture(scope="module")
 def http(stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Http]:
-    app_id = f"mis-it-history-{uuid.uuid4().hex[:8]}"
+    app_id = APP_ID
     worker = Worker("h1", app_id, tmp_path_factory.mktemp("workers")).start()
     try:
         worker.wait_ready()
@@ -111,6 +119,28 @@ def test_changes_become_history_newest_first_and_a_replay_adds_nothing(
         if len(buckets) == 1:  # not across an hour's end: the average of the three readings
             expected = round(sum(temperatures) / len(temperatures), 2)
             assert buckets[0]["sensors"]["temperature_avg"] == expected
+
+
+def test_a_status_change_is_a_listing_change_event_of_its_version(
+    http: Http, pg: Any, consume: Consume
+) -> None:
+    booking_id = new_booking(pg, uuid4())
+    wait_for("the booking's first history entry", lambda: history_rows(pg, booking_id), SETTLE)
+    source_db.update(pg, "storage_bookings", booking_id, status="completed")
+    event = consume(
+        f"{APP_ID}-listing-changes",
+        lambda r: (
+            isinstance(r.value, dict)
+            and r.value.get("booking_id") == str(booking_id)
+            and r.value.get("kind") == "status_changed"
+        ),
+        timeout_s=SETTLE,
+    )
+    jsonschema.validate(event.value, json.loads(CHANGE_SCHEMA_PATH.read_text()))
+    newest = history_rows(pg, booking_id)[-1]
+    assert event.value["source_version"] == newest["source_version"]
+    assert event.value["status"] == "completed" == newest["status"]
+    assert event.value["previous_status"] in ("ready_to_publish", "published")
 
 
 def test_history_and_trends_refuse_bad_parameters(http: Http) -> None:
