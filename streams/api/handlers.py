@@ -12,7 +12,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from pydantic import BaseModel
 
-from streams.api import history, jobs, openapi
+from streams.api import history, jobs, live, openapi
 from streams.api.auth import CALLER
 from streams.api.errors import Invalid, NotFound
 from streams.api.health import Health
@@ -149,6 +149,16 @@ def _int_param(request: web.Request, name: str, default: int, low: int, high: in
             [{"loc": [name], "msg": f"integer from {low} to {high}"}],
         )
     return int(raw)
+
+
+@routes.get(live.STREAM_ROUTE, allow_head=False)
+async def listing_changes_stream(request: web.Request) -> web.StreamResponse:
+    return await live.stream(request, request.app[API].settings)
+
+
+@routes.get(live.PAGE_ROUTE, allow_head=False)
+async def live_page(request: web.Request) -> web.Response:
+    return web.Response(text=live.page(), content_type="text/html")
 
 
 @routes.post(SNAPSHOT_ROUTE + "/publish")

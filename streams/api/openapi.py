@@ -253,6 +253,62 @@ def _paths() -> dict[str, Any]:
                 body=BookingRequest,
             )
         },
+        "/storage-guard/listing-changes/stream": {
+            "get": {
+                "summary": "Listing changes as they happen, as server-sent events",
+                "description": (
+                    "Events `ready` (first; its id is the starting position), `listing-change` "
+                    "(data: a ListingChange) and `error`; a comment every 15 s. Each id is the "
+                    "position <topic>:<partition>:<next offset>,...: sent back as Last-Event-ID "
+                    "it resumes the stream where it was."
+                ),
+                "parameters": [
+                    *(
+                        {
+                            "name": name,
+                            "in": "query",
+                            "required": False,
+                            "description": f"only the changes of this {name[:-3]}",
+                            "schema": {"type": "string", "format": "uuid"},
+                        }
+                        for name in ("booking_id", "location_id", "vendor_id")
+                    ),
+                    {
+                        "name": "since",
+                        "in": "query",
+                        "required": False,
+                        "description": "without Last-Event-ID: from this time (else from now)",
+                        "schema": {"type": "string", "format": "date-time"},
+                    },
+                    {
+                        "name": "Last-Event-ID",
+                        "in": "header",
+                        "required": False,
+                        "description": "the id of the last event received: resume after it",
+                        "schema": {"type": "string"},
+                    },
+                ],
+                "responses": {
+                    "200": {
+                        "description": "the stream (text/event-stream), open until the client "
+                        "leaves",
+                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    },
+                    "422": _json(ErrorResponse, ERRORS[422]),
+                },
+            }
+        },
+        "/storage-guard/live": {
+            "get": {
+                "summary": "A page showing listing changes live (it asks for a read token)",
+                "responses": {
+                    "200": {
+                        "description": "HTML",
+                        "content": {"text/html": {"schema": {"type": "string"}}},
+                    }
+                },
+            }
+        },
         "/health": {
             "get": {
                 "summary": "The state of each dependency",

@@ -16,6 +16,7 @@ from uuid import UUID, uuid4
 
 import jsonschema
 import pytest
+import requests
 
 from schemas.jsonschema import CHANGE_SCHEMA_PATH
 from streams import source_db
@@ -141,6 +142,94 @@ def test_a_status_change_is_a_listing_change_event_of_its_version(
     assert event.value["source_version"] == newest["source_version"]
     assert event.value["status"] == "completed" == newest["status"]
     assert event.value["previous_status"] in ("ready_to_publish", "published")
+
+
+STREAM = "/storage-guard/listing-changes/stream"
+
+
+class Events:
+    """A server-sent event stream of the worker, read event by event."""
+
+    def __init__(self, http: Http, last_event_id: str | None = None, **params: str) -> None:
+        headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
+        self.resp = http.session.get(
+            http.base + STREAM, params=params, headers=headers, stream=True, timeout=(10, 60)
+        )
+        assert self.resp.status_code == 200, self.resp.text[:300]
+        assert self.resp.headers["Content-Type"].startswith("text/event-stream")
+        self.lines = self.resp.iter_lines(decode_unicode=True)
+
+    def next(self) -> tuple[str, str | None, Any]:
+        """(event, id, data) of the next event; comments are skipped."""
+        event, event_id, data = "message", None, []
+        for line in self.lines:
+            if not line:
+                if data:
+                    return event, event_id, json.loads("\n".join(data))
+                continue
+            if line.startswith(":"):
+                continue
+            field, _, value = line.partition(": ")
+            if field == "event":
+                event = value
+            elif field == "id":
+                event_id = value
+            elif field == "data":
+                data.append(value)
+        raise AssertionError("the stream ended")
+
+    def change(self) -> tuple[str, dict[str, Any]]:
+        """The next listing change (after the ``ready`` event of the start)."""
+        event, event_id, data = self.next()
+        if event == "ready":
+            event, event_id, data = self.next()
+        assert event == "listing-change" and event_id is not None, (event, data)
+        return event_id, data
+
+    def close(self) -> None:
+        self.resp.close()
+
+
+def test_the_stream_pushes_a_bookings_changes_and_resumes_from_an_event_id(
+    http: Http, pg: Any
+) -> None:
+    booking_id = new_booking(pg, uuid4())
+    wait_for("the booking's first history entry", lambda: history_rows(pg, booking_id), SETTLE)
+    live = Events(http, booking_id=str(booking_id))
+    try:
+        event, start, ready = live.next()
+        assert event == "ready" and start and ready["filters"] == {"booking_id": str(booking_id)}
+        source_db.update(pg, "storage_bookings", booking_id, status="cancelled")
+        first_id, first = live.change()
+        assert (first["booking_id"], first["kind"]) == (str(booking_id), "status_changed")
+        assert first["status"] == "withdrawn"
+    finally:
+        live.close()
+    # Resumed from the position before the event: the event again, nothing lost.
+    again = Events(http, last_event_id=start, booking_id=str(booking_id))
+    try:
+        assert again.change()[1]["event_id"] == first["event_id"]
+    finally:
+        again.close()
+    # Resumed after it: the next change comes first, the first one is not repeated.
+    source_db.update(pg, "storage_bookings", booking_id, status="completed")
+    after = Events(http, last_event_id=first_id, booking_id=str(booking_id))
+    try:
+        _, second = after.change()
+        assert second["kind"] == "status_changed" and second["status"] == "completed"
+        assert second["previous_status"] == "withdrawn"
+    finally:
+        after.close()
+
+
+def test_the_live_page_is_served_without_a_token(http: Http) -> None:
+    resp = requests.get(http.base + "/storage-guard/live", timeout=30)
+    assert resp.status_code == 200 and resp.headers["Content-Type"].startswith("text/html")
+    assert STREAM in resp.text
+    refused(http.get(STREAM, params={"booking_id": "x"}), 422)
+    refused(http.get(STREAM, headers={"Last-Event-ID": "other-topic:0:1"}), 422)
+    resp = requests.get(http.base + STREAM, timeout=30)
+    assert resp.status_code == 401
 
 
 def test_history_and_trends_refuse_bad_parameters(http: Http) -> None:
