@@ -7,7 +7,10 @@ location's versions per time bucket. A snapshot written again adds nothing.
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import shutil
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -27,7 +30,7 @@ from streams.sinks.records import record_from_row
 from tests.integration.conftest import Consume
 from tests.integration.test_api import Http, conforms, refused
 from tests.integration.test_sinks import new_booking, reading
-from tests.integration.workers import Worker, wait_for
+from tests.integration.workers import API_TOKEN, Worker, wait_for
 
 SETTLE = 60.0
 HISTORY = "/storage-guard/snapshots/{booking_id}/history"
@@ -241,3 +244,45 @@ def test_history_and_trends_refuse_bad_parameters(http: Http) -> None:
     refused(http.get(TRENDS.format(location_id=uuid4()), params={"since": "yesterday"}), 422)
     empty = conforms(http.get(TRENDS.format(location_id=uuid4())), "GET", TRENDS)
     assert empty["buckets"] == []
+
+
+CHROMIUM = shutil.which("chromium")
+CHROMEDRIVER = shutil.which("chromedriver")
+
+
+@pytest.mark.skipif(
+    CHROMIUM is None or CHROMEDRIVER is None or importlib.util.find_spec("selenium") is None,
+    reason="needs Debian's chromium and chromium-driver, and selenium",
+)
+def test_a_write_to_the_source_appears_on_the_live_page_in_a_real_browser(
+    http: Http, pg: Any
+) -> None:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    booking_id = new_booking(pg, uuid4())
+    wait_for("the booking's first history entry", lambda: history_rows(pg, booking_id), SETTLE)
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    try:
+        driver.get(http.base + "/storage-guard/live")
+        driver.find_element(By.ID, "token").send_keys(API_TOKEN)
+        driver.find_element(By.ID, "booking_id").send_keys(str(booking_id))
+        driver.find_element(By.ID, "connect").click()
+        state = driver.find_element(By.ID, "state")
+        WebDriverWait(driver, SETTLE).until(lambda _: state.text == "live")
+        changed = time.monotonic()
+        source_db.update(pg, "storage_bookings", booking_id, status="completed")
+        selector = f'tr[data-booking-id="{booking_id}"][data-kind="status_changed"]'
+        row = WebDriverWait(driver, SETTLE).until(
+            lambda d: d.find_elements(By.CSS_SELECTOR, selector)
+        )[0]
+        print(f"source commit -> browser row: {time.monotonic() - changed:.2f}s")
+        assert "completed" in row.text and str(booking_id) in row.text
+    finally:
+        driver.quit()
