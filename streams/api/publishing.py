@@ -16,7 +16,7 @@ from typing import Any
 from uuid import UUID
 
 from streams.api.errors import Conflict, NotFound, Unavailable
-from streams.api.models import PublishResponse, SyncAllResponse, SyncResult
+from streams.api.models import PublishResponse
 from streams.api.store import Store
 from streams.config import Settings
 from streams.errors import SinkUnavailable
@@ -91,34 +91,3 @@ class Publishing:
                     published_at=fresh["published_at"],
                 )
         raise Conflict(f"the snapshot of booking {booking_id} kept changing; retry")
-
-    async def sync_all(self) -> SyncAllResponse:
-        results: list[SyncResult] = []
-        after: UUID | None = None
-        while True:
-            rows = await self._store.ready_to_publish(after, PAGE)
-            if not rows:
-                break
-            after = rows[-1]["booking_id"]
-            published = await self.publish_rows(rows)
-            retry = [r for r in rows if r["booking_id"] not in published]
-            if retry:
-                # Changed under us: publish what Postgres holds now, if it still waits.
-                fresh = [await self._store.snapshot(r["booking_id"]) for r in retry]
-                published |= await self.publish_rows(
-                    [f for f in fresh if f is not None and f["status"] == "ready_to_publish"]
-                )
-            results += [
-                SyncResult(
-                    booking_id=r["booking_id"],
-                    success=r["booking_id"] in published,
-                    listing_id=published.get(r["booking_id"]),
-                    error=None if r["booking_id"] in published else CHANGED,
-                )
-                for r in rows
-            ]
-            if len(rows) < PAGE:
-                break
-        done = sum(1 for r in results if r.success)
-        log.info("sync-all total=%d published=%d", len(results), done)
-        return SyncAllResponse(total=len(results), published=done, results=results)

@@ -34,10 +34,14 @@ from psycopg.rows import dict_row
 from schemas.snapshot import SnapshotRecord
 from streams.clock import clock
 from streams.config import Settings
-from streams.errors import SinkUnavailable
 from streams.sinks.base import Item, Refusal
 from streams.sinks.mongo import MongoListings, listing_document, listing_id
-from streams.sinks.postgres import LOCKS_PER_TRANSACTION, lock_bookings, run_guarded
+from streams.sinks.postgres import (
+    LOCKS_PER_TRANSACTION,
+    SinkConnection,
+    lock_bookings,
+    run_guarded,
+)
 
 log = logging.getLogger(__name__)
 
@@ -97,30 +101,14 @@ class ListingSink:
     name = "mongodb"
 
     def __init__(self, settings: Settings, *, auto_publish: bool | None = None) -> None:
-        self._dsn = settings.pg_dsn
         self._auto_publish = settings.auto_publish if auto_publish is None else auto_publish
         self._mongo = MongoListings(
             settings.mongo_url, settings.mongo_database, settings.mongo_collection
         )
-        self._conn: psycopg.Connection[Any] | None = None
-
-    def _connection(self) -> psycopg.Connection[Any]:
-        if self._conn is None or self._conn.closed:
-            try:
-                self._conn = psycopg.connect(
-                    self._dsn,
-                    autocommit=False,
-                    connect_timeout=10,
-                    application_name=f"mis-sink-{self.name}",
-                )
-            except psycopg.Error as exc:
-                raise SinkUnavailable(f"postgres: {exc}") from exc
-        return self._conn
+        self._conn = SinkConnection(settings.pg_dsn, self.name)
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        self._conn.close()
         self._mongo.close()
 
     def write(self, items: Sequence[Item]) -> list[Refusal]:
@@ -202,7 +190,7 @@ class ListingSink:
                 with conn.cursor() as cur:
                     cur.executemany(RECORD, [_sync_params(r, now) for r in written])
 
-        run_guarded(self._connection(), work)
+        run_guarded(self._conn.get(), work)
         return refused
 
 

@@ -151,24 +151,21 @@ def run_guarded(conn: psycopg.Connection[Any], fn: Callable[[psycopg.Connection[
         raise SinkUnavailable(f"postgres: {type(exc).__name__}: {exc}") from exc
 
 
-class PostgresSink:
-    """The snapshot table as a SnapshotSink: guarded upserts, and deletes for tombstones."""
+class SinkConnection:
+    """A sink's own Postgres connection, opened on first use and again after a failure."""
 
-    name = "postgres"
-
-    def __init__(self, dsn: str, on_changes: OnChanges | None = None) -> None:
-        self._dsn = dsn
-        self._on_changes = on_changes
+    def __init__(self, dsn: str, name: str) -> None:
+        self._dsn, self._name = dsn, name
         self._conn: psycopg.Connection[Any] | None = None
 
-    def _connection(self) -> psycopg.Connection[Any]:
+    def get(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed:
             try:
                 self._conn = psycopg.connect(
                     self._dsn,
                     autocommit=False,
                     connect_timeout=10,
-                    application_name=f"mis-sink-{self.name}",
+                    application_name=f"mis-sink-{self._name}",
                 )
             except psycopg.Error as exc:
                 raise SinkUnavailable(f"postgres: {exc}") from exc
@@ -178,6 +175,19 @@ class PostgresSink:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+class PostgresSink:
+    """The snapshot table as a SnapshotSink: guarded upserts, and deletes for tombstones."""
+
+    name = "postgres"
+
+    def __init__(self, dsn: str, on_changes: OnChanges | None = None) -> None:
+        self._conn = SinkConnection(dsn, self.name)
+        self._on_changes = on_changes
+
+    def close(self) -> None:
+        self._conn.close()
 
     def write(self, items: Sequence[Item]) -> list[Refusal]:
         """Write a batch, a transaction per LOCKS_PER_TRANSACTION bookings; on a refusal, find
@@ -232,7 +242,7 @@ class PostgresSink:
                 conn.execute(DELETE, (gone,))
             return changed
 
-        changed = run_guarded(self._connection(), work)
+        changed = run_guarded(self._conn.get(), work)
         if self._on_changes is not None and after:
             self._on_changes([(before.get(r.snapshot.booking_id), r) for r in after])
         return changed

@@ -112,7 +112,7 @@ def sigkill_one_of_two(env: Env, kills: int = 5) -> None:
 
 
 def _component(name: str, *, kill: bool, down_s: float = 5.0) -> Fault:
-    def fault(env: Env) -> None:
+    def fault(env: Env, down_s: float = down_s) -> None:
         env.pause(5)
         env.stack.stop_component(name, kill=kill)
         try:
@@ -262,6 +262,16 @@ def column_added(env: Env) -> None:
             conn.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
 
 
+def tables_truncated(env: Env) -> None:
+    """TRUNCATE of the pest detections and the certificates while the load goes on."""
+    env.pause(5)
+    with psycopg.connect(env.settings.pg_dsn, autocommit=True) as conn:
+        conn.execute("TRUNCATE pest_detections, certificates")
+    env.load.pests.clear()
+    env.load.certificates.clear()
+    env.pause(8)
+
+
 FAULTS: dict[str, tuple[Fault, int]] = {
     # name: (fault, workers)
     "none (the load alone)": (no_fault, 1),
@@ -275,6 +285,8 @@ FAULTS: dict[str, tuple[Fault, int]] = {
     "duplicated and reordered delivery": (duplicate_and_reorder, 1),
     "1,000 malformed events per CDC topic": (malformed_events, 1),
     "column added to every source table": (column_added, 1),
+    # Last: it empties tables every booking of the stack reads.
+    "pest detections and certificates truncated": (tables_truncated, 1),
 }
 
 
