@@ -158,6 +158,8 @@ class Live:
     async def close(self) -> None:
         for reader in list(self.readers):
             reader.stopping.set()
+            with contextlib.suppress(asyncio.QueueFull):
+                reader.queue.put_nowait("the worker is stopping")  # ends its stream now
 
 
 LIVE = web.AppKey("live", Live)

@@ -41,3 +41,37 @@ def test_since_accepts_iso_times_with_a_zone_only() -> None:
     for bad in ("yesterday", "2026-12-01T10:00:00", ""):
         with pytest.raises(Invalid):
             parse_since(bad)
+
+
+def test_a_stream_position_gives_back_the_offsets_it_was_made_of() -> None:
+    from streams.api.live import format_position, parse_position
+
+    topic = "app-listing-changes"
+    positions = {0: 12, 1: 0, 3: 7}
+    text = format_position(topic, positions)
+    assert text == "app-listing-changes:0:12,app-listing-changes:1:0,app-listing-changes:3:7"
+    assert parse_position(topic, text) == positions
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "0:12",
+        "other-listing-changes:0:1",
+        "app-listing-changes:-1:3",
+        "app-listing-changes:0:x",
+    ],
+)
+def test_a_position_of_another_stream_is_a_422(text: str) -> None:
+    from streams.api.live import parse_position
+
+    with pytest.raises(Invalid):
+        parse_position("app-listing-changes", text)
+
+
+def test_an_event_is_written_as_server_sent_event_lines() -> None:
+    from streams.api.live import _sse
+
+    assert _sse("ready", '{"a": 1}', "t:0:1") == b'event: ready\nid: t:0:1\ndata: {"a": 1}\n\n'
+    assert _sse("x", "one\ntwo") == b"event: x\ndata: one\ndata: two\n\n"
