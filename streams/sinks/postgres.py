@@ -92,13 +92,13 @@ DELETE = f"DELETE FROM {T} WHERE booking_id = ANY(%s)"
 H = "market_inventory_snapshot_history"
 HISTORY_COLUMNS = ("booking_id", *GUARD_COLUMNS, "id", *CONTENT_COLUMNS, "status")
 # The history row of each booking the upsert changed, copied from the row as stored (its status
-# included); a version already recorded adds nothing. RETURNING gives the new content to the
-# change events.
+# included); a version already recorded adds nothing. RETURNING gives the status as stored (a
+# published snapshot stays published) to the change events.
 RECORD_HISTORY = f"""
 INSERT INTO {H} ({", ".join(HISTORY_COLUMNS)})
 SELECT {", ".join(HISTORY_COLUMNS)} FROM {T} WHERE booking_id = ANY(%s)
 ON CONFLICT DO NOTHING
-RETURNING {", ".join(HISTORY_COLUMNS)}
+RETURNING booking_id, status
 """
 # The stored rows of a batch before its upsert, for the change events (under the row locks).
 READ_BEFORE = f"SELECT {', '.join(HISTORY_COLUMNS)} FROM {T} WHERE booking_id = ANY(%s)"
@@ -215,18 +215,18 @@ class PostgresSink:
     def _write(self, items: Sequence[Item]) -> set[UUID]:
         records = [i.record for i in items if i.record is not None]
         gone = [i.booking_id for i in items if i.record is None]
-        before: dict[UUID, SnapshotRecord] = {}
-        after: list[SnapshotRecord] = []
+        before: dict[UUID, dict[str, Any]] = {}
+        stored: dict[UUID, str] = {}
 
         def work(conn: psycopg.Connection[Any]) -> set[UUID]:
             changed: set[UUID] = set()
             before.clear()
-            after.clear()
+            stored.clear()
             lock_bookings(conn, [i.booking_id for i in items])
             if records and self._on_changes is not None:
-                before.update(
-                    _read_records(conn, READ_BEFORE, [r.snapshot.booking_id for r in records])
-                )
+                with conn.cursor(row_factory=dict_row) as cur:
+                    cur.execute(READ_BEFORE, ([r.snapshot.booking_id for r in records],))
+                    before.update((row["booking_id"], row) for row in cur.fetchall())
             if records:
                 with conn.cursor() as cur:
                     cur.executemany(UPSERT, [row_params(r) for r in records], returning=True)
@@ -237,23 +237,26 @@ class PostgresSink:
                         if not cur.nextset():
                             break
             if changed:
-                after.extend(_read_records(conn, RECORD_HISTORY, sorted(changed)).values())
+                rows = conn.execute(RECORD_HISTORY, (sorted(changed),)).fetchall()
+                stored.update((booking_id, status) for booking_id, status in rows)
             if gone:
                 conn.execute(DELETE, (gone,))
             return changed
 
         changed = run_guarded(self._conn.get(), work)
-        if self._on_changes is not None and after:
-            self._on_changes([(before.get(r.snapshot.booking_id), r) for r in after])
+        if self._on_changes is not None and stored:
+            changes = []
+            for r in records:
+                status = stored.get(r.snapshot.booking_id)
+                if status is None:
+                    continue
+                old = before.get(r.snapshot.booking_id)
+                new = r.model_copy(
+                    update={"snapshot": r.snapshot.model_copy(update={"status": status})}
+                )
+                changes.append((record_from_row(old) if old is not None else None, new))
+            self._on_changes(changes)
         return changed
-
-
-def _read_records(
-    conn: psycopg.Connection[Any], sql: str, booking_ids: Sequence[UUID]
-) -> dict[UUID, SnapshotRecord]:
-    with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(sql, (list(booking_ids),))  # type: ignore[call-overload]
-        return {row["booking_id"]: record_from_row(row) for row in cur.fetchall()}
 
 
 async def expired_terminal(dsn: str, older_than: datetime) -> list[UUID]:
