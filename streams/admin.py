@@ -15,57 +15,38 @@ import psycopg
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from streams import topology
 from streams.config import Settings
 from streams.errors import PipelineError
 
 log = logging.getLogger(__name__)
 
-SOURCE_TABLES = (
-    "storage_bookings",
-    "crop_inspections",
-    "sensor_readings",
-    "pest_detections",
-    "certificates",
-)
-# Shared with the Faust topic declarations (streams.topics), so both create the same topics.
-SNAPSHOT_COMPACTION_LAG_MS = 60_000
-DEAD_LETTER_RETENTION_S = 30 * 24 * 3600
 LISTING_CHANGES_RETENTION_S = 7 * 24 * 3600
-
-INTERNAL = ("by-location", "by-vendor", "by-inspection", "by-booking", "snapshots", "dead-letters")
-# The Faust tables of streams.tables; their changelogs are `<app_id>-<table>-changelog`.
-TABLES = ("location-state", "vendor-state", "inspection-state", "booking-state", "truncations")
-
-
-def changelog_topic(settings: Settings, table: str) -> str:
-    return f"{settings.app_id}-{table}-changelog"
 
 
 def pipeline_topics(settings: Settings) -> dict[str, dict[str, str]]:
-    """Every topic the pipeline reads or writes, with its config."""
+    """Every topic the pipeline reads or writes (streams.topology), with its config."""
+    app_id = settings.app_id
     topics: dict[str, dict[str, str]] = {
-        settings.cdc_topic(t): {"cleanup.policy": "delete", "retention.ms": "-1"}
-        for t in SOURCE_TABLES
+        t: {"cleanup.policy": "delete", "retention.ms": "-1"} for t in topology.cdc_topics(settings)
     }
-    for suffix in INTERNAL:
-        topics[f"{settings.app_id}-{suffix}"] = {}
-    topics[f"{settings.app_id}-snapshots"] = {
+    for name in topology.internal_topics(app_id):
+        topics[name] = {}
+    topics[topology.snapshot_topic(app_id)] = {
         "cleanup.policy": "compact",
-        "min.compaction.lag.ms": str(SNAPSHOT_COMPACTION_LAG_MS),
+        "min.compaction.lag.ms": str(topology.SNAPSHOT_COMPACTION_LAG_MS),
     }
     # Buyer notifications (streams.changes), read by the live push and by downstream consumers.
-    topics[f"{settings.app_id}-listing-changes"] = {
-        "retention.ms": str(LISTING_CHANGES_RETENTION_S * 1000)
-    }
-    topics[f"{settings.app_id}-dead-letters"] = {
-        "retention.ms": str(DEAD_LETTER_RETENTION_S * 1000)
+    topics[f"{app_id}-listing-changes"] = {"retention.ms": str(LISTING_CHANGES_RETENTION_S * 1000)}
+    topics[topology.dead_letter_topic(app_id)] = {
+        "retention.ms": str(topology.DEAD_LETTER_RETENTION_S * 1000)
     }
     # Faust creates a table's changelog while it starts, moments before it asks for the topic's
     # partitions; when the broker's metadata does not list the new topic yet, the consumer keeps
     # "0 partitions" until its next metadata refresh (5 minutes) and every write to the table
     # raises PartitionsMismatch. Created here, before the worker starts, they are known to it.
-    for table in TABLES:
-        topics[changelog_topic(settings, table)] = {"cleanup.policy": "compact"}
+    for table in topology.TABLES:
+        topics[topology.changelog_topic(app_id, table)] = {"cleanup.policy": "compact"}
     return topics
 
 
@@ -108,8 +89,8 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
 _SQL = Path(__file__).resolve().parent.parent / "schemas" / "sql"
 # The pipeline's own tables: the snapshots, and what MongoDB holds of them.
 SINK_DDL = (
-    _SQL / "003_market_inventory_snapshots.sql",
-    _SQL / "004_market_listing_sync.sql",
+    _SQL / f"003_{topology.SNAPSHOT_TABLE}.sql",
+    _SQL / f"004_{topology.SYNC_TABLE}.sql",
     _SQL / "005_market_inventory_snapshot_history.sql",
 )
 

@@ -46,7 +46,7 @@ from pymongo import MongoClient
 from schemas.entities import Booking, Certificate, PestDetection, SensorReading
 from schemas.snapshot import snapshot_id
 from streams import snapshot as builder
-from streams import source_db
+from streams import source_db, topology
 from streams.config import REPO_ROOT, Settings, get_settings
 from streams.ops.kafka import Kafka
 
@@ -178,7 +178,7 @@ class SnapWatch(threading.Thread):
 
     def __init__(self, settings: Settings, app_id: str, probes: dict[UUID, UUID]) -> None:
         super().__init__(daemon=True)
-        self.topic = f"{app_id}-snapshots"
+        self.topic = topology.snapshot_topic(app_id)
         self.by_key = {str(b).encode(): loc for loc, b in probes.items()}
         self.consumer = Consumer(
             {

@@ -10,6 +10,8 @@ from urllib.parse import quote_plus
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from streams.topology import SINK_NAMES
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -132,7 +134,7 @@ class Settings(BaseSettings):
     @property
     def sink_names(self) -> tuple[str, ...]:
         names = tuple(n.strip() for n in self.sinks.split(",") if n.strip())
-        unknown = set(names) - {"postgres", "mongodb"}
+        unknown = set(names) - set(SINK_NAMES)
         if unknown:
             raise ValueError(f"MIS_SINKS: unknown sink(s) {', '.join(sorted(unknown))}")
         return names

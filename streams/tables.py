@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from faust.types import TableT
 
+from streams import topology
 from streams.app import app, settings
 
 
@@ -15,10 +16,15 @@ def _table(name: str, help: str) -> TableT:
     )
 
 
-location_state = _table("location-state", "sensors, pests and subscribers per location")
-vendor_state = _table("vendor-state", "certificates and subscribers per vendor")
-inspection_state = _table("inspection-state", "the inspection and its subscribers")
-booking_state = _table("booking-state", "a booking, its three parts, the last snapshot")
+location_state = _table(
+    topology.STATE_TABLES["location"], "sensors, pests and subscribers per location"
+)
+vendor_state = _table(topology.STATE_TABLES["vendor"], "certificates and subscribers per vendor")
+inspection_state = _table(topology.STATE_TABLES["inspection"], "the inspection and its subscribers")
+booking_state = _table(
+    topology.STATE_TABLES["booking"], "a booking, its three parts, the last snapshot"
+)
 truncations = _table(
-    "truncations", "per key-space partition: the version of each source table's last TRUNCATE"
+    topology.TRUNCATIONS_TABLE,
+    "per key-space partition: the version of each source table's last TRUNCATE",
 )

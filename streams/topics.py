@@ -10,23 +10,21 @@ from typing import Any
 
 from faust.types import TopicT
 
-from streams.admin import DEAD_LETTER_RETENTION_S, SNAPSHOT_COMPACTION_LAG_MS, SOURCE_TABLES
+from streams import topology
 from streams.app import app, settings
 
 # Debezium's topics, keyed by the row's id as the bare string (see the connector's JSON).
 # Deletes are followed by tombstones (null values), hence allow_empty.
-CDC = {t: settings.cdc_topic(t) for t in SOURCE_TABLES}
+CDC = {t: topology.cdc_topic(settings, t) for t in topology.SOURCE_TABLES}
 # Readings, pests and certificates belong to the key of a foreign key (location, vendor): the
 # route agent re-keys them. Bookings and inspections are keyed by their own key space's key and
 # go to their agents directly.
-rekeyed = app.topic(
-    *(CDC[t] for t in ("sensor_readings", "pest_detections", "certificates")), allow_empty=True
-)
+rekeyed = app.topic(*(CDC[t] for t in topology.REKEYED_TABLES), allow_empty=True)
 
 
-def _internal(suffix: str, **kwargs: Any) -> TopicT:
+def _internal(name: str, **kwargs: Any) -> TopicT:
     return app.topic(
-        f"{settings.app_id}-{suffix}",
+        name,
         partitions=settings.partitions,
         internal=True,
         **kwargs,
@@ -34,21 +32,24 @@ def _internal(suffix: str, **kwargs: Any) -> TopicT:
 
 
 # One ordered stream per key space (see streams.messages).
-locations = _internal("by-location")
-vendors = _internal("by-vendor")
-inspections = _internal("by-inspection")
-bookings = _internal("by-booking")
+locations = _internal(topology.key_space_topic(settings.app_id, "location"))
+vendors = _internal(topology.key_space_topic(settings.app_id, "vendor"))
+inspections = _internal(topology.key_space_topic(settings.app_id, "inspection"))
+bookings = _internal(topology.key_space_topic(settings.app_id, "booking"))
 
 # The output: the latest snapshot of every booking, for downstream consumers.
 snapshots = _internal(
-    "snapshots",
+    topology.snapshot_topic(settings.app_id),
     compacting=True,
     deleting=False,
     allow_empty=True,
-    config={"min.compaction.lag.ms": str(SNAPSHOT_COMPACTION_LAG_MS)},
+    config={"min.compaction.lag.ms": str(topology.SNAPSHOT_COMPACTION_LAG_MS)},
 )
 
-dead_letters = _internal("dead-letters", retention=float(DEAD_LETTER_RETENTION_S))
+dead_letters = _internal(
+    topology.dead_letter_topic(settings.app_id),
+    retention=float(topology.DEAD_LETTER_RETENTION_S),
+)
 
 
 def _inputs(space: TopicT, *tables: str) -> TopicT:
@@ -63,5 +64,5 @@ def _inputs(space: TopicT, *tables: str) -> TopicT:
 
 location_inputs = _inputs(locations)
 vendor_inputs = _inputs(vendors)
-inspection_inputs = _inputs(inspections, "crop_inspections")
-booking_inputs = _inputs(bookings, "storage_bookings")
+inspection_inputs = _inputs(inspections, *topology.DIRECT_TABLES["inspection"])
+booking_inputs = _inputs(bookings, *topology.DIRECT_TABLES["booking"])

@@ -24,7 +24,6 @@ from streams import conflate, metrics, tables, topics
 from streams.agents.batch import KeyedBatch
 from streams.agents.changes import decode
 from streams.agents.common import guarded, key_of, load, parse, save
-from streams.agents.common import partition_of as _partition_of
 from streams.agents.truncation import Truncations
 from streams.agents.waker import Waker
 from streams.app import app, settings
@@ -45,6 +44,7 @@ from streams.messages import (
     encode,
 )
 from streams.state import BookingState, PartitionFloor, Space
+from streams.topology import partition_of
 
 log = logging.getLogger(__name__)
 
@@ -65,18 +65,13 @@ pending = DueIndex()
 waker = Waker(topics.bookings, encode(Tick()))
 
 
-def partition_of(key: str) -> int:
-    """The booking partition of ``key`` (murmur2, like the producer)."""
-    return _partition_of(key, settings.partitions)
-
-
 def _load_index(partition: int) -> None:
     if deadlines.loaded(partition):
         return
     entries, owed = [], []
     for raw_key, raw in tables.booking_state.items():
         key = raw_key.decode() if isinstance(raw_key, bytes) else str(raw_key)
-        if partition_of(key) == partition:
+        if partition_of(key, settings.partitions) == partition:
             state = parse(BookingState, raw)
             entries.append((key, state.deadline))
             owed.append((key, state.outbox.due))

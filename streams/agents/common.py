@@ -6,21 +6,13 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from aiokafka.partitioner import DefaultPartitioner
 from pydantic import BaseModel
 
 from streams.errors import PipelineError
+from streams.topology import partition_of
 
 S = TypeVar("S", bound=BaseModel)
 log = logging.getLogger(__name__)
-_partitioner = DefaultPartitioner()
-
-
-def partition_of(key: str, partitions: int) -> int:
-    """The partition Kafka's default partitioner puts ``key`` in (murmur2, like the producer
-    of the workers and of Kafka Connect)."""
-    every = list(range(partitions))
-    return int(_partitioner(key.encode(), every, every))
 
 
 def key_of(event: Any) -> str:
@@ -78,12 +70,9 @@ def save(table: Any, key: str, state: BaseModel, max_bytes: int | None = None) -
 
 def keys_in_partition(table: Any, partition: int, partitions: int) -> list[str]:
     """The keys ``table`` holds in ``partition`` (by the producers' murmur2 of the key bytes)."""
-    from aiokafka.partitioner import DefaultPartitioner
-
-    every, partitioner = list(range(partitions)), DefaultPartitioner()
     keys = []
     for raw_key in list(table.keys()):
         raw = raw_key if isinstance(raw_key, bytes) else str(raw_key).encode()
-        if int(partitioner(raw, every, every)) == partition:
+        if partition_of(raw, partitions) == partition:
             keys.append(raw.decode())
     return keys

@@ -20,7 +20,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from streams import conflate, metrics, tables, topics
 from streams.agents.batch import KeyedBatch
 from streams.agents.changes import decode
-from streams.agents.common import guarded, key_of, parse, partition_of
+from streams.agents.common import guarded, key_of, parse
 from streams.agents.truncation import Truncations
 from streams.agents.waker import Waker
 from streams.app import app, settings
@@ -45,6 +45,7 @@ from streams.messages import (
 )
 from streams.snapshot import PEST_WINDOW
 from streams.state import InspectionState, KeyState, LocationState, VendorState
+from streams.topology import partition_of
 
 log = logging.getLogger(__name__)
 WINDOW = timedelta(seconds=settings.conflate_window_s)

@@ -35,7 +35,7 @@ from pymongo import MongoClient
 from launcher.stack import Stack
 from schemas.entities import Booking
 from schemas.snapshot import SnapshotRecord, snapshot_id
-from streams import source_db
+from streams import source_db, topology
 from streams.admin import ensure_sink_table, ensure_topics
 from streams.config import REPO_ROOT, Settings, get_settings
 from streams.sinks.follower import SinkThreads, sink_factories
@@ -86,7 +86,9 @@ def drain(settings: Settings, bookings: int, versions: int) -> tuple[float, floa
         for b in rows:
             record = _record(b.model_copy(update={"quantity_kg": v}), v, now)
             producer.produce(
-                f"{app_id}-snapshots", key=str(b.id).encode(), value=record.model_dump_json()
+                topology.snapshot_topic(app_id),
+                key=str(b.id).encode(),
+                value=record.model_dump_json(),
             )
         producer.poll(0)
     producer.flush(60)

@@ -30,11 +30,11 @@ import psycopg
 from confluent_kafka import KafkaError, TopicPartition
 from psycopg import sql
 
-from streams.admin import SOURCE_TABLES
 from streams.config import REPO_ROOT, Settings
 from streams.ops.errors import BackfillFailed, OpsError
 from streams.ops.kafka import Kafka
 from streams.ops.terminal import Progress, duration, summary
+from streams.topology import SOURCE_TABLES
 
 log = logging.getLogger(__name__)
 

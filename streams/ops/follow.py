@@ -17,14 +17,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from streams import topology
+from streams.messages import Tick, encode
 from streams.ops.kafka import TP, Kafka, Member
 from streams.ops.terminal import Progress
-from streams.sinks.base import SINK_NAMES, sink_group
+from streams.topology import SINK_NAMES, sink_group
 
 log = logging.getLogger(__name__)
 
-# The clock agent's tick, as encoded by streams.messages.encode(Tick()).
-TICK = b'{"kind":"tick"}'
+# The clock agent's tick, as it is on the wire.
+TICK = encode(Tick())
 
 
 @dataclass
@@ -81,7 +83,7 @@ def pipeline_committed(kafka: Kafka, group: str) -> dict[TP, int]:
     """The pipeline's committed offsets: the Faust group's, and on the snapshot topic, which the
     sinks follow with groups of their own, the least of the sinks' (a partition some sink never
     committed is left out)."""
-    snapshots = f"{group}-snapshots"
+    snapshots = topology.snapshot_topic(group)
     committed = {tp: o for tp, o in kafka.committed(group).items() if tp[0] != snapshots}
     sinks = [kafka.committed(sink_group(group, name)) for name in SINK_NAMES]
     for tp in set(sinks[0]).intersection(*sinks[1:]):

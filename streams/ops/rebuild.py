@@ -31,7 +31,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import psycopg
-from aiokafka.partitioner import DefaultPartitioner
 
 from schemas.envelope import ZERO_VERSION
 from streams import routing
@@ -39,20 +38,14 @@ from streams.errors import BadEvent
 from streams.messages import VersionFloor, encode
 from streams.ops.kafka import TP, Kafka
 from streams.ops.terminal import Progress
+from streams.topology import (
+    SNAPSHOT_TABLE,
+    SYNC_TABLE,
+    key_space_topic,
+    partition_of,
+)
 
 log = logging.getLogger(__name__)
-
-_partitioner = DefaultPartitioner()
-
-
-def partition_for(key: bytes, partitions: int) -> int:
-    """The partition a Faust (aiokafka) producer picks for ``key``: murmur2, as in Java.
-
-    confluent-kafka's default partitioner hashes differently (CRC32), so the partition is given
-    explicitly: a key must land where the workers' own messages for that key land.
-    """
-    every = list(range(partitions))
-    return int(_partitioner(key, every, every))
 
 
 def live_keys(messages: list[tuple[int, bytes, bool]]) -> dict[tuple[int, bytes], bool]:
@@ -101,10 +94,10 @@ class Rekeyed:
 
 
 # The greatest snapshot version either sink holds (text order is version order).
-HELD_VERSION = """
+HELD_VERSION = f"""
 SELECT greatest(
-    (SELECT max(source_version) FROM market_inventory_snapshots),
-    (SELECT max(source_version) FROM market_listing_sync))
+    (SELECT max(source_version) FROM {SNAPSHOT_TABLE}),
+    (SELECT max(source_version) FROM {SYNC_TABLE}))
 """
 
 
@@ -119,7 +112,12 @@ def send_floor(kafka: Kafka, app_id: str, version: str, partitions: int) -> None
     """A VersionFloor to every booking partition, ahead of the history re-keyed after it."""
     sender = kafka.sender()
     for partition in range(partitions):
-        sender.send(f"{app_id}-by-booking", partition, None, encode(VersionFloor(version=version)))
+        sender.send(
+            key_space_topic(app_id, "booking"),
+            partition,
+            None,
+            encode(VersionFloor(version=version)),
+        )
     sender.flush()
     log.info("version floor sent version=%s partitions=%d", version, partitions)
 
@@ -155,13 +153,13 @@ def rekey(
                 )
                 routed = []
             for space, key, message in routed:
-                topic = f"{app_id}-by-{space}"
+                topic = key_space_topic(app_id, space)
                 if key == routing.BROADCAST:  # a TRUNCATE: every partition of the key space
                     for partition in range(partitions[topic]):
                         sender.send(topic, partition, None, encode(message))
                 else:
                     raw = key.encode()
-                    sender.send(topic, partition_for(raw, partitions[topic]), raw, encode(message))
+                    sender.send(topic, partition_of(raw, partitions[topic]), raw, encode(message))
                 result.routed[topic] = result.routed.get(topic, 0) + 1
         progress.update(result.events, f"{result.messages:,} messages re-keyed")
     sender.flush()

@@ -26,7 +26,7 @@ import psycopg
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
-from streams.admin import SOURCE_TABLES, TABLES, changelog_topic
+from streams import topology
 from streams.config import Settings
 from streams.ops import follow as following
 from streams.ops.errors import OpsError, WorkersRunning
@@ -37,7 +37,6 @@ from streams.ops.terminal import Progress, duration, rate, summary
 log = logging.getLogger(__name__)
 
 Mode = Literal["earliest", "datetime", "offsets"]
-KEY_SPACES = ("by-location", "by-vendor", "by-inspection", "by-booking")
 
 
 @dataclass(frozen=True)
@@ -224,12 +223,15 @@ class Outcome:
 def run(settings: Settings, request: ReplayRequest) -> Outcome:
     """Plan, move the offsets (rebuilding the tables if asked) and follow the workers."""
     check(request)
-    group = settings.app_id
+    group = topology.worker_group(settings.app_id)
     kafka = Kafka(settings.kafka_bootstrap)
     refuse_if_running(kafka, settings)
 
-    cdc_topics = [settings.cdc_topic(t) for t in SOURCE_TABLES]
-    internal_topics = [f"{group}-{s}" for s in (*KEY_SPACES, "snapshots")]
+    cdc_topics = topology.cdc_topics(settings)
+    space_topics = topology.key_space_topics(settings.app_id)
+    booking_topic = topology.key_space_topic(settings.app_id, "booking")
+    snapshot_topic = topology.snapshot_topic(settings.app_id)
+    internal_topics = [*space_topics, snapshot_topic]
     counts = kafka.partitions([*cdc_topics, *internal_topics])
     missing = [t for t in internal_topics if t not in counts]
     if missing:
@@ -243,7 +245,7 @@ def run(settings: Settings, request: ReplayRequest) -> Outcome:
     time_offsets: dict[TP, int] = {}
     if request.mode == "datetime" and request.at is not None:
         time_offsets = kafka.offsets_for_time(cdc, int(request.at.timestamp() * 1000))
-    key_spaces = [tp for tp in internal if tp[0].endswith(KEY_SPACES)]
+    key_spaces = [tp for tp in internal if tp[0] in space_topics]
     if request.rebuild:
         # The agents resume their CDC topics after the history re-keyed below (they read the
         # re-keyed changes on their key-space topics instead); the key spaces start at
@@ -268,17 +270,23 @@ def run(settings: Settings, request: ReplayRequest) -> Outcome:
     progress = Progress("replay", events or None)
     sources = {tp: (offset, marks[tp][1]) for tp, offset in moves.items()}
     if request.rebuild:
-        changelogs = kafka.partitions(changelog_topic(settings, t) for t in TABLES)
+        changelogs = kafka.partitions(
+            topology.changelog_topic(settings.app_id, t) for t in topology.TABLES
+        )
         outcome.cleared = clear_tables(kafka, changelogs, Progress("clear tables"))
         # Rebuilt bookings must not come out older than what the sinks hold (see VersionFloor).
         send_floor(
             kafka,
-            group,
+            settings.app_id,
             held_version(settings.pg_dsn),
-            counts[f"{group}-by-booking"],
+            counts[booking_topic],
         )
         outcome.rekeyed = rekey(
-            kafka, group, {tp: marks[tp] for tp in cdc}, counts, Progress("re-key history")
+            kafka,
+            settings.app_id,
+            {tp: marks[tp] for tp in cdc},
+            counts,
+            Progress("re-key history"),
         )
         after = kafka.watermarks(key_spaces)
         sources = {tp: (marks[tp][1], high) for tp, (_, high) in after.items()}
@@ -293,7 +301,7 @@ def run(settings: Settings, request: ReplayRequest) -> Outcome:
         return outcome
 
     start = {tp: high for tp, (_, high) in kafka.watermarks(internal).items()}
-    quiet = {t for t in internal_topics if not t.endswith("-by-booking")}
+    quiet = {t for t in internal_topics if t != booking_topic}
     outcome.followed = following.follow(
         kafka,
         group,
@@ -304,7 +312,7 @@ def run(settings: Settings, request: ReplayRequest) -> Outcome:
         request.timeout_s,
     )
     if outcome.followed.caught_up:
-        outcome.produced = following.produced(kafka, start, f"{group}-snapshots")
+        outcome.produced = following.produced(kafka, start, snapshot_topic)
         # Each sink commits a batch's offsets only once the batch is written.
         outcome.sinks = sink_writes(settings, outcome.started_at)
     return outcome

@@ -31,6 +31,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from schemas.snapshot import SnapshotRecord, snapshot_id
+from streams import topology
 from streams.clock import clock
 from streams.config import Settings
 from streams.ops.kafka import TP, Kafka
@@ -41,7 +42,7 @@ from streams.sinks.records import record_from_row
 log = logging.getLogger(__name__)
 
 Source = Literal["postgres", "topic"]
-TABLE = "market_inventory_snapshots"
+TABLE = topology.SNAPSHOT_TABLE
 MAX_ROUNDS = 5
 
 
@@ -155,7 +156,7 @@ async def from_topic(
 ) -> Counts:
     counts = Counts("topic")
     kafka = Kafka(settings.kafka_bootstrap)
-    topic = f"{settings.app_id}-snapshots"
+    topic = topology.snapshot_topic(settings.app_id)
     n = kafka.partitions([topic]).get(topic, 0)
     marks = kafka.watermarks((topic, p) for p in range(n))
     ranges: dict[TP, tuple[int, int]] = dict(marks)

@@ -51,6 +51,7 @@ from psycopg.rows import dict_row
 from pymongo import MongoClient
 
 from schemas.snapshot import snapshot_id
+from streams import topology
 from streams.config import Settings
 from streams.ops.errors import OpsError
 
@@ -61,7 +62,7 @@ PEST_WINDOW = timedelta(days=7)
 STALE_AFTER = timedelta(hours=1)
 ALERTS = ("medium", "high", "critical")
 LIVE = ("pending", "confirmed", "active")
-TABLE = "market_inventory_snapshots"
+TABLE = topology.SNAPSHOT_TABLE
 
 
 # --------------------------------------------------------------------------- reading the sinks

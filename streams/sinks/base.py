@@ -37,13 +37,6 @@ class Item:
 
 Refusal = tuple[Item, str]  # an item the sink will never accept, and why
 
-SINK_NAMES = ("postgres", "mongodb")
-
-
-def sink_group(app_id: str, sink: str) -> str:
-    """The consumer group with which ``sink`` follows ``<app_id>-snapshots``."""
-    return f"{app_id}-sink-{sink}"
-
 
 class SnapshotSink(Protocol):
     """A destination of snapshots.

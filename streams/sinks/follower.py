@@ -33,12 +33,12 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from pydantic import ValidationError
 
 from schemas.snapshot import SnapshotRecord
-from streams import metrics
+from streams import metrics, topology
 from streams.clock import clock
 from streams.config import Settings
 from streams.deadletter import dead_letter_record
 from streams.errors import SinkUnavailable
-from streams.sinks.base import Item, Origin, Refusal, SnapshotSink, conflate, sink_group
+from streams.sinks.base import Item, Origin, Refusal, SnapshotSink, conflate
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +78,8 @@ class Follower:
         self.settings, self.sink, self.stop = settings, sink, stop
         # Both followers read every message; one of them parks the unreadable ones.
         self.dead_letter_unreadable = dead_letter_unreadable
-        self.topic = f"{settings.app_id}-snapshots"
-        self.group = sink_group(settings.app_id, sink.name)
+        self.topic = topology.snapshot_topic(settings.app_id)
+        self.group = topology.sink_group(settings.app_id, sink.name)
         self._revoked: set[int] = set()
         self._carry: list[Message] = []
         self._room = settings.sink_batch_size
@@ -264,7 +264,9 @@ class Follower:
         metrics.DEAD_LETTERS.labels(topic=origin.topic).inc()
         assert self._producer is not None
         self._producer.produce(
-            f"{self.settings.app_id}-dead-letters", key=origin.key, value=json.dumps(record)
+            topology.dead_letter_topic(self.settings.app_id),
+            key=origin.key,
+            value=json.dumps(record),
         )
         # Before the offsets move past it: a dead letter is never lost to a crash.
         self._producer.flush(30)

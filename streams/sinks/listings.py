@@ -32,6 +32,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from schemas.snapshot import SnapshotRecord
+from streams import topology
 from streams.clock import clock
 from streams.config import Settings
 from streams.sinks.base import Item, Refusal
@@ -45,7 +46,7 @@ from streams.sinks.postgres import (
 
 log = logging.getLogger(__name__)
 
-SYNC = "market_listing_sync"
+SYNC = topology.SYNC_TABLE
 READ = (
     f"SELECT booking_id, source_version, evaluated_at, content_hash FROM {SYNC} "
     "WHERE booking_id = ANY(%s)"

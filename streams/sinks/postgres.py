@@ -17,44 +17,21 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from schemas.snapshot import SnapshotRecord
+from streams import topology
 from streams.errors import SinkRejected, SinkUnavailable
 from streams.sinks.base import Item, Refusal
-from streams.sinks.records import record_from_row
+from streams.sinks.records import SNAPSHOT_FIELDS, record_from_row
 
 log = logging.getLogger(__name__)
 
-CONTENT_COLUMNS = (
-    "farmer_id",
-    "vendor_id",
-    "location_id",
-    "crop_type",
-    "grade",
-    "quantity_kg",
-    "start_date",
-    "end_date",
-    "duration_days",
-    "inspection_id",
-    "inspection_status",
-    "quality_score",
-    "freshness",
-    "visual_defects",
-    "shelf_life_days",
-    "sensors",
-    "sensor_summary",
-    "pest_events",
-    "has_pest_alerts",
-    "pest_count",
-    "certificates",
-    "is_certified",
-    "certification_types",
-    "metadata",
-    "finished_at",
-)
+# The snapshot's own columns are its model's fields (schemas.snapshot.Snapshot): the content is
+# every field but the keys and the status, which the guard treats apart.
+CONTENT_COLUMNS = tuple(f for f in SNAPSHOT_FIELDS if f not in ("id", "booking_id", "status"))
 JSON_COLUMNS = {"sensors", "sensor_summary", "pest_events", "certificates", "metadata"}
 GUARD_COLUMNS = ("source_version", "evaluated_at", "content_hash")
 ALL_COLUMNS = ("id", "booking_id", *CONTENT_COLUMNS, "status", *GUARD_COLUMNS)
 
-T = "market_inventory_snapshots"
+T = topology.SNAPSHOT_TABLE
 
 # The guard: a snapshot replaces the stored one only when it is newer (by source version, then
 # by evaluation time) and different. An older or identical snapshot writes nothing, so

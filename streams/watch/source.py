@@ -22,7 +22,7 @@ from psycopg.rows import dict_row
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
-from streams.admin import SOURCE_TABLES
+from streams import topology
 from streams.config import Settings
 from streams.ops.errors import OpsError
 from streams.ops.kafka import TP, Kafka
@@ -46,9 +46,9 @@ class WatchSource:
 
     def __init__(self, settings: Settings, clock: Callable[[], datetime] = _now) -> None:
         self.settings, self.clock = settings, clock
-        self.cdc_topics = [settings.cdc_topic(t) for t in SOURCE_TABLES]
-        self.snapshot_topic = f"{settings.app_id}-snapshots"
-        self.dead_letter_topic = f"{settings.app_id}-dead-letters"
+        self.cdc_topics = topology.cdc_topics(settings)
+        self.snapshot_topic = topology.snapshot_topic(settings.app_id)
+        self.dead_letter_topic = topology.dead_letter_topic(settings.app_id)
         # librdkafka logs every failed connection on stderr, which would tear through the view
         # while a broker is down: the view reports the problem instead.
         self.kafka = Kafka(settings.kafka_bootstrap, timeout_s=5.0, client_config={"log_level": 0})

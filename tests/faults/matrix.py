@@ -33,9 +33,10 @@ import psycopg
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from launcher.stack import Stack
-from streams.admin import SOURCE_TABLES
+from streams import topology
 from streams.config import Settings
 from streams.ops.verify import Report, Scope, verify
+from streams.topology import SOURCE_TABLES
 from tests.faults.load import Load
 from tests.integration.workers import Worker, wait_for
 
@@ -221,7 +222,7 @@ def malformed_events(env: Env, per_topic: int = 1000) -> None:
 
 
 def _count_dead_letters(env: Env, marker: str) -> int:
-    topic = f"{env.app_id}-dead-letters"
+    topic = topology.dead_letter_topic(env.app_id)
     consumer = Consumer(
         {
             "bootstrap.servers": env.settings.kafka_bootstrap,

@@ -29,7 +29,7 @@ from jsonschema import Draft202012Validator
 from prometheus_client.parser import text_string_to_metric_families
 
 from schemas.snapshot import snapshot_id
-from streams import source_db
+from streams import source_db, topology
 from streams.api import openapi
 from streams.api.auth import digest as auth_digest
 from streams.api.middleware import STREAMING_ROUTES
@@ -527,7 +527,7 @@ class TestOneWorker:
         place = Place(pg)
         one.wait_snapshot(place.booking(), lambda s: s["status"] == "published")
         app_id = one.worker.env["MIS_APP_ID"]
-        booking_topic = f"{app_id}-by-booking"
+        booking_topic = topology.key_space_topic(app_id, "booking")
 
         def lag_partitions() -> set[str] | None:
             samples = one.metrics().get("mis_consumer_lag_messages", [])
@@ -539,7 +539,9 @@ class TestOneWorker:
         families = one.metrics()
         topics_in = {s.labels["topic"] for s in families["mis_events_in"]}
         assert {settings.cdc_topic("storage_bookings"), booking_topic} <= topics_in
-        assert f"{app_id}-snapshots" in {s.labels["topic"] for s in families["mis_events_out"]}
+        assert topology.snapshot_topic(app_id) in {
+            s.labels["topic"] for s in families["mis_events_out"]
+        }
         assert "mis_dead_letters" in families
         sinks = {s.labels["sink"] for s in families["mis_sink_latency_seconds"]}
         assert sinks == {"postgres", "mongodb"}
@@ -721,7 +723,7 @@ class TestTwoWorkers:
     def test_each_partition_lag_is_reported_by_the_one_worker_that_owns_it(
         self, pair: tuple[Http, Http], settings: Settings
     ) -> None:
-        topic = f"{pair[0].worker.env['MIS_APP_ID']}-by-booking"
+        topic = topology.key_space_topic(pair[0].worker.env["MIS_APP_ID"], "booking")
 
         def owned(http: Http) -> set[str]:
             samples = http.metrics().get("mis_consumer_lag_messages", [])

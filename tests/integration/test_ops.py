@@ -27,8 +27,7 @@ from uuid import UUID, uuid4
 import pytest
 
 from schemas.snapshot import snapshot_id
-from streams import source_db
-from streams.admin import SOURCE_TABLES
+from streams import source_db, topology
 from streams.config import Settings
 from streams.ops.follow import follow
 from streams.ops.kafka import Kafka
@@ -79,7 +78,7 @@ class Pipeline:
     def settle(self) -> None:
         """Wait until the group has consumed every CDC event and drained its own topics."""
         kafka = Kafka(self.settings.kafka_bootstrap)
-        cdc = [self.settings.cdc_topic(t) for t in SOURCE_TABLES]
+        cdc = topology.cdc_topics(self.settings)
         internal = [f"{self.app_id}-{s}" for s in KEY_SPACES]
         counts = kafka.partitions([*cdc, *internal])
         marks = kafka.watermarks((t, p) for t, n in counts.items() for p in range(n))

@@ -21,7 +21,7 @@ import pytest
 from confluent_kafka import Consumer, Producer
 
 from schemas.snapshot import snapshot_id
-from streams import source_db
+from streams import source_db, topology
 from tests.integration.workers import Worker, snapshot_row, wait_for
 
 SETTLE = 45.0  # seconds allowed for a change to reach both sinks
@@ -492,7 +492,7 @@ def test_malformed_event_goes_to_dead_letters_and_the_stream_goes_on(
             "auto.offset.reset": "earliest",
         }
     )
-    consumer.subscribe([f"{app_id}-dead-letters"])
+    consumer.subscribe([topology.dead_letter_topic(app_id)])
     letters: list[dict[str, Any]] = []
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and len(letters) < 2:

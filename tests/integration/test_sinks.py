@@ -24,7 +24,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from launcher.stack import Stack
 from schemas.entities import Booking
 from schemas.snapshot import SnapshotRecord, snapshot_id
-from streams import source_db
+from streams import source_db, topology
 from streams.config import Settings
 from streams.sinks.listings import ListingSink
 from streams.snapshot import build_snapshot, content_hash
@@ -159,7 +159,7 @@ def test_a_listing_mongodb_refuses_is_dead_lettered_and_the_others_are_written(
         wait_for(f"listing of {bad}", lambda: published(pg, mongo_db, bad, 100), SETTLE)
         return
     letter = consume(
-        f"{app_id}-dead-letters",
+        topology.dead_letter_topic(app_id),
         lambda r: isinstance(r.value, dict) and r.key == str(bad),
         timeout_s=SETTLE,
     )
@@ -249,7 +249,9 @@ def test_an_unreadable_snapshot_is_dead_lettered_once_and_the_sinks_go_on(
 ) -> None:
     marker = uuid4()
     producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
-    producer.produce(f"{app_id}-snapshots", key=str(marker).encode(), value=b'{"snapshot": 1}')
+    producer.produce(
+        topology.snapshot_topic(app_id), key=str(marker).encode(), value=b'{"snapshot": 1}'
+    )
     producer.flush(10)
     b = new_booking(pg, uuid4(), quantity=3)
     wait_for(f"listing of {b}", lambda: published(pg, mongo_db, b, 3), SETTLE)
@@ -262,7 +264,7 @@ def test_an_unreadable_snapshot_is_dead_lettered_once_and_the_sinks_go_on(
             "enable.partition.eof": True,
         }
     )
-    topic = f"{app_id}-dead-letters"
+    topic = topology.dead_letter_topic(app_id)
     consumer.assign(
         [TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(settings.partitions)]
     )

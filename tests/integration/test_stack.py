@@ -14,8 +14,8 @@ import pytest
 from psycopg import sql
 from pymongo.database import Database
 
-from streams.agents.common import partition_of
 from streams.config import Settings
+from streams.topology import partition_of
 
 if TYPE_CHECKING:
     from tests.integration.conftest import Consume, Record

@@ -15,8 +15,8 @@ from uuid import uuid4
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from streams import source_db
-from streams.agents.common import partition_of
+from streams import source_db, topology
+from streams.topology import partition_of
 from tests.integration.test_pipeline import World, settled
 from tests.integration.workers import Worker, snapshot_row, wait_for
 
@@ -113,7 +113,9 @@ def test_a_storm_at_one_location_is_answered_grouped_and_conflated(
 
     # One part per destination partition, naming the bookings of that partition.
     location = str(w.location).encode()
-    parts = read_all(settings, f"{app_id}-by-booking", lambda m: m.key() == location)
+    parts = read_all(
+        settings, topology.key_space_topic(app_id, "booking"), lambda m: m.key() == location
+    )
     answered: set[str] = set()
     for msg in parts:
         named = json.loads(msg.value())["bookings"]
@@ -122,7 +124,7 @@ def test_a_storm_at_one_location_is_answered_grouped_and_conflated(
     assert answered == {str(b) for b in bookings}
     # Conflated: far fewer parts and snapshots than readings, at most one per window per key.
     snaps = read_all(
-        settings, f"{app_id}-snapshots", lambda m: m.key() == str(bookings[0]).encode()
+        settings, topology.snapshot_topic(app_id), lambda m: m.key() == str(bookings[0]).encode()
     )
     stamps = sorted(m.timestamp()[1] for m in snaps)
     span_s = (stamps[-1] - stamps[0]) / 1000
@@ -161,7 +163,7 @@ def test_a_location_outgrowing_its_part_dead_letters_the_excess_and_goes_on(
     def letters() -> list[dict[str, Any]]:
         found = read_all(
             settings,
-            f"{app_id}-dead-letters",
+            topology.dead_letter_topic(app_id),
             lambda m: m.key() == key.encode(),
         )
         return [json.loads(m.value()) for m in found]

@@ -11,8 +11,8 @@ from uuid import UUID, uuid4
 import pytest
 
 from streams import source_db
-from streams.agents.bookings import partition_of
 from streams.config import Settings
+from streams.topology import partition_of
 from tests.integration.workers import Worker, snapshot_row, wait_for
 
 SESSION = {"MIS_SESSION_TIMEOUT_S": "8"}
@@ -40,7 +40,7 @@ def _bookings_on_every_partition(settings: Settings) -> list[UUID]:
     seen: dict[int, int] = {}
     while len(ids) < 2 * settings.partitions:
         candidate = uuid4()
-        p = partition_of(str(candidate))
+        p = partition_of(str(candidate), settings.partitions)
         if seen.get(p, 0) < 2:
             seen[p] = seen.get(p, 0) + 1
             ids.append(candidate)

@@ -231,6 +231,7 @@ def test_a_random_workload_converges_to_the_recomputation(
     assert "lost 1" in done.stdout and "regressed 1" in done.stdout
 
 
+@pytest.mark.late(2)
 def test_truncate_withdraws_bookings_and_removes_contributions(
     worker: Worker, pg: Any, settings: Settings
 ) -> None:

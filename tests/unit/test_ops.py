@@ -14,7 +14,6 @@ import pytest
 
 from schemas.entities import Booking, Certificate, Inspection, PestDetection, SensorReading
 from schemas.snapshot import SnapshotRecord
-from streams.agents.bookings import partition_of
 from streams.ops import backfill, follow, rebuild, replay, republish, terminal
 from streams.ops.errors import OpsError
 from streams.ops.replay import ReplayRequest
@@ -93,12 +92,6 @@ def test_a_partition_never_committed_counts_from_its_floor() -> None:
 def test_only_keys_whose_last_changelog_entry_is_a_value_get_a_tombstone() -> None:
     entries = [(0, b"a", True), (1, b"a", True), (0, b"a", False), (0, b"b", True), (1, b"a", True)]
     assert rebuild.live_keys(entries) == {(0, b"a"): False, (1, b"a"): True, (0, b"b"): True}
-
-
-def test_re_keyed_messages_land_where_the_workers_put_that_key() -> None:
-    for _ in range(200):
-        key = str(uuid4())
-        assert rebuild.partition_for(key.encode(), 4) == partition_of(key)
 
 
 # --- backfill: the signal and the notifications ---------------------------------------------

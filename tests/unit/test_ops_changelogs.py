@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from streams import admin, tables
+from streams import admin, tables, topology
 from streams.app import settings
 
 
@@ -16,6 +16,6 @@ def test_admin_creates_the_changelog_of_every_faust_table() -> None:
     ]
     expected = {t.changelog_topic.get_topic_name() for t in faust_tables}
     declared = admin.pipeline_topics(settings)
-    assert expected == {admin.changelog_topic(settings, t) for t in admin.TABLES}
+    assert expected == {topology.changelog_topic(settings.app_id, t) for t in topology.TABLES}
     assert expected <= set(declared)
     assert all(declared[name] == {"cleanup.policy": "compact"} for name in expected)

@@ -1,0 +1,117 @@
+"""The pipeline's topology, declared once: every topic, table, consumer group and key space.
+
+Pure: functions of the application id (``MIS_APP_ID``) or of Settings, no Faust, no I/O. The
+Faust declarations (streams.topics, streams.tables), the topic creation (streams.admin), the
+operations (streams.ops), the sinks, the bench and the tests all take their names from here.
+
+    Debezium:   <prefix>.public.<source table>            one per SOURCE_TABLES
+    key spaces: <app>-by-<space>                           one per KEY_SPACES
+    output:     <app>-snapshots (compacted)
+    parked:     <app>-dead-letters
+    state:      <app>-<table>-changelog                    one per TABLES (Faust's tables)
+    sinks:      consumer group <app>-sink-<sink>           one per SINK_NAMES
+    workers:    consumer group <app>
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiokafka.partitioner import murmur2
+
+if TYPE_CHECKING:
+    from streams.config import Settings
+
+# Storage Guard's tables that Debezium captures, each with a CDC topic.
+SOURCE_TABLES = (
+    "storage_bookings",
+    "crop_inspections",
+    "sensor_readings",
+    "pest_detections",
+    "certificates",
+)
+# The rows that belong to the key of a foreign key: the route agent re-keys them.
+REKEYED_TABLES = ("sensor_readings", "pest_detections", "certificates")
+
+# The key spaces (streams.messages): one ordered stream per key.
+KEY_SPACES = ("location", "vendor", "inspection", "booking")
+# Source tables keyed by their key space's own key: that key space's agent reads them directly.
+DIRECT_TABLES = {"inspection": ("crop_inspections",), "booking": ("storage_bookings",)}
+
+# The Faust tables (streams.tables), each with the changelog `<app>-<table>-changelog`.
+STATE_TABLES = {
+    "location": "location-state",
+    "vendor": "vendor-state",
+    "inspection": "inspection-state",
+    "booking": "booking-state",
+}
+TRUNCATIONS_TABLE = "truncations"
+TABLES = (*STATE_TABLES.values(), TRUNCATIONS_TABLE)
+
+SNAPSHOT_COMPACTION_LAG_MS = 60_000
+DEAD_LETTER_RETENTION_S = 30 * 24 * 3600
+
+# The pipeline's own Postgres tables: the snapshots, and what MongoDB holds of them.
+SNAPSHOT_TABLE = "market_inventory_snapshots"
+SYNC_TABLE = "market_listing_sync"
+
+# The sinks, each following the snapshot topic with a consumer group of its own.
+SINK_NAMES = ("postgres", "mongodb")
+
+
+def cdc_topic(settings: Settings, table: str) -> str:
+    """Debezium's topic of a source table."""
+    return settings.cdc_topic(table)
+
+
+def cdc_topics(settings: Settings) -> list[str]:
+    return [settings.cdc_topic(t) for t in SOURCE_TABLES]
+
+
+def key_space_topic(app_id: str, space: str) -> str:
+    """The topic of a key space (``space`` as in KEY_SPACES: "booking", ...)."""
+    return f"{app_id}-by-{space}"
+
+
+def key_space_topics(app_id: str) -> list[str]:
+    return [key_space_topic(app_id, s) for s in KEY_SPACES]
+
+
+def snapshot_topic(app_id: str) -> str:
+    """The compacted output: the latest snapshot of every booking."""
+    return f"{app_id}-snapshots"
+
+
+def dead_letter_topic(app_id: str) -> str:
+    return f"{app_id}-dead-letters"
+
+
+def internal_topics(app_id: str) -> list[str]:
+    """The topics the workers write: the key spaces, the snapshots, the dead letters."""
+    return [*key_space_topics(app_id), snapshot_topic(app_id), dead_letter_topic(app_id)]
+
+
+def changelog_topic(app_id: str, table: str) -> str:
+    """Faust's changelog of one of TABLES."""
+    return f"{app_id}-{table}-changelog"
+
+
+def worker_group(app_id: str) -> str:
+    """The consumer group of the workers (Faust uses the app id)."""
+    return app_id
+
+
+def sink_group(app_id: str, sink: str) -> str:
+    """The consumer group with which ``sink`` follows the snapshot topic."""
+    return f"{app_id}-sink-{sink}"
+
+
+def partition_of(key: bytes | str, partitions: int) -> int:
+    """The partition of ``key`` among ``partitions``: murmur2, as Kafka's Java producer, Kafka
+    Connect and aiokafka's DefaultPartitioner (the workers' producer) compute it.
+
+    confluent-kafka's default partitioner hashes differently (CRC32), so whatever produces with it
+    gives this partition explicitly: a key must land where the workers' own messages land.
+    """
+    raw = key.encode() if isinstance(key, str) else key
+    return (murmur2(raw) & 0x7FFFFFFF) % partitions
