@@ -119,7 +119,8 @@ async def get_history(request: web.Request) -> web.Response:
 async def get_trends(request: web.Request) -> web.Response:
     api = request.app[API]
     location_id = parse_uuid(request.match_info["location_id"], "location_id")
-    bucket = _optional_param(request, "bucket") or "hour"
+    raw_bucket = _optional_param(request, "bucket")
+    bucket = "hour" if raw_bucket is None else raw_bucket
     if bucket not in ("hour", "day"):
         raise Invalid("bucket must be hour or day", [{"loc": ["bucket"], "msg": "hour or day"}])
     raw_since = _optional_param(request, "since")
