@@ -20,7 +20,7 @@ JUNIT ?= build/test-results/junit.xml
 PYTEST_ARGS ?=
 C ?=
 
-.PHONY: help venv install lint test run down bench bench-sinks bench-mongo faults stack-up stack-down stack-status stack-logs
+.PHONY: help venv install lint test run down bench bench-sinks bench-live bench-mongo faults stack-up stack-down stack-status stack-logs
 
 help:
 	@echo "make run            fetch/build what is missing, start the stack and a worker, load demo data, watch the pipeline live"
@@ -32,6 +32,7 @@ help:
 	@echo "make lint           ruff (lint and format) and mypy"
 	@echo "make bench          throughput and end-to-end delay on a fresh stack"
 	@echo "make bench-sinks    backlog drain and Postgres freshness with MongoDB stopped"
+	@echo "make bench-live     source commit -> listing-change stream client, p50/p99"
 	@echo "make bench-mongo    MongoDB-wire server by _id: replace rate, find_one latency"
 	@echo "make faults         the fault matrix under load, checked against the source tables"
 	@echo "make stack-up | stack-down | stack-status | stack-logs [C=kafka] | down"
@@ -110,6 +111,13 @@ bench-sinks: venv
 	@trap 'exit 130' INT TERM; trap '$(STACK) down' EXIT; \
 	$(STACK) up; \
 	$(PY) -m streams.benchmarks.sinks $(BENCH_ARGS)
+
+# Source commit -> live push (the listing-change stream), one change at a time, with and without load.
+BENCH_LIVE_ARGS ?= --changes 100
+bench-live: venv
+	@trap 'exit 130' INT TERM; trap '$(STACK) down' EXIT; \
+	$(STACK) up; \
+	$(PY) -m streams.benchmarks.live $(BENCH_LIVE_ARGS)
 
 # Every fault of tests/faults/matrix.py under load on a fresh stack; prints the table.
 faults: venv

@@ -1,7 +1,8 @@
-"""The JSON Schema of the snapshot topic's value, for downstream consumers.
+"""The JSON Schemas of the snapshot and listing-change topics' values, for consumers.
 
-``python -m schemas.jsonschema`` rewrites ``schemas/snapshot-record.schema.json`` from the
-pydantic model; a unit test fails when the committed file and the model disagree.
+``python -m schemas.jsonschema`` rewrites ``schemas/snapshot-record.schema.json`` and
+``schemas/listing-change.schema.json`` from the pydantic models; a unit test fails when a
+committed file and its model disagree.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from schemas.changes import ListingChange
 from schemas.snapshot import SnapshotRecord
 
 SCHEMA_PATH = Path(__file__).resolve().parent / "snapshot-record.schema.json"
+CHANGE_SCHEMA_PATH = Path(__file__).resolve().parent / "listing-change.schema.json"
 
 
 def snapshot_record_schema() -> dict[str, Any]:
@@ -29,13 +32,31 @@ def snapshot_record_schema() -> dict[str, Any]:
     }
 
 
+def listing_change_schema() -> dict[str, Any]:
+    schema = ListingChange.model_json_schema(mode="serialization")
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "market-snapshots/listing-change.schema.json",
+        "description": (
+            "Value of the topic <MIS_APP_ID>-listing-changes, keyed by booking_id: one "
+            "field-level change of a listing, delivered at least once (deduplicate by event_id)."
+        ),
+        **schema,
+    }
+
+
 def render() -> str:
     return json.dumps(snapshot_record_schema(), indent=2, sort_keys=True) + "\n"
 
 
+def render_changes() -> str:
+    return json.dumps(listing_change_schema(), indent=2, sort_keys=True) + "\n"
+
+
 def main() -> int:
-    SCHEMA_PATH.write_text(render())
-    print(f"wrote {SCHEMA_PATH}")
+    for path, text in ((SCHEMA_PATH, render()), (CHANGE_SCHEMA_PATH, render_changes())):
+        path.write_text(text)
+        print(f"wrote {path}")
     return 0
 
 

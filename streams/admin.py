@@ -21,6 +21,8 @@ from streams.errors import PipelineError
 
 log = logging.getLogger(__name__)
 
+LISTING_CHANGES_RETENTION_S = 7 * 24 * 3600
+
 
 def pipeline_topics(settings: Settings) -> dict[str, dict[str, str]]:
     """Every topic the pipeline reads or writes (streams.topology), with its config."""
@@ -34,6 +36,8 @@ def pipeline_topics(settings: Settings) -> dict[str, dict[str, str]]:
         "cleanup.policy": "compact",
         "min.compaction.lag.ms": str(topology.SNAPSHOT_COMPACTION_LAG_MS),
     }
+    # Buyer notifications (streams.changes), read by the live push and by downstream consumers.
+    topics[f"{app_id}-listing-changes"] = {"retention.ms": str(LISTING_CHANGES_RETENTION_S * 1000)}
     topics[topology.dead_letter_topic(app_id)] = {
         "retention.ms": str(topology.DEAD_LETTER_RETENTION_S * 1000)
     }
@@ -87,6 +91,7 @@ _SQL = Path(__file__).resolve().parent.parent / "schemas" / "sql"
 SINK_DDL = (
     _SQL / f"003_{topology.SNAPSHOT_TABLE}.sql",
     _SQL / f"004_{topology.SYNC_TABLE}.sql",
+    _SQL / "005_market_inventory_snapshot_history.sql",
 )
 
 

@@ -85,6 +85,8 @@ class Settings(BaseSettings):
     max_part_bytes: int = Field(default=450_000, ge=1024)
     reading_history_per_sensor: int = Field(default=16, ge=1)
     cleanup_after_days: int = Field(default=90, ge=1)
+    # A listing change event "quality_dropped" is emitted when quality_score falls by this much.
+    quality_drop_notify: float = Field(default=5.0, gt=0)
 
     # --- the HTTP API each worker serves (streams.web)
     connector_name: str = "storage_guard-source"

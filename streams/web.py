@@ -16,6 +16,7 @@ from streams.api.auth import Guard
 from streams.api.handlers import API, Api, routes
 from streams.api.health import Health
 from streams.api.jobs import Jobs
+from streams.api.live import LIVE, Live
 from streams.api.middleware import api_middleware
 from streams.api.publishing import Publishing
 from streams.api.store import Store
@@ -34,6 +35,7 @@ def install(web_app: web.Application, faust_app: Any) -> Api:
         jobs=Jobs(),
     )
     web_app[API] = api
+    web_app[LIVE] = live = Live()
     web_app.middlewares.append(api_middleware(settings, guard))
     web_app.add_routes(routes)
 
@@ -41,6 +43,8 @@ def install(web_app: web.Application, faust_app: Any) -> Api:
         await api.close()
 
     web_app.on_cleanup.append(_close)
+    # Open change streams end when the server shuts down, not when their clients leave.
+    web_app.on_shutdown.append(lambda _: live.close())
     return api
 
 

@@ -45,6 +45,9 @@ SNAPSHOT = "/storage-guard/snapshots/{booking_id}"
 #: the same (tests compare the two with the routes).
 OPERATION_SCOPES: dict[tuple[str, str], str | None] = {
     ("GET", SNAPSHOT): READ,
+    ("GET", SNAPSHOT + "/history"): READ,
+    ("GET", "/storage-guard/locations/{location_id}/trends"): READ,
+    ("GET", "/storage-guard/listing-changes/stream"): READ,
     ("POST", SNAPSHOT + "/publish"): PUBLISH,
     ("POST", SNAPSHOT + "/reconcile"): OPERATE,
     ("POST", "/storage-guard/snapshots/sync-all"): OPERATE,
@@ -53,8 +56,9 @@ OPERATION_SCOPES: dict[tuple[str, str], str | None] = {
     ("GET", "/metrics"): METRICS,
     ("GET", "/openapi.json"): None,
 }
-#: answered to anyone: a load balancer or an orchestrator probes it without a token
-PUBLIC = frozenset({("GET", "/health")})
+#: answered to anyone: /health, which a load balancer or an orchestrator probes without a token,
+#: and the live page, which holds no data (the stream it reads needs a token)
+PUBLIC = frozenset({("GET", "/health"), ("GET", "/storage-guard/live")})
 METRICS_ROUTE = ("GET", "/metrics")
 
 #: the name of the token a request was authenticated with

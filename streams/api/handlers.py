@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -11,13 +12,21 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from pydantic import BaseModel
 
-from streams.api import jobs, openapi
+from streams.api import history, jobs, live, openapi
 from streams.api.auth import CALLER
-from streams.api.errors import NotFound
+from streams.api.errors import Invalid, NotFound
 from streams.api.health import Health
 from streams.api.jobs import Jobs
 from streams.api.lag import update_consumer_lag
-from streams.api.models import BookingRequest, BookingResponse, SnapshotResponse, SnapshotView
+from streams.api.models import (
+    BookingRequest,
+    BookingResponse,
+    HistoryEntry,
+    HistoryResponse,
+    SnapshotResponse,
+    SnapshotView,
+    TrendsResponse,
+)
 from streams.api.publishing import Publishing
 from streams.api.reconcile import reconcile
 from streams.api.requests import (
@@ -36,6 +45,8 @@ SNAPSHOT = "/storage-guard/snapshots/{booking_id}"
 # Any one path segment, braces included (aiohttp's default refuses them with a 404): whatever
 # is not a UUID there gets the 422 that says so.
 SNAPSHOT_ROUTE = "/storage-guard/snapshots/{booking_id:[^/]+}"
+HISTORY_LIMIT, HISTORY_MAX = 50, 500
+TRENDS_DEFAULT = timedelta(days=7)
 PUBLICATION_FIELDS = (
     "market_listing_id",
     "published_at",
@@ -87,6 +98,68 @@ async def get_snapshot(request: web.Request) -> web.Response:
     publication = {k: row[k] for k in PUBLICATION_FIELDS}
     view = SnapshotView.model_validate({**snapshot_fields(row), **publication})
     return answer(SnapshotResponse(snapshot=view))
+
+
+@routes.get(SNAPSHOT_ROUTE + "/history", allow_head=False)
+async def get_history(request: web.Request) -> web.Response:
+    api, booking_id = request.app[API], _booking_id(request)
+    limit = _int_param(request, "limit", HISTORY_LIMIT, 1, HISTORY_MAX)
+    raw_before = _optional_param(request, "before")
+    before = history.decode_cursor(raw_before) if raw_before is not None else None
+    rows = await api.store.history(booking_id, before, limit)
+    if not rows and before is None and await api.store.snapshot(booking_id) is None:
+        raise NotFound(f"no snapshot history for booking {booking_id}")
+    entries = [HistoryEntry.model_validate(history.entry_fields(r)) for r in rows]
+    last = entries[-1] if len(entries) == limit else None
+    cursor = history.encode_cursor(last.source_version, last.evaluated_at) if last else None
+    return answer(HistoryResponse(booking_id=booking_id, entries=entries, next_before=cursor))
+
+
+@routes.get("/storage-guard/locations/{location_id:[^/]+}/trends", allow_head=False)
+async def get_trends(request: web.Request) -> web.Response:
+    api = request.app[API]
+    location_id = parse_uuid(request.match_info["location_id"], "location_id")
+    raw_bucket = _optional_param(request, "bucket")
+    bucket = "hour" if raw_bucket is None else raw_bucket
+    if bucket not in ("hour", "day"):
+        raise Invalid("bucket must be hour or day", [{"loc": ["bucket"], "msg": "hour or day"}])
+    raw_since = _optional_param(request, "since")
+    now = clock()
+    since = history.parse_since(raw_since) if raw_since is not None else now - TRENDS_DEFAULT
+    rows = await api.store.trends(location_id, bucket, since)
+    body = TrendsResponse.model_validate(
+        {"location_id": location_id, "bucket": bucket, "since": since, "buckets": rows}
+    )
+    return answer(body)
+
+
+def _optional_param(request: web.Request, name: str) -> str | None:
+    values = request.query.getall(name, [])
+    if len(values) > 1:
+        raise Invalid(f"query parameter {name} is given {len(values)} times", None)
+    return str(values[0]) if values else None
+
+
+def _int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    raw = _optional_param(request, name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise Invalid(
+            f"{name} must be an integer from {low} to {high}, got {raw[:32]!r}",
+            [{"loc": [name], "msg": f"integer from {low} to {high}"}],
+        )
+    return int(raw)
+
+
+@routes.get(live.STREAM_ROUTE, allow_head=False)
+async def listing_changes_stream(request: web.Request) -> web.StreamResponse:
+    return await live.stream(request, request.app[API].settings)
+
+
+@routes.get(live.PAGE_ROUTE, allow_head=False)
+async def live_page(request: web.Request) -> web.Response:
+    return web.Response(text=live.page(), content_type="text/html")
 
 
 @routes.post(SNAPSHOT_ROUTE + "/publish")

@@ -36,6 +36,7 @@ def error_response(
 
 
 PROBLEM_JSON = "application/problem+json"
+STREAMING_ROUTES = frozenset({"/storage-guard/listing-changes/stream"})
 
 
 def problem_response(exc: Problem) -> web.Response:
@@ -83,7 +84,9 @@ def api_middleware(settings: Settings, guard: Callable[[web.Request], None]) -> 
             guard(request)
             # An announced oversized body is refused before anything reads it, on any route.
             check_length(request.content_length, settings.api_max_body_bytes)
-            async with asyncio.timeout(settings.api_timeout_s):
+            # A stream lasts as long as its client: only its start is bounded (by Kafka's).
+            streaming = _route(request) in STREAMING_ROUTES
+            async with asyncio.timeout(None if streaming else settings.api_timeout_s):
                 response = await handler(request)
         except Problem as exc:
             response = problem_response(exc)

@@ -224,3 +224,46 @@ class JobView(_Model):
     result: SyncAllResponse | None = Field(description="once succeeded")
     error: str | None = Field(description="once failed")
     location: str = Field(description="where to poll the job")
+
+
+# --------------------------------------------------------------------------- history and trends
+
+
+class HistoryEntry(Snapshot):
+    """One content change of a snapshot, as the Postgres sink wrote it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    source_version: str
+    evaluated_at: UtcDatetime
+    content_hash: str
+    recorded_at: UtcDatetime = Field(description="when the sink wrote the change")
+
+
+class HistoryResponse(_Model):
+    success: Literal[True] = True
+    booking_id: UUID
+    entries: list[HistoryEntry] = Field(
+        description="newest first (by source_version, evaluated_at)"
+    )
+    next_before: str | None = Field(
+        description="pass as ?before= for the next (older) page; null on the last page"
+    )
+
+
+class TrendBucket(_Model):
+    bucket_start: UtcDatetime
+    snapshots: int = Field(description="snapshot versions of the location evaluated in the bucket")
+    bookings: int
+    quality_score: float | None = Field(description="average over the versions that have one")
+    sensors: dict[str, float] = Field(
+        description="average of each sensor_summary figure (e.g. temperature_avg) over the versions"
+    )
+
+
+class TrendsResponse(_Model):
+    success: Literal[True] = True
+    location_id: UUID
+    bucket: Literal["hour", "day"]
+    since: UtcDatetime
+    buckets: list[TrendBucket] = Field(description="oldest first; buckets without data are absent")

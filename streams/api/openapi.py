@@ -18,12 +18,14 @@ from streams.api.models import (
     BookingResponse,
     ErrorResponse,
     HealthResponse,
+    HistoryResponse,
     JobView,
     ProblemResponse,
     PublishResponse,
     ReconcileResponse,
     SnapshotResponse,
     SyncAllResponse,
+    TrendsResponse,
 )
 
 REF = "#/components/schemas/{model}"
@@ -35,13 +37,13 @@ RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
     ErrorResponse,
     HealthResponse,
     JobView,
-    ProblemResponse,
-    JobView,
+    HistoryResponse,
     ProblemResponse,
     PublishResponse,
     ReconcileResponse,
     SnapshotResponse,
     SyncAllResponse,
+    TrendsResponse,
 )
 BEARER = "bearer"
 PROBLEM_JSON = "application/problem+json"
@@ -91,6 +93,46 @@ FARMER_ID = {
     "description": "the farmer who books (a UUID)",
     "schema": {"type": "string", "format": "uuid"},
 }
+
+LOCATION_ID = {
+    "name": "location_id",
+    "in": "path",
+    "required": True,
+    "description": "the storage location's id (a UUID)",
+    "schema": {"type": "string", "format": "uuid"},
+}
+HISTORY_PARAMETERS = (
+    {
+        "name": "limit",
+        "in": "query",
+        "required": False,
+        "description": "entries per page",
+        "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 50},
+    },
+    {
+        "name": "before",
+        "in": "query",
+        "required": False,
+        "description": "the next_before of the previous page: entries older than its last",
+        "schema": {"type": "string"},
+    },
+)
+TRENDS_PARAMETERS = (
+    {
+        "name": "bucket",
+        "in": "query",
+        "required": False,
+        "description": "the width of a bucket (UTC)",
+        "schema": {"type": "string", "enum": ["hour", "day"], "default": "hour"},
+    },
+    {
+        "name": "since",
+        "in": "query",
+        "required": False,
+        "description": "ISO 8601 time with a zone; defaults to 7 days ago",
+        "schema": {"type": "string", "format": "date-time"},
+    },
+)
 
 
 def _ref(model: type[BaseModel]) -> dict[str, str]:
@@ -151,6 +193,22 @@ def _paths() -> dict[str, Any]:
                 parameters=(BOOKING_ID,),
             )
         },
+        f"{snapshot}/history": {
+            "get": _operation(
+                "Every content change of the snapshot, newest first, a page at a time",
+                (200, HistoryResponse, "a page of the history"),
+                (404, 422, 503),
+                parameters=(BOOKING_ID, *HISTORY_PARAMETERS),
+            )
+        },
+        "/storage-guard/locations/{location_id}/trends": {
+            "get": _operation(
+                "Quality and sensor averages of a location's snapshot versions per time bucket",
+                (200, TrendsResponse, "the buckets that have data, oldest first"),
+                (422, 503),
+                parameters=(LOCATION_ID, *TRENDS_PARAMETERS),
+            )
+        },
         f"{snapshot}/publish": {
             "post": _operation(
                 "Publish the snapshot as a Market Connect listing now (again, if published)",
@@ -194,6 +252,62 @@ def _paths() -> dict[str, Any]:
                 parameters=(FARMER_ID,),
                 body=BookingRequest,
             )
+        },
+        "/storage-guard/listing-changes/stream": {
+            "get": {
+                "summary": "Listing changes as they happen, as server-sent events",
+                "description": (
+                    "Events `ready` (first; its id is the starting position), `listing-change` "
+                    "(data: a ListingChange) and `error`; a comment every 15 s. Each id is the "
+                    "position <topic>:<partition>:<next offset>,...: sent back as Last-Event-ID "
+                    "it resumes the stream where it was."
+                ),
+                "parameters": [
+                    *(
+                        {
+                            "name": name,
+                            "in": "query",
+                            "required": False,
+                            "description": f"only the changes of this {name[:-3]}",
+                            "schema": {"type": "string", "format": "uuid"},
+                        }
+                        for name in ("booking_id", "location_id", "vendor_id")
+                    ),
+                    {
+                        "name": "since",
+                        "in": "query",
+                        "required": False,
+                        "description": "without Last-Event-ID: from this time (else from now)",
+                        "schema": {"type": "string", "format": "date-time"},
+                    },
+                    {
+                        "name": "Last-Event-ID",
+                        "in": "header",
+                        "required": False,
+                        "description": "the id of the last event received: resume after it",
+                        "schema": {"type": "string"},
+                    },
+                ],
+                "responses": {
+                    "200": {
+                        "description": "the stream (text/event-stream), open until the client "
+                        "leaves",
+                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    },
+                    "422": _json(ErrorResponse, ERRORS[422]),
+                },
+            }
+        },
+        "/storage-guard/live": {
+            "get": {
+                "summary": "A page showing listing changes live (it asks for a read token)",
+                "responses": {
+                    "200": {
+                        "description": "HTML",
+                        "content": {"text/html": {"schema": {"type": "string"}}},
+                    }
+                },
+            }
         },
         "/health": {
             "get": {

@@ -20,6 +20,27 @@ from streams.api.signals import SIGNAL_TABLE, BookingKeys
 log = logging.getLogger(__name__)
 
 SNAPSHOTS = "market_inventory_snapshots"
+HISTORY = "market_inventory_snapshot_history"
+# The bucket is 'hour' or 'day' (checked by the handler); date_trunc in UTC.
+TRENDS = f"""
+WITH h AS (
+    SELECT date_trunc(%(bucket)s, evaluated_at, 'UTC') AS bucket_start, booking_id,
+           quality_score, sensor_summary
+    FROM {HISTORY} WHERE location_id = %(location)s AND evaluated_at >= %(since)s
+), sensors AS (
+    SELECT bucket_start, jsonb_object_agg(key, value) AS sensors FROM (
+        SELECT bucket_start, s.key, round(avg(s.value::float)::numeric, 2)::float AS value
+        FROM h CROSS JOIN LATERAL jsonb_each_text(h.sensor_summary) AS s
+        GROUP BY bucket_start, s.key
+    ) per_key GROUP BY bucket_start
+)
+SELECT h.bucket_start, count(*) AS snapshots, count(DISTINCT h.booking_id) AS bookings,
+       round(avg(h.quality_score), 2)::float AS quality_score,
+       coalesce(sensors.sensors, '{{}}'::jsonb) AS sensors
+FROM h LEFT JOIN sensors USING (bucket_start)
+GROUP BY h.bucket_start, sensors.sensors
+ORDER BY h.bucket_start
+"""
 BOOKING_COLUMNS = (
     "id, farmer_id, vendor_id, location_id, crop_type, grade, quantity_kg, start_date, "
     "end_date, duration_days, ai_inspection_id, status, created_at"
@@ -165,3 +186,23 @@ class Store:
                 f"INSERT INTO {SIGNAL_TABLE} (id, type, data) VALUES (%s, %s, %s)",
                 (signal_id, signal_type, data),
             )
+
+    async def history(
+        self, booking_id: UUID, before: tuple[str, datetime] | None, limit: int
+    ) -> list[dict[str, Any]]:
+        """A page of a booking's snapshot history, newest first, older than ``before``."""
+        sv, at = before if before is not None else (None, None)
+        async with self.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(
+                f"SELECT * FROM {HISTORY} WHERE booking_id = %s "
+                "AND (%s::text IS NULL OR (source_version, evaluated_at) < (%s::text, %s))"
+                " ORDER BY source_version DESC, evaluated_at DESC LIMIT %s",
+                (booking_id, sv, sv, at, limit),
+            )
+            return await cur.fetchall()
+
+    async def trends(self, location_id: UUID, bucket: str, since: datetime) -> list[dict[str, Any]]:
+        """Per time bucket of evaluated_at: quality and sensor averages over the versions."""
+        async with self.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(TRENDS, {"location": location_id, "bucket": bucket, "since": since})
+            return await cur.fetchall()

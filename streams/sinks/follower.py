@@ -312,11 +312,12 @@ def sink_factories(
     settings: Settings, names: Sequence[str] | None = None
 ) -> dict[str, SinkFactory]:
     """The sinks named (by default in ``settings.sinks``), Postgres first."""
+    from streams.changes import ChangeEmitter
     from streams.sinks.listings import ListingSink
     from streams.sinks.postgres import PostgresSink
 
     known: dict[str, SinkFactory] = {
-        "postgres": lambda: PostgresSink(settings.pg_dsn),
+        "postgres": lambda: PostgresSink(settings.pg_dsn, on_changes=ChangeEmitter(settings)),
         "mongodb": lambda: ListingSink(settings),
     }
     wanted = settings.sink_names if names is None else tuple(names)

@@ -13,13 +13,14 @@ from typing import Any, TypeVar
 from uuid import UUID
 
 import psycopg
+from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from schemas.snapshot import SnapshotRecord
 from streams import topology
 from streams.errors import SinkRejected, SinkUnavailable
 from streams.sinks.base import Item, Refusal
-from streams.sinks.records import SNAPSHOT_FIELDS
+from streams.sinks.records import SNAPSHOT_FIELDS, record_from_row
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,25 @@ def row_params(record: SnapshotRecord) -> dict[str, Any]:
 
 
 DELETE = f"DELETE FROM {T} WHERE booking_id = ANY(%s)"
+
+H = "market_inventory_snapshot_history"
+HISTORY_COLUMNS = ("booking_id", *GUARD_COLUMNS, "id", *CONTENT_COLUMNS, "status")
+# The history row of each booking the upsert changed, copied from the row as stored (its status
+# included); a version already recorded adds nothing. RETURNING gives the status as stored (a
+# published snapshot stays published) to the change events.
+RECORD_HISTORY = f"""
+INSERT INTO {H} ({", ".join(HISTORY_COLUMNS)})
+SELECT {", ".join(HISTORY_COLUMNS)} FROM {T} WHERE booking_id = ANY(%s)
+ON CONFLICT DO NOTHING
+RETURNING booking_id, status
+"""
+# The stored rows of a batch before its upsert, for the change events (under the row locks).
+READ_BEFORE = f"SELECT {', '.join(HISTORY_COLUMNS)} FROM {T} WHERE booking_id = ANY(%s)"
+
+#: (the stored snapshot before the write or None, the one written), for each booking a batch
+#: changed; called after the transaction committed, before the sink returns.
+Changes = Sequence[tuple[SnapshotRecord | None, SnapshotRecord]]
+OnChanges = Callable[[Changes], None]
 
 # Transaction-scoped advisory locks per booking, always taken in booking order:
 # - "row": held by a writer of the snapshot row, and by a writer of market_listing_sync from
@@ -139,8 +159,9 @@ class PostgresSink:
 
     name = "postgres"
 
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, on_changes: OnChanges | None = None) -> None:
         self._conn = SinkConnection(dsn, self.name)
+        self._on_changes = on_changes
 
     def close(self) -> None:
         self._conn.close()
@@ -171,10 +192,18 @@ class PostgresSink:
     def _write(self, items: Sequence[Item]) -> set[UUID]:
         records = [i.record for i in items if i.record is not None]
         gone = [i.booking_id for i in items if i.record is None]
+        before: dict[UUID, dict[str, Any]] = {}
+        stored: dict[UUID, str] = {}
 
         def work(conn: psycopg.Connection[Any]) -> set[UUID]:
             changed: set[UUID] = set()
+            before.clear()
+            stored.clear()
             lock_bookings(conn, [i.booking_id for i in items])
+            if records and self._on_changes is not None:
+                with conn.cursor(row_factory=dict_row) as cur:
+                    cur.execute(READ_BEFORE, ([r.snapshot.booking_id for r in records],))
+                    before.update((row["booking_id"], row) for row in cur.fetchall())
             if records:
                 with conn.cursor() as cur:
                     cur.executemany(UPSERT, [row_params(r) for r in records], returning=True)
@@ -184,11 +213,27 @@ class PostgresSink:
                             changed.add(row[0])
                         if not cur.nextset():
                             break
+            if changed:
+                rows = conn.execute(RECORD_HISTORY, (sorted(changed),)).fetchall()
+                stored.update((booking_id, status) for booking_id, status in rows)
             if gone:
                 conn.execute(DELETE, (gone,))
             return changed
 
-        return run_guarded(self._conn.get(), work)
+        changed = run_guarded(self._conn.get(), work)
+        if self._on_changes is not None and stored:
+            changes = []
+            for r in records:
+                status = stored.get(r.snapshot.booking_id)
+                if status is None:
+                    continue
+                old = before.get(r.snapshot.booking_id)
+                new = r.model_copy(
+                    update={"snapshot": r.snapshot.model_copy(update={"status": status})}
+                )
+                changes.append((record_from_row(old) if old is not None else None, new))
+            self._on_changes(changes)
+        return changed
 
 
 async def expired_terminal(dsn: str, older_than: datetime) -> list[UUID]:

@@ -32,6 +32,7 @@ from schemas.snapshot import snapshot_id
 from streams import source_db, topology
 from streams.api import openapi
 from streams.api.auth import digest as auth_digest
+from streams.api.middleware import STREAMING_ROUTES
 from streams.config import Settings
 from tests.integration.workers import (
     API_TOKEN,
@@ -850,6 +851,8 @@ def fuzz(url: str, examples_per_mode: int) -> list[str]:
             continue
         operation = result.ok()
         operations += 1
+        if operation.path in STREAMING_ROUTES:
+            continue  # open until the client leaves: tests/integration/test_history.py
         takes_input = bool(operation.path_parameters or operation.query or operation.body)
         for mode in GenerationMode:
             if mode is GenerationMode.NEGATIVE and not takes_input:
