@@ -62,6 +62,9 @@ class Env:
         return w
 
     def restart(self, w: Worker) -> None:
+        """Start ``w`` unless it runs already (``revive`` may have restarted it meanwhile)."""
+        if w.proc is not None and w.proc.poll() is None:
+            return
         w.start()
         w.wait_ready(timeout=240)
 
