@@ -11,17 +11,10 @@ key is read while its event is made current, and written while its last event is
 A key whose flush fails (its part would not fit in a message, a send is refused) keeps the state
 it had before the batch, and every one of its events in the batch goes to the dead letters with
 the reason; the other keys of the batch are written as usual.
-
-What is sent comes before what is stored: the messages a batch sends (subscriptions, parts,
-snapshots) go through ``send``, and the batch's states are written to the table, whose store
-and changelog a restarted worker resumes from, only once Kafka has acknowledged every one of
-them. A worker killed in between has stored nothing of the batch; its events, not committed
-either, are processed again and the messages sent again (duplicates the receivers ignore).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import weakref
 from collections.abc import Awaitable, Callable
@@ -30,7 +23,7 @@ from typing import Any, Generic, TypeVar
 from faust.streams import _current_event
 from pydantic import BaseModel
 
-from streams.agents.common import encode_state, load
+from streams.agents.common import load, save
 
 S = TypeVar("S", bound=BaseModel)
 log = logging.getLogger(__name__)
@@ -44,11 +37,6 @@ class KeyedBatch(Generic[S]):
         self._events: dict[str, list[Any]] = {}  # the key's own events, for the dead letters
         self._dirty: dict[str, None] = {}  # insertion-ordered set
         self._partitions: dict[int, Any] = {}  # partition -> an event of it in this batch
-        self._deliveries: list[Awaitable[Any]] = []
-
-    async def send(self, topic: Any, **kwargs: Any) -> None:
-        """Send a message of this batch; the batch's states are stored once it is delivered."""
-        self._deliveries.append(await topic.send(**kwargs))
 
     def make_current(self, event: Any) -> None:
         # Only the context variable the stores read: Stream.current_event must stay as it is,
@@ -115,16 +103,15 @@ class KeyedBatch(Generic[S]):
         When a key fails, ``retry`` (if given) gets its stored state, applies the batch's
         changes of the key one at a time, dead-letters those that do not fit and returns the
         result, which is then written the same way."""
-        ready: dict[str, bytes | None] = {}  # key -> its state to store (None: delete)
         for key in self._dirty:
             self.make_current(self._last_event[key])
             state = self._states[key]
             try:
                 if state is None:
-                    ready[key] = None
+                    self._table.pop(key.encode(), None)
                     continue
                 await before_write(key, state)
-                ready[key] = encode_state(state, self._max_bytes)
+                save(self._table, key, state, self._max_bytes)
             except Exception as exc:
                 if retry is None:
                     await self._refuse(key, exc)
@@ -134,24 +121,14 @@ class KeyedBatch(Generic[S]):
                     state = await retry(key, self.stored_state(key))
                     self.make_current(self._last_event[key])
                     await before_write(key, state)
-                    ready[key] = encode_state(state, self._max_bytes)
+                    save(self._table, key, state, self._max_bytes)
                 except Exception as again:
                     await self._refuse(key, again)
-        if self._deliveries:
-            # A delivery that fails raises here, before anything of the batch is stored.
-            await asyncio.gather(*self._deliveries)
-        for key, raw in ready.items():
-            self.make_current(self._last_event[key])
-            if raw is None:
-                self._table.pop(key.encode(), None)
-            else:
-                self._table[key.encode()] = raw
         self._states.clear()
         self._last_event.clear()
         self._events.clear()
         self._dirty.clear()
         self._partitions.clear()
-        self._deliveries.clear()
 
     async def _refuse(self, key: str, exc: Exception) -> None:
         from streams.deadletter import dead_letter

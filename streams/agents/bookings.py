@@ -161,7 +161,7 @@ class _Batch:
         state = self._load(key, event)
         known = state.booking_version
         for space, fk, command in state.apply_booking(msg):
-            await self.keys.send(SPACE_TOPICS[space], key=fk.encode(), value=encode(command))
+            await SPACE_TOPICS[space].send(key=fk.encode(), value=encode(command))
         if state.booking_version != known:  # else a duplicate or an older change
             self._changed(key, state)
 
@@ -179,12 +179,12 @@ class _Batch:
             log.info("evict ignored: booking is live booking_id=%s", key)
             return
         for space, fk, command in state.evict(key):
-            await self.keys.send(SPACE_TOPICS[space], key=fk.encode(), value=encode(command))
+            await SPACE_TOPICS[space].send(key=fk.encode(), value=encode(command))
         self.keys.drop(key)
         deadlines.set(partition, key, None)
         pending.set(partition, key, None)
         # The tombstone lets compaction forget the snapshot and the sink delete row and listing.
-        await self.keys.send(topics.snapshots, key=key.encode(), value=None)
+        await topics.snapshots.send(key=key.encode(), value=None)
 
     async def emit(self, key: str, state: BookingState) -> None:
         now, outbox, partition = clock(), state.outbox, self.keys.partition(key)
@@ -198,9 +198,7 @@ class _Batch:
         record = state.evaluate(now)
         deadlines.set(partition, key, state.deadline)
         if record is not None:
-            await self.keys.send(
-                topics.snapshots, key=key.encode(), value=record.model_dump_json().encode()
-            )
+            await topics.snapshots.send(key=key.encode(), value=record.model_dump_json().encode())
             conflate.sent(outbox, now)
             metrics.SNAPSHOTS_EMITTED.inc()
             metrics.EVENTS_OUT.labels(topic=topics.snapshots.get_topic_name()).inc()

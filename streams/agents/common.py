@@ -56,16 +56,11 @@ class StateTooLarge(PipelineError):
     """A key's state would not fit in one changelog message."""
 
 
-def encode_state(state: BaseModel, max_bytes: int | None = None) -> bytes:
-    """The table value of ``state``; StateTooLarge past ``max_bytes``."""
+def save(table: Any, key: str, state: BaseModel, max_bytes: int | None = None) -> None:
     raw = state.model_dump_json().encode()
     if max_bytes is not None and len(raw) > max_bytes:
         raise StateTooLarge(f"its state would be {len(raw):,} bytes, over {max_bytes:,}")
-    return raw
-
-
-def save(table: Any, key: str, state: BaseModel, max_bytes: int | None = None) -> None:
-    table[key.encode()] = encode_state(state, max_bytes)
+    table[key.encode()] = raw
 
 
 def keys_in_partition(table: Any, partition: int, partitions: int) -> list[str]:

@@ -253,9 +253,7 @@ class _Batch:
             part = fits(key, state)
             for partition, ids in grouped(targets, settings.partitions).items():
                 value = encode(part.model_copy(update={"bookings": ids}))
-                await self.keys.send(
-                    topics.bookings, key=key.encode(), value=value, partition=partition
-                )
+                await topics.bookings.send(key=key.encode(), value=value, partition=partition)
                 metrics.EVENTS_OUT.labels(topic=topics.bookings.get_topic_name()).inc()
         if due:
             conflate.sent(outbox, now)
