@@ -67,9 +67,11 @@ class Settings(BaseSettings):
     # Agents take up to batch_size events at a time, waiting at most batch_within_s for more.
     batch_size: int = Field(default=500, ge=1)
     batch_within_s: float = Field(default=0.01, gt=0)
-    # Which sinks a worker runs (each in a thread, following the snapshot topic with a consumer
-    # group of its own); "" for none, when `mis sink` runs them in processes of their own.
+    # Which sinks a worker runs (each following the snapshot topic with a consumer group of its
+    # own); "" for none, when `mis sink` runs them elsewhere. Each sink is a child process of
+    # the worker ("process") or a thread of it ("thread").
     sinks: str = "postgres,mongodb"
+    sinks_in: Literal["process", "thread"] = "process"
     # A sink takes up to sink_batch_size snapshot messages at once; while its batches come back
     # full (it is behind) each may be twice the last, up to sink_batch_max.
     sink_batch_size: int = Field(default=500, ge=1)

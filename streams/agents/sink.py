@@ -1,7 +1,10 @@
-"""The sinks, in threads of the worker: each follows the snapshot topic with its own group.
+"""The sinks of a worker: each follows the snapshot topic with a consumer group of its own.
 
 They run beside the agents rather than as one: a Faust agent shares the worker's consumer, so
-a sink that stalls would stall the others' streams (see streams.sinks.follower).
+a sink that stalls would stall the others' streams (see streams.sinks.follower). By default
+each is a child process of the worker (``MIS_SINKS_IN=process``, streams.sinks.processes), so
+that the sinks and the join do not take turns on one interpreter lock; ``thread`` runs them in
+threads of the worker instead.
 """
 
 from __future__ import annotations
@@ -10,15 +13,23 @@ from typing import Any
 
 from streams.app import app, settings
 from streams.sinks.follower import SinkThreads, sink_factories
+from streams.sinks.processes import SinkProcesses
 
-threads = SinkThreads(settings, sink_factories(settings))
+threads = SinkThreads(settings, sink_factories(settings)) if settings.sinks_in == "thread" else None
+children = SinkProcesses(settings.sink_names) if settings.sinks_in == "process" else None
 
 
 @app.task
 async def start_sinks() -> None:
-    threads.start()
+    if threads is not None:
+        threads.start()
+    if children is not None:
+        await children.start()
 
 
 @app.on_before_shutdown.connect  # type: ignore[arg-type]
 async def stop_sinks(app: Any, **kwargs: Any) -> None:
-    threads.stop()
+    if threads is not None:
+        threads.stop()
+    if children is not None:
+        children.stop()

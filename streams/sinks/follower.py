@@ -284,9 +284,12 @@ class SinkThreads:
         self.threads: list[threading.Thread] = []
 
     def start(self) -> None:
-        for i, (name, factory) in enumerate(self.factories.items()):
+        for name, factory in self.factories.items():
             follower = Follower(
-                self.settings, factory(), dead_letter_unreadable=(i == 0), stop=self.stop_event
+                self.settings,
+                factory(),
+                dead_letter_unreadable=dead_letters_unreadable(self.settings, name),
+                stop=self.stop_event,
             )
             thread = threading.Thread(
                 target=self._run, args=(follower,), name=f"sink-{name}", daemon=True
@@ -306,6 +309,12 @@ class SinkThreads:
         self.stop_event.set()
         for thread in self.threads:
             thread.join(timeout)
+
+
+def dead_letters_unreadable(settings: Settings, name: str) -> bool:
+    """Whether sink ``name`` dead-letters unreadable snapshot messages: Postgres does; MongoDB
+    only where no Postgres sink is configured, so that each such message is parked once."""
+    return name == "postgres" or "postgres" not in settings.sink_names
 
 
 def sink_factories(

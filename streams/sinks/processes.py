@@ -1,0 +1,103 @@
+"""The sinks as child processes of a worker: one ``mis sink --only <name>`` each.
+
+A worker's agents and its sinks are all Python: in threads of one process they share one
+interpreter lock, and under load the sinks' decoding and statement building take turns with the
+join instead of running beside it. As children, each sink has a core of its own when one is
+free. A child inherits the worker's environment (its settings), is asked to stop with the worker
+(SIGTERM, then SIGKILL after a grace period), dies with it when the worker is killed (the
+kernel's parent-death signal), and is started again with capped backoff if it exits on its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+
+log = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    # Runs in the child between fork and exec: if the worker dies, even by SIGKILL, so does it.
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def sink_command(name: str) -> list[str]:
+    return [sys.executable, "-m", "streams.cli", "sink", "--only", name]
+
+
+class SinkProcesses:
+    """Keeps one child process per sink running until ``stop``."""
+
+    def __init__(
+        self,
+        names: Sequence[str],
+        *,
+        command: Callable[[str], list[str]] = sink_command,
+        backoff_max_s: float = 30.0,
+        grace_s: float = 10.0,
+    ) -> None:
+        self.names, self.command = tuple(names), command
+        self.backoff_max_s, self.grace_s = backoff_max_s, grace_s
+        self.children: dict[str, subprocess.Popen[bytes]] = {}
+        self._stopping = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def _spawn(self, name: str) -> subprocess.Popen[bytes]:
+        child = subprocess.Popen(self.command(name), preexec_fn=_die_with_parent)
+        log.info("sink process started sink=%s pid=%s", name, child.pid)
+        self.children[name] = child
+        return child
+
+    async def start(self) -> None:
+        for name in self.names:
+            self._spawn(name)
+            self._tasks.append(asyncio.ensure_future(self._watch(name)))
+
+    async def _watch(self, name: str) -> None:
+        backoff = 1.0
+        while not self._stopping.is_set():
+            child = self.children[name]
+            code = child.poll()
+            if code is None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), timeout=0.5)
+                continue
+            log.error(
+                "sink process exited sink=%s pid=%s code=%s; starting it again in %.0fs",
+                name,
+                child.pid,
+                code,
+                backoff,
+            )
+            try:
+                await asyncio.wait_for(self._stopping.wait(), timeout=backoff)
+                return
+            except TimeoutError:
+                pass
+            backoff = min(backoff * 2, self.backoff_max_s)
+            self._spawn(name)
+
+    def stop(self) -> None:
+        """Ask every child to stop, wait for them (SIGKILL after the grace period)."""
+        self._stopping.set()
+        for child in self.children.values():
+            if child.poll() is None:
+                child.terminate()
+        for name, child in self.children.items():
+            try:
+                child.wait(self.grace_s)
+            except subprocess.TimeoutExpired:
+                log.warning("sink process did not stop in time sink=%s; killing it", name)
+                child.kill()
+                child.wait()
+        for task in self._tasks:
+            task.cancel()
