@@ -76,6 +76,13 @@ def ms(value: float | None) -> str:
     return f"{value * 1000:,.0f}" if value < 10 else f"{value:,.1f}s"
 
 
+def children_of(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
 def peak_rss_mib(pid: int) -> float:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -97,6 +104,7 @@ class Worker:
         }
         self.proc: subprocess.Popen[bytes] | None = None
         self.peak = 0.0
+        self.child_peaks: dict[int, float] = {}  # the worker's sink processes, by pid
 
     def start(self) -> Worker:
         self.proc = subprocess.Popen(
@@ -119,6 +127,12 @@ class Worker:
     def sample(self) -> None:
         if self.alive():
             self.peak = max(self.peak, peak_rss_mib(self.pid))
+            for child in children_of(self.pid):
+                self.child_peaks[child] = max(self.child_peaks.get(child, 0.0), peak_rss_mib(child))
+
+    def rss(self) -> str:
+        sinks = ", ".join(f"{v:.0f}" for v in self.child_peaks.values())
+        return f"{self.name} {self.peak:.0f} MiB" + (f" (its sinks {sinks} MiB)" if sinks else "")
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
@@ -760,8 +774,7 @@ def run(args: argparse.Namespace) -> None:
                 report.append("replay, tables rebuilt: " + bench.replay(rebuild=True))
             bench.sample()
             report.append(
-                "worker peak RSS: "
-                + ", ".join(f"{w.name} {w.peak:.0f} MiB" for w in bench.retired + bench.workers)
+                "worker peak RSS: " + ", ".join(w.rss() for w in bench.retired + bench.workers)
             )
         finally:
             bench.stop_workers()

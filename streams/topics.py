@@ -13,13 +13,10 @@ from faust.types import TopicT
 from streams import topology
 from streams.app import app, settings
 
-# Debezium's topics, keyed by the row's id as the bare string (see the connector's JSON).
+# Debezium's topics, keyed by the row's id as the bare string, each event in the partition of
+# its key space's key (see the connector's JSON and topology.DIRECT_TABLES).
 # Deletes are followed by tombstones (null values), hence allow_empty.
 CDC = {t: topology.cdc_topic(settings, t) for t in topology.SOURCE_TABLES}
-# Readings, pests and certificates belong to the key of a foreign key (location, vendor): the
-# route agent re-keys them. Bookings and inspections are keyed by their own key space's key and
-# go to their agents directly.
-rekeyed = app.topic(*(CDC[t] for t in topology.REKEYED_TABLES), allow_empty=True)
 
 
 def _internal(name: str, **kwargs: Any) -> TopicT:
@@ -62,7 +59,17 @@ def _inputs(space: TopicT, *tables: str) -> TopicT:
     return app.topic(*(CDC[t] for t in tables), space.get_topic_name(), allow_empty=True)
 
 
-location_inputs = _inputs(locations)
-vendor_inputs = _inputs(vendors)
+location_inputs = _inputs(locations, *topology.DIRECT_TABLES["location"])
+vendor_inputs = _inputs(vendors, *topology.DIRECT_TABLES["vendor"])
 inspection_inputs = _inputs(inspections, *topology.DIRECT_TABLES["inspection"])
 booking_inputs = _inputs(bookings, *topology.DIRECT_TABLES["booking"])
+
+KEY_SPACE_TOPICS = {"location": locations, "vendor": vendors, "inspection": inspections}
+KEY_SPACE_TOPICS["booking"] = bookings
+
+
+async def send_to_space(space: str, key: str, value: bytes) -> None:
+    """Send ``value`` to ``key`` of key space ``space``, in the partition the key lives in
+    (topology.space_partition): never by the producer's own choice of partition."""
+    partition = topology.space_partition(space, key, settings.partitions)
+    await KEY_SPACE_TOPICS[space].send(key=key.encode(), value=value, partition=partition)

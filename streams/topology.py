@@ -30,13 +30,27 @@ SOURCE_TABLES = (
     "pest_detections",
     "certificates",
 )
-# The rows that belong to the key of a foreign key: the route agent re-keys them.
-REKEYED_TABLES = ("sensor_readings", "pest_detections", "certificates")
-
 # The key spaces (streams.messages): one ordered stream per key.
 KEY_SPACES = ("location", "vendor", "inspection", "booking")
-# Source tables keyed by their key space's own key: that key space's agent reads them directly.
-DIRECT_TABLES = {"inspection": ("crop_inspections",), "booking": ("storage_bookings",)}
+# The source tables each key space's agent reads directly. Their events arrive in the partition
+# of the key space's key: bookings and inspections are keyed by their id; readings, pests and
+# certificates keep their id as the message key, and Debezium's PartitionRouting transform puts
+# each into the partition of its location or vendor (ROUTED_BY, java_partition).
+DIRECT_TABLES = {
+    "location": ("sensor_readings", "pest_detections"),
+    "vendor": ("certificates",),
+    "inspection": ("crop_inspections",),
+    "booking": ("storage_bookings",),
+}
+# Tables whose events Debezium places by a column rather than by the message key.
+ROUTED_BY = {
+    "sensor_readings": "location_id",
+    "pest_detections": "location_id",
+    "certificates": "vendor_id",
+}
+# Key spaces placed as PartitionRouting places those events (by Java's String.hashCode);
+# the others as Kafka's producers place a key (murmur2 of its bytes).
+ROUTED_SPACES = frozenset({"location", "vendor"})
 
 # The Faust tables (streams.tables), each with the changelog `<app>-<table>-changelog`.
 STATE_TABLES = {
@@ -104,6 +118,31 @@ def worker_group(app_id: str) -> str:
 def sink_group(app_id: str, sink: str) -> str:
     """The consumer group with which ``sink`` follows the snapshot topic."""
     return f"{app_id}-sink-{sink}"
+
+
+def java_string_hash(text: str) -> int:
+    """Java's ``String.hashCode``: 31-fold over the UTF-16 code units, in 32-bit arithmetic."""
+    h = 0
+    units = text.encode("utf-16-be")
+    for i in range(0, len(units), 2):
+        h = (31 * h + (units[i] << 8 | units[i + 1])) & 0xFFFFFFFF
+    return h - (1 << 32) if h & 0x80000000 else h
+
+
+def java_partition(value: str, partitions: int) -> int:
+    """The partition Debezium's PartitionRouting (``partition.hash.function=java``) gives an
+    event whose routing field holds ``value``: the hash's low 31 bits (Integer.MAX_VALUE
+    becoming 0) modulo the partition count."""
+    h = java_string_hash(value) & 0x7FFFFFFF
+    return (0 if h == 0x7FFFFFFF else h) % partitions
+
+
+def space_partition(space: str, key: str, partitions: int) -> int:
+    """The partition of ``key`` in key space ``space``: where its events, its messages and its
+    state live. Every message to a key space goes to this partition explicitly."""
+    if space in ROUTED_SPACES:
+        return java_partition(key, partitions)
+    return partition_of(key, partitions)
 
 
 def partition_of(key: bytes | str, partitions: int) -> int:

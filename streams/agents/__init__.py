@@ -1,1 +1,1 @@
-"""Faust agents, one module per concern: route, key spaces, bookings, sink, clock."""
+"""Faust agents, one module per concern: key spaces, bookings, sinks, clock."""

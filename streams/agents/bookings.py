@@ -44,15 +44,10 @@ from streams.messages import (
     encode,
 )
 from streams.state import BookingState, PartitionFloor, Space
-from streams.topology import partition_of
+from streams.topology import space_partition
 
 log = logging.getLogger(__name__)
 
-SPACE_TOPICS = {
-    "location": topics.locations,
-    "vendor": topics.vendors,
-    "inspection": topics.inspections,
-}
 PART_SPACE: dict[type, Space] = {
     LocationPart: "location",
     VendorPart: "vendor",
@@ -71,7 +66,7 @@ def _load_index(partition: int) -> None:
     entries, owed = [], []
     for raw_key, raw in tables.booking_state.items():
         key = raw_key.decode() if isinstance(raw_key, bytes) else str(raw_key)
-        if partition_of(key, settings.partitions) == partition:
+        if space_partition("booking", key, settings.partitions) == partition:
             state = parse(BookingState, raw)
             entries.append((key, state.deadline))
             owed.append((key, state.outbox.due))
@@ -86,7 +81,7 @@ class _Batch:
         self.keys: KeyedBatch[BookingState] = KeyedBatch(
             tables.booking_state, BookingState, 2 * settings.max_part_bytes
         )
-        self.truncations = Truncations("booking", self.keys)
+        self.truncations = Truncations("booking", self.keys, "booking")
         self._floors: dict[int, PartitionFloor] = {}
 
     def _floor(self, event: Any) -> PartitionFloor:
@@ -161,7 +156,7 @@ class _Batch:
         state = self._load(key, event)
         known = state.booking_version
         for space, fk, command in state.apply_booking(msg):
-            await SPACE_TOPICS[space].send(key=fk.encode(), value=encode(command))
+            await topics.send_to_space(space, fk, encode(command))
         if state.booking_version != known:  # else a duplicate or an older change
             self._changed(key, state)
 
@@ -179,7 +174,7 @@ class _Batch:
             log.info("evict ignored: booking is live booking_id=%s", key)
             return
         for space, fk, command in state.evict(key):
-            await SPACE_TOPICS[space].send(key=fk.encode(), value=encode(command))
+            await topics.send_to_space(space, fk, encode(command))
         self.keys.drop(key)
         deadlines.set(partition, key, None)
         pending.set(partition, key, None)

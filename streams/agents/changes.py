@@ -1,9 +1,11 @@
 """Debezium's change events, decoded where they are read.
 
-Bookings and inspections are keyed by their id, which is the key of their key space: their
-agents read the CDC topic directly and an event belongs to the key it is keyed by. Every other
-message (a reading, pest or certificate for its location or vendor, read by the route agent; an
-event keyed some other way) is forwarded to its key's topic.
+Each key space's agent reads the CDC topics of its rows (topology.DIRECT_TABLES), whose events
+arrive in the partition of their key: a booking's or an inspection's id, a reading's or a pest
+detection's location, a certificate's vendor. A change belongs to the agent that reads it when
+its key lives in the event's partition. What does not (the old key of a row whose foreign key
+changed; an event Debezium placed otherwise, such as one written before the connector routed
+by column) is forwarded to its key's partition of the key space's topic.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from streams import metrics, routing, topics
+from streams import metrics, routing, topics, topology
 from streams.agents.common import key_of
 from streams.app import settings
 from streams.deadletter import dead_letter
@@ -20,12 +22,6 @@ from streams.errors import BadEvent
 from streams.messages import encode
 
 TABLE_OF = {topic: table for table, topic in topics.CDC.items()}
-SPACE_TOPICS = {
-    "booking": topics.bookings,
-    "location": topics.locations,
-    "vendor": topics.vendors,
-    "inspection": topics.inspections,
-}
 
 
 async def decode(event: Any, space: str) -> list[tuple[str, BaseModel]] | None:
@@ -42,15 +38,16 @@ async def decode(event: Any, space: str) -> list[tuple[str, BaseModel]] | None:
         await dead_letter(event, f"{exc} (key={key})")
         return []
     mine: list[tuple[str, BaseModel]] = []
+    here = int(event.message.partition)
     for target, fk, message in routed:
-        topic = SPACE_TOPICS[target]
+        topic = topics.KEY_SPACE_TOPICS[target]
         if fk == routing.BROADCAST:  # a TRUNCATE: every partition of the key space
             for partition in range(settings.partitions):
                 await topic.send(key=None, value=encode(message), partition=partition)
-        elif target == space and fk == key:
+        elif target == space and topology.space_partition(target, fk, settings.partitions) == here:
             mine.append((fk, message))
             continue
         else:
-            await topic.send(key=fk.encode(), value=encode(message))
+            await topics.send_to_space(target, fk, encode(message))
         metrics.EVENTS_OUT.labels(topic=topic.get_topic_name()).inc()
     return mine

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 
 from streams.errors import PipelineError
-from streams.topology import partition_of
+from streams.topology import space_partition
 
 S = TypeVar("S", bound=BaseModel)
 log = logging.getLogger(__name__)
@@ -63,11 +63,11 @@ def save(table: Any, key: str, state: BaseModel, max_bytes: int | None = None) -
     table[key.encode()] = raw
 
 
-def keys_in_partition(table: Any, partition: int, partitions: int) -> list[str]:
-    """The keys ``table`` holds in ``partition`` (by the producers' murmur2 of the key bytes)."""
+def keys_in_partition(table: Any, partition: int, space: str, partitions: int) -> list[str]:
+    """The keys of key space ``space`` that ``table`` holds in ``partition``."""
     keys = []
     for raw_key in list(table.keys()):
-        raw = raw_key if isinstance(raw_key, bytes) else str(raw_key).encode()
-        if partition_of(raw, partitions) == partition:
-            keys.append(raw.decode())
+        key = raw_key.decode() if isinstance(raw_key, bytes) else str(raw_key)
+        if space_partition(space, key, partitions) == partition:
+            keys.append(key)
     return keys

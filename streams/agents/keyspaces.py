@@ -45,7 +45,7 @@ from streams.messages import (
 )
 from streams.snapshot import PEST_WINDOW
 from streams.state import InspectionState, KeyState, LocationState, VendorState
-from streams.topology import partition_of
+from streams.topology import space_partition
 
 log = logging.getLogger(__name__)
 WINDOW = timedelta(seconds=settings.conflate_window_s)
@@ -73,7 +73,8 @@ def grouped(subscribers: Iterable[str], partitions: int) -> dict[int, list[str]]
     """Subscribers by the booking partition their messages go to."""
     by_partition: dict[int, list[str]] = {}
     for booking_id in subscribers:
-        by_partition.setdefault(partition_of(booking_id, partitions), []).append(booking_id)
+        partition = space_partition("booking", booking_id, partitions)
+        by_partition.setdefault(partition, []).append(booking_id)
     return by_partition
 
 
@@ -140,7 +141,7 @@ class Space:
             if b'"due":"' not in raw:
                 continue
             key = raw_key.decode() if isinstance(raw_key, bytes) else str(raw_key)
-            if partition_of(key, settings.partitions) == partition:
+            if space_partition(self.name, key, settings.partitions) == partition:
                 entries.append((key, parse(self.cls, raw).outbox.due))
         self.pending.load(partition, entries)
         if entries:
@@ -157,7 +158,7 @@ class _Batch:
         self.space = space
         limit = 2 * settings.max_part_bytes
         self.keys: KeyedBatch[KeyState] = KeyedBatch(space.table, space.cls, limit)
-        self.truncations = Truncations(space.cls.__name__, self.keys)
+        self.truncations = Truncations(space.cls.__name__, self.keys, space.name)
         self.changed: set[str] = set()
         self.applied: dict[str, list[tuple[Any, Any]]] = {}  # key -> its (event, change)s
 

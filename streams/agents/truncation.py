@@ -22,8 +22,9 @@ from streams.state import TruncationMarks
 class Truncations:
     """One batch's view of its partitions' marks, for one key space."""
 
-    def __init__(self, space: str, keys: KeyedBatch[Any]) -> None:
-        self.space, self.keys = space, keys
+    def __init__(self, space: str, keys: KeyedBatch[Any], key_space: str) -> None:
+        # ``space`` names the marks (kept under their old names); ``key_space`` places the keys.
+        self.space, self.keys, self.key_space = space, keys, key_space
         self._marks: dict[int, TruncationMarks] = {}
 
     def marks(self, event: Any) -> TruncationMarks:
@@ -47,7 +48,7 @@ class Truncations:
             save(tables.truncations, f"{self.space}:{partition}", marks)
         self.keys.make_current(event)
         changed = []
-        for key in keys_in_partition(table, partition, settings.partitions):
+        for key in keys_in_partition(table, partition, self.key_space, settings.partitions):
             if apply(key, self.keys.state(key, event)):
                 changed.append(key)
         return changed

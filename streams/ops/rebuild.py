@@ -42,7 +42,7 @@ from streams.topology import (
     SNAPSHOT_TABLE,
     SYNC_TABLE,
     key_space_topic,
-    partition_of,
+    space_partition,
 )
 
 log = logging.getLogger(__name__)
@@ -158,8 +158,8 @@ def rekey(
                     for partition in range(partitions[topic]):
                         sender.send(topic, partition, None, encode(message))
                 else:
-                    raw = key.encode()
-                    sender.send(topic, partition_of(raw, partitions[topic]), raw, encode(message))
+                    partition = space_partition(space, key, partitions[topic])
+                    sender.send(topic, partition, key.encode(), encode(message))
                 result.routed[topic] = result.routed.get(topic, 0) + 1
         progress.update(result.events, f"{result.messages:,} messages re-keyed")
     sender.flush()

@@ -15,7 +15,8 @@ from psycopg import sql
 from pymongo.database import Database
 
 from streams.config import Settings
-from streams.topology import partition_of
+from streams.routing import SPACE_OF_TABLE
+from streams.topology import ROUTED_BY, space_partition
 
 if TYPE_CHECKING:
     from tests.integration.conftest import Consume, Record
@@ -133,10 +134,13 @@ def test_insert_reaches_its_cdc_topic(
     assert rec.value["op"] == "c"
     assert rec.value["before"] is None
     assert rec.value["source"]["table"] == row.table
-    # Keyed by the bare id: the same bytes, hence the same partition (murmur2), as the
-    # pipeline's own messages for that key (bookings and inspections are their own key spaces).
+    # Keyed by the bare id, in the partition of the key space's key: the id for bookings and
+    # inspections (murmur2 of the same bytes as the pipeline's own messages), the location or
+    # vendor for the others (PartitionRouting's Java hash), where the key's agent reads it.
     assert rec.key == row_id
-    assert rec.partition == partition_of(str(row_id), settings.partitions)
+    space = SPACE_OF_TABLE[row.table]
+    placed_by = rec.value["after"][ROUTED_BY[row.table]] if row.table in ROUTED_BY else row_id
+    assert rec.partition == space_partition(space, str(placed_by), settings.partitions)
     after = rec.value["after"]
     assert {k: after[k] for k in row.expected_after} == row.expected_after
 
