@@ -430,6 +430,25 @@ class BookingState(_State):
         self.watermark = max(self.watermark, part.version)
         return True
 
+    def expires_at(self, retention: timedelta) -> datetime | None:
+        """When the booking is evicted: ``retention`` after the commit that finished it."""
+        if not self.terminal or self.finished_at is None:
+            return None
+        return self.finished_at + retention
+
+    def expired(self, now: datetime, retention: timedelta) -> bool:
+        """Finished longer ago than ``retention``: evicted, not evaluated. So a replay or a
+        rebuild that reads an evicted booking's history evicts it again instead of bringing
+        its snapshot back."""
+        at = self.expires_at(retention)
+        return at is not None and at <= now
+
+    def wake_at(self, retention: timedelta) -> datetime | None:
+        """The first instant time alone changes this booking: its snapshot's deadline, or its
+        eviction."""
+        times = [t for t in (self.deadline, self.expires_at(retention)) if t is not None]
+        return min(times, default=None)
+
     def floor(self, version: str) -> None:
         """Carry at least ``version`` (a rebuild's VersionFloor), whatever reached the booking."""
         self.watermark = max(self.watermark, version)

@@ -111,6 +111,9 @@ class KeyedBatch(Generic[S]):
                     self._table.pop(key.encode(), None)
                     continue
                 await before_write(key, state)
+                if self._states[key] is None:  # dropped by before_write (an eviction)
+                    self._table.pop(key.encode(), None)
+                    continue
                 save(self._table, key, state, self._max_bytes)
             except Exception as exc:
                 if retry is None:

@@ -55,6 +55,7 @@ PART_SPACE: dict[type, Space] = {
 }
 
 WINDOW = timedelta(seconds=settings.conflate_window_s)
+RETENTION = timedelta(days=settings.cleanup_after_days)
 deadlines = DeadlineIndex()
 pending = DueIndex()
 waker = Waker(topics.bookings, encode(Tick()))
@@ -68,7 +69,7 @@ def _load_index(partition: int) -> None:
         key = raw_key.decode() if isinstance(raw_key, bytes) else str(raw_key)
         if space_partition("booking", key, settings.partitions) == partition:
             state = parse(BookingState, raw)
-            entries.append((key, state.deadline))
+            entries.append((key, state.wake_at(RETENTION)))
             owed.append((key, state.outbox.due))
     deadlines.load(partition, entries)
     pending.load(partition, owed)
@@ -190,8 +191,11 @@ class _Batch:
             return
         outbox.due = None
         pending.set(partition, key, None)
+        if state.expired(now, RETENTION):
+            await self._evict(key, state, partition)
+            return
         record = state.evaluate(now)
-        deadlines.set(partition, key, state.deadline)
+        deadlines.set(partition, key, state.wake_at(RETENTION))
         if record is not None:
             await topics.snapshots.send(key=key.encode(), value=record.model_dump_json().encode())
             conflate.sent(outbox, now)

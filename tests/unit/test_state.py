@@ -157,6 +157,43 @@ def test_a_finished_booking_keeps_following_its_parts_until_evicted() -> None:
     assert again is not None and again.snapshot.status == "ready_to_publish"
 
 
+def test_a_booking_finished_longer_ago_than_the_retention_is_expired_whenever_it_is_read() -> None:
+    retention = timedelta(days=90)
+    b = booking()
+    state = BookingState()
+    state.apply_booking(BookingChanged(deleted=False, version=v(10), row=b))
+    answered(state, b, LocationState(), VendorState())
+    state.evaluate(NOW)
+    assert state.expires_at(retention) is None and not state.expired(NOW, retention)
+    assert state.wake_at(retention) == state.deadline
+
+    finished = NOW - timedelta(days=91)
+    # A replay reads the booking's history again, long after it was finished and evicted.
+    replayed = BookingState()
+    replayed.apply_booking(BookingChanged(deleted=False, version=v(10), row=b))
+    replayed.apply_booking(
+        BookingChanged(
+            deleted=False,
+            version=v(11),
+            row=b.model_copy(update={"status": "completed"}),
+            committed_at=finished,
+        )
+    )
+    assert replayed.expires_at(retention) == finished + retention
+    assert replayed.expired(NOW, retention)  # evicted again, not published again
+    assert not replayed.expired(finished + retention - timedelta(microseconds=1), retention)
+
+    # A booking finished recently wakes up for its eviction if nothing comes sooner.
+    recent = BookingState()
+    recent.apply_booking(
+        BookingChanged(deleted=True, version=v(12), row=b, committed_at=NOW - timedelta(days=1))
+    )
+    assert recent.wake_at(retention) == NOW - timedelta(days=1) + retention
+    # and a live change of the same booking cancels it
+    recent.apply_booking(BookingChanged(deleted=False, version=v(13), row=b))
+    assert recent.expires_at(retention) is None
+
+
 def test_deleted_booking_is_withdrawn_with_its_last_row() -> None:
     b = booking()
     state = BookingState()
