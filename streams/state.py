@@ -14,6 +14,7 @@ may still arrive late (the route agent reads the CDC topics' partitions in no se
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, Generic, Literal, TypeVar
 
@@ -300,18 +301,53 @@ class InspectionState(KeyState):
 
 
 class Slot(_State):
-    """A booking's copy of one foreign part; ``version`` None means asked for, not answered."""
+    """A booking's link to one foreign key; ``version`` None means asked for, not answered.
+
+    The part itself is kept once per booking partition (``Shelf``), not in every booking.
+    """
+
+    # States written before the parts moved to the shelf carried a copy of the part here; it
+    # is ignored when read, and such a booking asks for its parts again (see ``missing``).
+    model_config = ConfigDict(extra="ignore")
 
     fk: str
     version: str | None = None
-    readings: list[SensorReading] = []
-    pests: list[PestDetection] = []
-    certificates: list[Certificate] = []
-    inspection: Inspection | None = None
 
     @property
     def ready(self) -> bool:
         return self.version is not None
+
+
+Part = LocationPart | VendorPart | InspectionPart
+PartOf = Callable[[Space, str], Part | None]
+PART_SPACE: dict[type, Space] = {
+    LocationPart: "location",
+    VendorPart: "vendor",
+    InspectionPart: "inspection",
+}
+
+
+class Shelf:
+    """The parts of one booking partition: one per (key space, key), shared by every booking
+    of the partition that listens to that key. Parts of a key arrive in order (one key, one
+    partition) and a part is as new as the greatest version it reflects, so the shelf keeps
+    the part with the greatest version, the later of two equal ones (a pest leaving the window
+    changes a part's content, not its version)."""
+
+    def __init__(self) -> None:
+        self.parts: dict[tuple[Space, str], Part] = {}
+
+    def offer(self, part: Part) -> bool:
+        """Keep ``part`` unless the shelf holds a newer one of its key; True when kept."""
+        key = (PART_SPACE[type(part)], part.fk)
+        held = self.parts.get(key)
+        if held is not None and part.version < held.version:
+            return False
+        self.parts[key] = part.model_copy(update={"bookings": []})
+        return True
+
+    def get(self, space: Space, fk: str) -> Part | None:
+        return self.parts.get((space, fk))
 
 
 Command = tuple[Space, str, Subscribe | Unsubscribe]
@@ -414,21 +450,38 @@ class BookingState(_State):
             for space, fk in self.subscriptions().items()
         ]
 
-    def apply_part(self, space: Space, part: LocationPart | VendorPart | InspectionPart) -> bool:
+    def apply_part(self, space: Space, part: Part) -> bool:
+        """An answer of ``space`` reached this booking; True when it counts (the booking listens
+        to that key, and the part is not older than one it was answered with before). The
+        part's content is read from the partition's shelf when the booking is evaluated."""
         slot: Slot | None = getattr(self, space)
         if slot is None or slot.fk != part.fk:
             return False  # an answer for a key this booking no longer listens to
         if slot.version is not None and part.version < slot.version:
             return False
-        if isinstance(part, LocationPart):
-            fresh = Slot(fk=part.fk, version=part.version, readings=part.readings, pests=part.pests)
-        elif isinstance(part, VendorPart):
-            fresh = Slot(fk=part.fk, version=part.version, certificates=part.certificates)
-        else:
-            fresh = Slot(fk=part.fk, version=part.version, inspection=part.inspection)
-        setattr(self, space, fresh)
+        slot.version = part.version
         self.watermark = max(self.watermark, part.version)
         return True
+
+    def missing(self, parts: PartOf) -> list[Space]:
+        """The answered slots whose part the shelf does not hold (a state written before the
+        parts were shelved, or a shelf lost): the booking must ask for them again."""
+        return [
+            space
+            for space in ("location", "vendor", "inspection")
+            if (slot := getattr(self, space)) is not None
+            and slot.ready
+            and parts(space, slot.fk) is None
+        ]
+
+    def ask_again(self, booking_id: str, spaces: list[Space]) -> list[Command]:
+        """Forget the answers of ``spaces`` and subscribe to them anew."""
+        commands: list[Command] = []
+        for space in spaces:
+            slot: Slot = getattr(self, space)
+            slot.version = None
+            commands.append((space, slot.fk, Subscribe(booking_id=booking_id)))
+        return commands
 
     def expires_at(self, retention: timedelta) -> datetime | None:
         """When the booking is evicted: ``retention`` after the commit that finished it."""
@@ -453,18 +506,33 @@ class BookingState(_State):
         """Carry at least ``version`` (a rebuild's VersionFloor), whatever reached the booking."""
         self.watermark = max(self.watermark, version)
 
-    def evaluate(self, now: datetime) -> SnapshotRecord | None:
-        """Build the snapshot as of ``now``; return it only if its content changed."""
+    def evaluate(self, now: datetime, parts: PartOf) -> SnapshotRecord | None:
+        """Build the snapshot as of ``now`` from the parts ``parts`` gives (the partition's
+        shelf); return it only if its content changed."""
         b = self.booking
         if b is None:
             return None
-        slots = [self.location, self.vendor, self.inspection]
-        if any(s is not None and not s.ready for s in slots):
-            return None  # wait for every part, so that a move does not flicker empty
-        readings = self.location.readings if self.location else []
-        pests = self.location.pests if self.location else []
-        certs = self.vendor.certificates if self.vendor else []
-        inspection = self.inspection.inspection if self.inspection else None
+        held: dict[Space, Part] = {}
+        for space in ("location", "vendor", "inspection"):
+            slot: Slot | None = getattr(self, space)
+            if slot is None:
+                continue
+            part = parts(space, slot.fk) if slot.ready else None
+            if part is None:
+                return None  # wait for every part, so that a move does not flicker empty
+            held[space] = part
+            self.watermark = max(self.watermark, part.version)
+        location, vendor, inspection_part = (
+            held.get("location"),
+            held.get("vendor"),
+            held.get("inspection"),
+        )
+        readings = location.readings if isinstance(location, LocationPart) else []
+        pests = location.pests if isinstance(location, LocationPart) else []
+        certs = vendor.certificates if isinstance(vendor, VendorPart) else []
+        inspection = (
+            inspection_part.inspection if isinstance(inspection_part, InspectionPart) else None
+        )
         snap = builder.build_snapshot(
             b,
             inspection=inspection,

@@ -28,3 +28,7 @@ truncations = _table(
     topology.TRUNCATIONS_TABLE,
     "per key-space partition: the version of each source table's last TRUNCATE",
 )
+booking_parts = _table(
+    topology.PARTS_TABLE,
+    "per booking partition: the parts of the locations, vendors and inspections it listens to",
+)

@@ -60,7 +60,9 @@ STATE_TABLES = {
     "booking": "booking-state",
 }
 TRUNCATIONS_TABLE = "truncations"
-TABLES = (*STATE_TABLES.values(), TRUNCATIONS_TABLE)
+# Per booking partition, the parts its bookings listen to: one copy each (streams.state.Shelf).
+PARTS_TABLE = "booking-parts"
+TABLES = (*STATE_TABLES.values(), TRUNCATIONS_TABLE, PARTS_TABLE)
 
 SNAPSHOT_COMPACTION_LAG_MS = 60_000
 DEAD_LETTER_RETENTION_S = 30 * 24 * 3600

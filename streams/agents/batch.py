@@ -86,6 +86,10 @@ class KeyedBatch(Generic[S]):
     def partition(self, key: str) -> int:
         return int(self._last_event[key].message.partition)
 
+    def last_event(self, key: str) -> Any:
+        """The last event of this batch that brought ``key`` up."""
+        return self._last_event[key]
+
     def stored_state(self, key: str) -> S:
         """The key's state as the table holds it, before this batch."""
         self.make_current(self._last_event[key])

@@ -43,15 +43,15 @@ from streams.messages import (
     VersionFloor,
     encode,
 )
-from streams.state import BookingState, PartitionFloor, Space
+from streams.state import PART_SPACE, BookingState, Part, PartitionFloor, PartOf, Shelf, Space
 from streams.topology import space_partition
 
 log = logging.getLogger(__name__)
 
-PART_SPACE: dict[type, Space] = {
-    LocationPart: "location",
-    VendorPart: "vendor",
-    InspectionPart: "inspection",
+PART_ADAPTERS: dict[Space, Any] = {
+    "location": LocationPart,
+    "vendor": VendorPart,
+    "inspection": InspectionPart,
 }
 
 WINDOW = timedelta(seconds=settings.conflate_window_s)
@@ -75,6 +75,44 @@ def _load_index(partition: int) -> None:
     pending.load(partition, owed)
 
 
+class _Shelves:
+    """The shelves of the partitions a batch goes through (streams.state.Shelf), read from the
+    parts table as keys are first asked for and written as parts arrive."""
+
+    def __init__(self, keys: KeyedBatch[BookingState]) -> None:
+        self.keys = keys
+        self._shelves: dict[int, Shelf] = {}
+        self._looked_up: set[tuple[int, Space, str]] = set()
+
+    @staticmethod
+    def _key(space: Space, fk: str, partition: int) -> bytes:
+        return f"{space}:{fk}@{partition}".encode()
+
+    def get(self, space: Space, fk: str, event: Any) -> Part | None:
+        partition = int(event.message.partition)
+        shelf = self._shelves.setdefault(partition, Shelf())
+        if (partition, space, fk) not in self._looked_up:
+            self._looked_up.add((partition, space, fk))
+            self.keys.make_current(event)
+            raw = tables.booking_parts.get(self._key(space, fk, partition))
+            if raw is not None:
+                shelf.offer(PART_ADAPTERS[space].model_validate_json(raw))
+        return shelf.get(space, fk)
+
+    def offer(self, part: Part, event: Any) -> None:
+        space, partition = PART_SPACE[type(part)], int(event.message.partition)
+        self.get(space, part.fk, event)  # what the partition holds, first
+        if self._shelves[partition].offer(part):
+            held = self._shelves[partition].get(space, part.fk)
+            assert held is not None
+            self.keys.make_current(event)
+            tables.booking_parts[self._key(space, part.fk, partition)] = encode(held)
+
+    def of(self, event: Any) -> PartOf:
+        """The parts as the partition of ``event`` holds them."""
+        return lambda space, fk: self.get(space, fk, event)
+
+
 class _Batch:
     """One batch of the booking topic: every booking it touches is evaluated once, at the end."""
 
@@ -83,6 +121,7 @@ class _Batch:
             tables.booking_state, BookingState, 2 * settings.max_part_bytes
         )
         self.truncations = Truncations("booking", self.keys, "booking")
+        self.shelves = _Shelves(self.keys)
         self._floors: dict[int, PartitionFloor] = {}
 
     def _floor(self, event: Any) -> PartitionFloor:
@@ -132,6 +171,7 @@ class _Batch:
             return
         if isinstance(msg, LocationPart | VendorPart | InspectionPart):
             space = PART_SPACE[type(msg)]
+            self.shelves.offer(msg, event)
             for booking_id in msg.bookings or [key_of(event)]:
                 state = self._load(booking_id, event)
                 if state.apply_part(space, msg):
@@ -194,7 +234,13 @@ class _Batch:
         if state.expired(now, RETENTION):
             await self._evict(key, state, partition)
             return
-        record = state.evaluate(now)
+        parts = self.shelves.of(self.keys.last_event(key))
+        missing = state.missing(parts)
+        if missing:
+            log.info("booking asks for its parts again booking_id=%s parts=%s", key, missing)
+            for space, fk, command in state.ask_again(key, missing):
+                await topics.send_to_space(space, fk, encode(command))
+        record = state.evaluate(now, parts)
         deadlines.set(partition, key, state.wake_at(RETENTION))
         if record is not None:
             await topics.snapshots.send(key=key.encode(), value=record.model_dump_json().encode())

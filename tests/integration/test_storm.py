@@ -161,10 +161,11 @@ def test_a_location_outgrowing_its_part_dead_letters_the_excess_and_goes_on(
     key = str(crowded.location)
 
     def letters() -> list[dict[str, Any]]:
+        # Parked under their own key (the detection's id), with the location's in the reason.
         found = read_all(
             settings,
             topology.dead_letter_topic(app_id),
-            lambda m: m.key() == key.encode(),
+            lambda m: f"processing failed for key {key}".encode() in (m.value() or b""),
         )
         return [json.loads(m.value()) for m in found]
 

@@ -13,6 +13,7 @@ def test_admin_creates_the_changelog_of_every_faust_table() -> None:
         tables.inspection_state,
         tables.booking_state,
         tables.truncations,
+        tables.booking_parts,
     ]
     expected = {t.changelog_topic.get_topic_name() for t in faust_tables}
     declared = admin.pipeline_topics(settings)

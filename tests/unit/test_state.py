@@ -21,6 +21,9 @@ from streams.state import (
     BookingState,
     InspectionState,
     LocationState,
+    Part,
+    Shelf,
+    Space,
     VendorState,
     series_key,
 )
@@ -60,12 +63,21 @@ def reading(
     )
 
 
-def answered(state: BookingState, b: Booking, loc: LocationState, ven: VendorState) -> None:
-    assert state.apply_part("location", loc.part(str(b.location_id)))
-    assert state.apply_part("vendor", ven.part(str(b.vendor_id)))
+def answer(shelf: Shelf, state: BookingState, space: Space, part: Part) -> bool:
+    """A part reaches the booking's partition: kept on its shelf, then applied to the booking."""
+    shelf.offer(part)
+    return state.apply_part(space, part)
+
+
+def answered(
+    shelf: Shelf, state: BookingState, b: Booking, loc: LocationState, ven: VendorState
+) -> None:
+    assert answer(shelf, state, "location", loc.part(str(b.location_id)))
+    assert answer(shelf, state, "vendor", ven.part(str(b.vendor_id)))
 
 
 def test_new_booking_subscribes_and_waits_for_every_part() -> None:
+    shelf = Shelf()
     b = booking()
     state = BookingState()
     commands = state.apply_booking(BookingChanged(deleted=False, version=v(10), row=b))
@@ -73,20 +85,21 @@ def test_new_booking_subscribes_and_waits_for_every_part() -> None:
         ("location", str(b.location_id), "Subscribe"),
         ("vendor", str(b.vendor_id), "Subscribe"),
     ]
-    assert state.evaluate(NOW) is None  # parts not answered yet
+    assert state.evaluate(NOW, shelf.get) is None  # parts not answered yet
     loc, ven = LocationState(), VendorState()
-    assert state.apply_part("location", loc.part(str(b.location_id)))
-    assert state.evaluate(NOW) is None  # vendor still missing
-    assert state.apply_part("vendor", ven.part(str(b.vendor_id)))
-    record = state.evaluate(NOW)
+    assert answer(shelf, state, "location", loc.part(str(b.location_id)))
+    assert state.evaluate(NOW, shelf.get) is None  # vendor still missing
+    assert answer(shelf, state, "vendor", ven.part(str(b.vendor_id)))
+    record = state.evaluate(NOW, shelf.get)
     assert record is not None
     assert record.snapshot.booking_id == b.id
     assert record.snapshot.status == "ready_to_publish"
     assert record.source_version == v(10)
-    assert state.evaluate(NOW) is None  # same content: nothing new to emit
+    assert state.evaluate(NOW, shelf.get) is None  # same content: nothing new to emit
 
 
 def test_location_change_moves_the_subscription_and_ignores_the_old_location() -> None:
+    shelf = Shelf()
     b = booking()
     state = BookingState()
     state.apply_booking(BookingChanged(deleted=False, version=v(10), row=b))
@@ -94,8 +107,8 @@ def test_location_change_moves_the_subscription_and_ignores_the_old_location() -
     old_loc.apply_reading(
         ReadingChanged(deleted=False, version=v(11), row=reading(b.location_id, 1)), history=4
     )
-    answered(state, b, old_loc, VendorState())
-    first = state.evaluate(NOW)
+    answered(shelf, state, b, old_loc, VendorState())
+    first = state.evaluate(NOW, shelf.get)
     assert first is not None and "temperature" in first.snapshot.sensors
 
     new_location = uuid4()
@@ -105,21 +118,22 @@ def test_location_change_moves_the_subscription_and_ignores_the_old_location() -
         ("location", str(b.location_id), Unsubscribe),
         ("location", str(new_location), Subscribe),
     ]
-    assert state.evaluate(NOW) is None  # waits for the new location's answer
-    assert not state.apply_part("location", old_loc.part(str(b.location_id)))  # late answer
-    assert state.apply_part("location", LocationState().part(str(new_location)))
-    second = state.evaluate(NOW)
+    assert state.evaluate(NOW, shelf.get) is None  # waits for the new location's answer
+    assert not answer(shelf, state, "location", old_loc.part(str(b.location_id)))  # late answer
+    assert answer(shelf, state, "location", LocationState().part(str(new_location)))
+    second = state.evaluate(NOW, shelf.get)
     assert second is not None
     assert second.snapshot.location_id == new_location and second.snapshot.sensors == {}
     assert second.source_version >= first.source_version
 
 
 def test_a_finished_booking_keeps_following_its_parts_until_evicted() -> None:
+    shelf = Shelf()
     b = booking()
     state = BookingState()
     state.apply_booking(BookingChanged(deleted=False, version=v(10), row=b))
-    answered(state, b, LocationState(), VendorState())
-    assert state.evaluate(NOW) is not None
+    answered(shelf, state, b, LocationState(), VendorState())
+    assert state.evaluate(NOW, shelf.get) is not None
     assert state.evict(str(b.id)) == []  # a live booking is not evicted
 
     cancelled_at = NOW - timedelta(minutes=5)
@@ -132,7 +146,7 @@ def test_a_finished_booking_keeps_following_its_parts_until_evicted() -> None:
         )
     )
     assert commands == []  # still listening: content stays a function of the sources
-    record = state.evaluate(NOW)
+    record = state.evaluate(NOW, shelf.get)
     assert record is not None and record.snapshot.status == "withdrawn"
     assert record.snapshot.finished_at == cancelled_at
 
@@ -140,8 +154,8 @@ def test_a_finished_booking_keeps_following_its_parts_until_evicted() -> None:
     loc.apply_reading(
         ReadingChanged(deleted=False, version=v(12), row=reading(b.location_id, 1)), history=4
     )
-    assert state.apply_part("location", loc.part(str(b.location_id)))
-    later = state.evaluate(NOW)
+    assert answer(shelf, state, "location", loc.part(str(b.location_id)))
+    later = state.evaluate(NOW, shelf.get)
     assert later is not None and "temperature" in later.snapshot.sensors
     assert later.snapshot.finished_at == cancelled_at
 
@@ -153,17 +167,18 @@ def test_a_finished_booking_keeps_following_its_parts_until_evicted() -> None:
 
     state.apply_booking(BookingChanged(deleted=False, version=v(13), row=b))
     assert state.finished_at is None
-    again = state.evaluate(NOW)
+    again = state.evaluate(NOW, shelf.get)
     assert again is not None and again.snapshot.status == "ready_to_publish"
 
 
 def test_a_booking_finished_longer_ago_than_the_retention_is_expired_whenever_it_is_read() -> None:
+    shelf = Shelf()
     retention = timedelta(days=90)
     b = booking()
     state = BookingState()
     state.apply_booking(BookingChanged(deleted=False, version=v(10), row=b))
-    answered(state, b, LocationState(), VendorState())
-    state.evaluate(NOW)
+    answered(shelf, state, b, LocationState(), VendorState())
+    state.evaluate(NOW, shelf.get)
     assert state.expires_at(retention) is None and not state.expired(NOW, retention)
     assert state.wake_at(retention) == state.deadline
 
@@ -195,13 +210,14 @@ def test_a_booking_finished_longer_ago_than_the_retention_is_expired_whenever_it
 
 
 def test_deleted_booking_is_withdrawn_with_its_last_row() -> None:
+    shelf = Shelf()
     b = booking()
     state = BookingState()
     state.apply_booking(BookingChanged(deleted=False, version=v(10), row=b))
-    answered(state, b, LocationState(), VendorState())
-    state.evaluate(NOW)
+    answered(shelf, state, b, LocationState(), VendorState())
+    state.evaluate(NOW, shelf.get)
     state.apply_booking(BookingChanged(deleted=True, version=v(15), row=b, committed_at=NOW))
-    record = state.evaluate(NOW)
+    record = state.evaluate(NOW, shelf.get)
     assert record is not None and record.snapshot.status == "withdrawn"
     assert record.snapshot.booking_id == b.id and record.snapshot.finished_at == NOW
 
@@ -348,6 +364,7 @@ def test_vendor_and_inspection_states() -> None:
 
 
 def test_time_alone_changes_the_snapshot_after_the_deadline() -> None:
+    shelf = Shelf()
     b = booking()
     loc = LocationState()
     pest = PestDetection(
@@ -361,12 +378,12 @@ def test_time_alone_changes_the_snapshot_after_the_deadline() -> None:
     loc.apply_pest(PestChanged(deleted=False, version=v(2), row=pest), now=NOW)
     state = BookingState()
     state.apply_booking(BookingChanged(deleted=False, version=v(1), row=b))
-    answered(state, b, loc, VendorState())
-    first = state.evaluate(NOW)
+    answered(shelf, state, b, loc, VendorState())
+    first = state.evaluate(NOW, shelf.get)
     assert first is not None and first.snapshot.pest_count == 1 and first.snapshot.has_pest_alerts
     assert state.deadline is not None and state.deadline <= NOW + timedelta(minutes=1, seconds=1)
     later = state.deadline + timedelta(seconds=1)
-    second = state.evaluate(later)
+    second = state.evaluate(later, shelf.get)
     assert second is not None and second.snapshot.pest_count == 0
     assert (
         second.source_version == first.source_version and second.evaluated_at > first.evaluated_at
@@ -374,6 +391,7 @@ def test_time_alone_changes_the_snapshot_after_the_deadline() -> None:
 
 
 def test_a_version_floor_raises_what_a_booking_carries_and_never_lowers_it() -> None:
+    shelf = Shelf()
     from streams.messages import BOOKING_MSG, VersionFloor
     from streams.state import PartitionFloor
 
@@ -385,9 +403,78 @@ def test_a_version_floor_raises_what_a_booking_carries_and_never_lowers_it() -> 
     b = booking()
     state = BookingState()
     state.apply_booking(BookingChanged(deleted=False, version=v(2), row=b))
-    answered(state, b, LocationState(), VendorState())
+    answered(shelf, state, b, LocationState(), VendorState())
     state.floor(floor.version)
-    record = state.evaluate(NOW)
+    record = state.evaluate(NOW, shelf.get)
     assert record is not None and record.source_version == v(9)
     state.floor(v(1))
     assert state.watermark == v(9)
+
+
+def test_a_partitions_shelf_keeps_the_newest_part_of_each_key_once() -> None:
+    shelf = Shelf()
+    location = uuid4()
+    loc = LocationState()
+    loc.apply_reading(
+        ReadingChanged(deleted=False, version=v(5), row=reading(location, 1)), history=4
+    )
+    newer = loc.part(str(location)).model_copy(update={"bookings": ["a", "b"]})
+    assert shelf.offer(newer)
+    held = shelf.get("location", str(location))
+    assert held is not None and held.bookings == [] and held.version == v(5)
+    older = LocationState().part(str(location))  # version 0: a late answer
+    assert not shelf.offer(older)
+    assert shelf.get("location", str(location)) == held
+    # equal version, other content (a pest left the window): the later one is kept
+    same = held.model_copy(update={"readings": []})
+    assert shelf.offer(same)
+    held = shelf.get("location", str(location))
+    assert held is not None and held.readings == []
+    assert shelf.get("vendor", str(location)) is None
+
+
+def test_bookings_of_a_partition_share_its_parts_and_each_waits_for_its_own_answer() -> None:
+    shelf = Shelf()
+    location, vendor = uuid4(), uuid4()
+    b1, b2 = booking(location_id=location, vendor_id=vendor), booking(location_id=location)
+    s1, s2 = BookingState(), BookingState()
+    s1.apply_booking(BookingChanged(deleted=False, version=v(1), row=b1))
+    s2.apply_booking(BookingChanged(deleted=False, version=v(2), row=b2))
+    loc = LocationState()
+    loc.apply_reading(
+        ReadingChanged(deleted=False, version=v(7), row=reading(location, 1, value=3.5)),
+        history=4,
+    )
+    answered(shelf, s1, b1, loc, VendorState())
+    # b2's location is on the shelf, but b2 was not answered yet: it waits
+    assert s2.evaluate(NOW, shelf.get) is None
+    answered(shelf, s2, b2, loc, VendorState())
+    r1, r2 = s1.evaluate(NOW, shelf.get), s2.evaluate(NOW, shelf.get)
+    assert r1 is not None and r2 is not None
+    assert r1.snapshot.sensors["temperature"].value == r2.snapshot.sensors["temperature"].value
+    assert r1.source_version == v(7) and r2.source_version == v(7)
+
+
+def test_a_booking_stored_with_copies_of_its_parts_asks_for_them_again() -> None:
+    b = booking()
+    old = {
+        "booking": b.model_dump(mode="json"),
+        "booking_version": v(3),
+        "location": {"fk": str(b.location_id), "version": v(4), "readings": [], "pests": []},
+        "vendor": {"fk": str(b.vendor_id), "version": v(2), "certificates": []},
+        "watermark": v(4),
+    }
+    state = BookingState.model_validate_json(json.dumps(old))
+    shelf = Shelf()
+    assert state.location is not None and state.location.ready
+    assert state.evaluate(NOW, shelf.get) is None  # no part on the shelf: nothing to build
+    assert state.missing(shelf.get) == ["location", "vendor"]
+    commands = state.ask_again(str(b.id), state.missing(shelf.get))
+    assert {(space, fk, type(c)) for space, fk, c in commands} == {
+        ("location", str(b.location_id), Subscribe),
+        ("vendor", str(b.vendor_id), Subscribe),
+    }
+    assert not state.location.ready and state.missing(shelf.get) == []
+    answered(shelf, state, b, LocationState(), VendorState())
+    record = state.evaluate(NOW, shelf.get)
+    assert record is not None and record.source_version == v(4)  # never below what it had

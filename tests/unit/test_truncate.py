@@ -32,9 +32,11 @@ from streams.state import (
     BookingState,
     InspectionState,
     LocationState,
+    Shelf,
     TruncationMarks,
     VendorState,
 )
+from tests.unit.test_state import answer
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
@@ -144,17 +146,18 @@ def booking() -> Booking:
 
 
 def test_a_truncated_booking_is_withdrawn_and_stays_so() -> None:
+    shelf = Shelf()
     b = booking()
     state = BookingState()
     state.apply_booking(BookingChanged(deleted=False, version=v(1), row=b))
-    state.apply_part("location", LocationState().part(str(b.location_id)))
-    state.apply_part("vendor", VendorState().part(str(b.vendor_id)))
-    first = state.evaluate(NOW)
+    answer(shelf, state, "location", LocationState().part(str(b.location_id)))
+    answer(shelf, state, "vendor", VendorState().part(str(b.vendor_id)))
+    first = state.evaluate(NOW, shelf.get)
     assert first is not None and first.snapshot.status == "ready_to_publish"
 
     at = NOW + timedelta(seconds=1)
     assert state.truncate(Truncated(table="storage_bookings", version=v(5), committed_at=at))
-    withdrawn = state.evaluate(NOW)
+    withdrawn = state.evaluate(NOW, shelf.get)
     assert withdrawn is not None and withdrawn.snapshot.status == "withdrawn"
     assert withdrawn.snapshot.finished_at == at and withdrawn.source_version == v(5)
     assert not state.truncate(Truncated(table="storage_bookings", version=v(5)))
@@ -165,7 +168,7 @@ def test_a_truncated_booking_is_withdrawn_and_stays_so() -> None:
     # ...one made after it (the row inserted again) does.
     again = BookingChanged(deleted=False, version=v(9), row=b)
     state.apply_booking(again)
-    assert not state.deleted and state.evaluate(NOW) is not None
+    assert not state.deleted and state.evaluate(NOW, shelf.get) is not None
 
 
 def test_a_booking_first_seen_after_the_truncate_learns_it_from_the_marks() -> None:
