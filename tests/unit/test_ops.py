@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
-import re
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -94,18 +92,7 @@ def test_only_keys_whose_last_changelog_entry_is_a_value_get_a_tombstone() -> No
     assert rebuild.live_keys(entries) == {(0, b"a"): False, (1, b"a"): True, (0, b"b"): True}
 
 
-# --- backfill: the signal and the notifications ---------------------------------------------
-
-
-def test_signal_for_whole_tables_and_for_matching_rows() -> None:
-    whole = json.loads(backfill.signal_data(["public.certificates"], None))
-    assert whole == {"type": "incremental", "data-collections": ["public.certificates"]}
-    some = json.loads(backfill.signal_data(["public.storage_bookings"], "farmer_id = 'f'"))
-    condition = some["additional-conditions"][0]
-    assert condition["filter"] == "farmer_id = 'f'"
-    # Debezium compiles data-collection as a regular expression: the dot must be literal.
-    assert re.fullmatch(condition["data-collection"], "public.storage_bookings")
-    assert not re.fullmatch(condition["data-collection"], "public_storage_bookings")
+# --- backfill: the tables and the notifications ---------------------------------------------
 
 
 def test_tables_are_source_tables_in_the_public_schema() -> None:
