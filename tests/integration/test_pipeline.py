@@ -34,12 +34,8 @@ def app_id() -> str:
 
 @pytest.fixture(scope="module")
 def worker(stack: Any, app_id: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
-    w = Worker("w1", app_id, tmp_path_factory.mktemp("workers")).start()
-    try:
-        w.wait_ready()
+    with Worker("w1", app_id, tmp_path_factory.mktemp("workers")).running() as w:
         yield w
-    finally:
-        w.stop()
 
 
 def listing(mongo_db: Any, booking_id: UUID) -> dict[str, Any] | None:

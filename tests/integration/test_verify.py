@@ -33,12 +33,8 @@ SEED = 1313
 @pytest.fixture(scope="module")
 def worker(stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
     app_id = f"mis-it-verify-{uuid.uuid4().hex[:8]}"
-    w = Worker("verify", app_id, tmp_path_factory.mktemp("workers")).start()
-    try:
-        w.wait_ready()
+    with Worker("verify", app_id, tmp_path_factory.mktemp("workers")).running() as w:
         yield w
-    finally:
-        w.stop()
 
 
 class Workload:
