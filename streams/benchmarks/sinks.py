@@ -33,25 +33,12 @@ from confluent_kafka import Producer
 from pymongo import MongoClient
 
 from launcher.stack import Stack
-from schemas.entities import Booking
-from schemas.snapshot import SnapshotRecord, snapshot_id
+from schemas.snapshot import snapshot_id
 from streams import source_db, topology
 from streams.admin import ensure_sink_table, ensure_topics
 from streams.config import REPO_ROOT, Settings, get_settings
+from streams.samples import booking, booking_record
 from streams.sinks.follower import SinkThreads, sink_factories
-from streams.snapshot import build_snapshot, content_hash
-
-
-def _record(booking: Booking, version: int, now: datetime) -> SnapshotRecord:
-    snap = build_snapshot(
-        booking, inspection=None, readings=[], pests=[], certificates=[], deleted=False, now=now
-    )
-    return SnapshotRecord(
-        snapshot=snap,
-        source_version=f"{version:032x}",
-        evaluated_at=now,
-        content_hash=content_hash(snap),
-    )
 
 
 def _wait(what: str, probe: Callable[[], bool], timeout: float) -> float:
@@ -69,22 +56,11 @@ def drain(settings: Settings, bookings: int, versions: int) -> tuple[float, floa
     app = settings.model_copy(update={"app_id": app_id})
     ensure_topics(app)
     now = datetime.now(UTC).replace(microsecond=0)
-    rows = [
-        Booking(
-            id=uuid4(),
-            farmer_id=uuid4(),
-            vendor_id=uuid4(),
-            location_id=uuid4(),
-            crop_type="bench",
-            quantity_kg=1,
-            status="confirmed",
-        )
-        for _ in range(bookings)
-    ]
+    rows = [booking(uuid4(), "bench", 1) for _ in range(bookings)]
     producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "linger.ms": 20})
     for v in range(1, versions + 1):
         for b in rows:
-            record = _record(b.model_copy(update={"quantity_kg": v}), v, now)
+            record = booking_record(b.model_copy(update={"quantity_kg": v}), v, now)
             producer.produce(
                 topology.snapshot_topic(app_id),
                 key=str(b.id).encode(),

@@ -11,7 +11,7 @@ from uuid import UUID
 
 from psycopg.types.json import Jsonb
 
-from schemas.snapshot import SnapshotRecord
+from streams import samples
 from streams.api.lag import partition_lag
 from streams.api.signals import (
     SIGNAL_ID_MAX,
@@ -88,12 +88,7 @@ def test_a_stored_row_reads_back_as_the_record_that_was_written() -> None:
         pests=[pest(1, "critical")],
         certificates=[cert(1), cert(2, "haccp")],
     )
-    record = SnapshotRecord(
-        snapshot=snap,
-        source_version="0" * 31 + "7",
-        evaluated_at=datetime(2026, 11, 20, 12, tzinfo=UTC),
-        content_hash=content_hash(snap),
-    )
+    record = samples.record(snap, 7, datetime(2026, 11, 20, 12, tzinfo=UTC))
     back = record_from_row(_as_read_back(row_params(record)))
     assert back == record
     assert content_hash(back.snapshot) == record.content_hash
