@@ -23,7 +23,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
@@ -34,8 +34,9 @@ from pymongo import MongoClient
 
 from launcher.stack import Stack
 from schemas.snapshot import snapshot_id
-from streams import source_db, topology
+from streams import topology
 from streams.admin import ensure_sink_table, ensure_topics
+from streams.benchmarks.bookings import insert_bookings
 from streams.config import REPO_ROOT, Settings, get_settings
 from streams.samples import booking, booking_record
 from streams.sinks.follower import SinkThreads, sink_factories
@@ -142,27 +143,7 @@ class Freshness:
             stdout=self.log.open("wb"),
             stderr=subprocess.STDOUT,
         )
-        now = datetime.now(UTC)
-        self.bookings: list[UUID] = [
-            source_db.insert(
-                self.pg,
-                "storage_bookings",
-                **source_db.booking_values(
-                    farmer_id=uuid4(),
-                    vendor_id=uuid4(),
-                    location_id=uuid4(),
-                    crop_type="bench",
-                    quantity_kg=1,
-                    ai_inspection_id=None,
-                    grade=None,
-                    status="confirmed",
-                    duration_days=5,
-                    start_date=now,
-                    end_date=now + timedelta(days=5),
-                ),
-            )
-            for _ in range(bookings)
-        ]
+        self.bookings = insert_bookings(self.pg, "bench", (uuid4() for _ in range(bookings)))
         _wait("the first snapshots", self._all_at(1), 180)
 
     def _all_at(self, quantity: int) -> Callable[[], bool]:
