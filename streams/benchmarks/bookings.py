@@ -15,7 +15,7 @@ from streams import source_db
 def insert_bookings(
     pg: psycopg.Connection[Any], crop_type: str, locations: Iterable[UUID]
 ) -> list[UUID]:
-    """A confirmed five-day booking of 1 kg at each of ``locations``, each of its own farmer."""
+    """A confirmed five-day 1 kg booking at each of ``locations``, its farmer and vendor its own."""
     now = datetime.now(UTC)
     return [
         source_db.insert(
