@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
 from schemas.changes import ListingChange
 from schemas.snapshot import SnapshotRecord
 
@@ -19,30 +21,31 @@ SCHEMA_PATH = Path(__file__).resolve().parent / "snapshot-record.schema.json"
 CHANGE_SCHEMA_PATH = Path(__file__).resolve().parent / "listing-change.schema.json"
 
 
-def snapshot_record_schema() -> dict[str, Any]:
-    schema = SnapshotRecord.model_json_schema(mode="serialization")
+def _document(model: type[BaseModel], path: Path, description: str) -> dict[str, Any]:
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "$id": "market-snapshots/snapshot-record.schema.json",
-        "description": (
-            "Value of the compacted snapshot topic <MIS_APP_ID>-snapshots, keyed by booking_id "
-            "(a null value is a tombstone: the snapshot was deleted)."
-        ),
-        **schema,
+        "$id": f"market-snapshots/{path.name}",
+        "description": description,
+        **model.model_json_schema(mode="serialization"),
     }
+
+
+def snapshot_record_schema() -> dict[str, Any]:
+    return _document(
+        SnapshotRecord,
+        SCHEMA_PATH,
+        "Value of the compacted snapshot topic <MIS_APP_ID>-snapshots, keyed by booking_id "
+        "(a null value is a tombstone: the snapshot was deleted).",
+    )
 
 
 def listing_change_schema() -> dict[str, Any]:
-    schema = ListingChange.model_json_schema(mode="serialization")
-    return {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "$id": "market-snapshots/listing-change.schema.json",
-        "description": (
-            "Value of the topic <MIS_APP_ID>-listing-changes, keyed by booking_id: one "
-            "field-level change of a listing, delivered at least once (deduplicate by event_id)."
-        ),
-        **schema,
-    }
+    return _document(
+        ListingChange,
+        CHANGE_SCHEMA_PATH,
+        "Value of the topic <MIS_APP_ID>-listing-changes, keyed by booking_id: one "
+        "field-level change of a listing, delivered at least once (deduplicate by event_id).",
+    )
 
 
 def render() -> str:

@@ -8,7 +8,7 @@ from uuid import UUID, uuid5
 
 from pydantic import BaseModel, ConfigDict
 
-from schemas.entities import UtcDatetime
+from schemas.entities import Booking, Inspection, UtcDatetime
 
 # Snapshot ids are uuid5(SNAPSHOT_NAMESPACE, str(booking_id)): a rebuild gives the same id.
 SNAPSHOT_NAMESPACE = UUID("5b1f3c0e-8f5a-4d7e-9a43-2f0c6d1e7b90")
@@ -89,6 +89,21 @@ class Snapshot(_Frozen):
     # When the booking was cancelled, completed or deleted (the commit time of that change);
     # the daily cleanup counts its 90 days from here. None while the booking is live.
     finished_at: UtcDatetime | None = None
+
+
+# The fields a snapshot copies from its booking's row, and those it takes from its inspection.
+BOOKING_FIELDS = tuple(
+    f for f in Snapshot.model_fields if f in Booking.model_fields and f not in ("id", "status")
+)
+QUALITY_FIELDS = (
+    "inspection_id",
+    "inspection_status",
+    *(
+        f
+        for f in Snapshot.model_fields
+        if f in Inspection.model_fields and f not in Booking.model_fields
+    ),
+)
 
 
 class SnapshotRecord(_Frozen):

@@ -11,52 +11,26 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import psycopg
+from pydantic import BaseModel
 
+from schemas.entities import Booking, Certificate, Inspection, PestDetection, SensorReading
+
+# The columns an application writes: each entity's fields but those the database fills in
+# (the timestamps, and sensor_readings' serial id).
+ENTITIES: dict[str, type[BaseModel]] = {
+    "storage_bookings": Booking,
+    "crop_inspections": Inspection,
+    "sensor_readings": SensorReading,
+    "pest_detections": PestDetection,
+    "certificates": Certificate,
+}
 COLUMNS = {
-    "storage_bookings": (
-        "id",
-        "farmer_id",
-        "vendor_id",
-        "location_id",
-        "crop_type",
-        "grade",
-        "quantity_kg",
-        "start_date",
-        "end_date",
-        "duration_days",
-        "ai_inspection_id",
-        "status",
-    ),
-    "crop_inspections": (
-        "id",
-        "farmer_id",
-        "crop_type",
-        "status",
-        "quality_score",
-        "freshness",
-        "visual_defects",
-        "shelf_life_days",
-    ),
-    "sensor_readings": (
-        "location_id",
-        "sensor_id",
-        "sensor_type",
-        "value",
-        "unit",
-        "reading_time",
-        "status",
-    ),
-    "pest_detections": ("id", "location_id", "pest_type", "severity", "confidence", "detected_at"),
-    "certificates": (
-        "id",
-        "vendor_id",
-        "type",
-        "issuer",
-        "status",
-        "expiry_date",
-        "document_url",
-        "score",
-    ),
+    table: tuple(
+        f
+        for f in model.model_fields
+        if f not in ("created_at", "updated_at") and (f, table) != ("id", "sensor_readings")
+    )
+    for table, model in ENTITIES.items()
 }
 
 

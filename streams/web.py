@@ -21,11 +21,13 @@ from streams.api.middleware import api_middleware
 from streams.api.publishing import Publishing
 from streams.api.store import Store
 from streams.app import app, settings
+from streams.debezium_signal import declared_signal_table
 
 
 def install(web_app: web.Application, faust_app: Any) -> Api:
     guard = Guard.from_settings(settings)  # a broken token entry stops the worker here
-    store = Store(settings.pg_dsn, settings.api_timeout_s)
+    signals = declared_signal_table(settings.connector_name)
+    store = Store(settings.pg_dsn, settings.api_timeout_s, signals)
     api = Api(
         settings=settings,
         store=store,

@@ -72,66 +72,60 @@ PROBLEMS = {
     ),
 }
 
-BOOKING_ID = {
-    "name": "booking_id",
-    "in": "path",
-    "required": True,
-    "description": "the booking's id (a UUID)",
-    "schema": {"type": "string", "format": "uuid"},
-}
-JOB_ID = {
-    "name": "job_id",
-    "in": "path",
-    "required": True,
-    "description": "the id a POST that started the job answered (a UUID)",
-    "schema": {"type": "string", "format": "uuid"},
-}
-FARMER_ID = {
-    "name": "farmer_id",
-    "in": "query",
-    "required": True,
-    "description": "the farmer who books (a UUID)",
-    "schema": {"type": "string", "format": "uuid"},
-}
+UUID = {"type": "string", "format": "uuid"}
+DATE_TIME = {"type": "string", "format": "date-time"}
+TEXT = {"type": "string"}
 
-LOCATION_ID = {
-    "name": "location_id",
-    "in": "path",
-    "required": True,
-    "description": "the storage location's id (a UUID)",
-    "schema": {"type": "string", "format": "uuid"},
-}
+
+def _parameter(
+    name: str, where: str, description: str, schema: dict[str, Any], required: bool = False
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": where,
+        "required": required,
+        "description": description,
+        "schema": schema,
+    }
+
+
+BOOKING_ID = _parameter("booking_id", "path", "the booking's id (a UUID)", UUID, True)
+JOB_ID = _parameter(
+    "job_id", "path", "the id a POST that started the job answered (a UUID)", UUID, True
+)
+FARMER_ID = _parameter("farmer_id", "query", "the farmer who books (a UUID)", UUID, True)
+LOCATION_ID = _parameter("location_id", "path", "the storage location's id (a UUID)", UUID, True)
 HISTORY_PARAMETERS = (
-    {
-        "name": "limit",
-        "in": "query",
-        "required": False,
-        "description": "entries per page",
-        "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 50},
-    },
-    {
-        "name": "before",
-        "in": "query",
-        "required": False,
-        "description": "the next_before of the previous page: entries older than its last",
-        "schema": {"type": "string"},
-    },
+    _parameter(
+        "limit",
+        "query",
+        "entries per page",
+        {"type": "integer", "minimum": 1, "maximum": 500, "default": 50},
+    ),
+    _parameter(
+        "before", "query", "the next_before of the previous page: entries older than its last", TEXT
+    ),
 )
 TRENDS_PARAMETERS = (
-    {
-        "name": "bucket",
-        "in": "query",
-        "required": False,
-        "description": "the width of a bucket (UTC)",
-        "schema": {"type": "string", "enum": ["hour", "day"], "default": "hour"},
-    },
-    {
-        "name": "since",
-        "in": "query",
-        "required": False,
-        "description": "ISO 8601 time with a zone; defaults to 7 days ago",
-        "schema": {"type": "string", "format": "date-time"},
-    },
+    _parameter(
+        "bucket",
+        "query",
+        "the width of a bucket (UTC)",
+        {"type": "string", "enum": ["hour", "day"], "default": "hour"},
+    ),
+    _parameter("since", "query", "ISO 8601 time with a zone; defaults to 7 days ago", DATE_TIME),
+)
+LISTING_CHANGES_PARAMETERS = (
+    *(
+        _parameter(name, "query", f"only the changes of this {name[:-3]}", UUID)
+        for name in ("booking_id", "location_id", "vendor_id")
+    ),
+    _parameter(
+        "since", "query", "without Last-Event-ID: from this time (else from now)", DATE_TIME
+    ),
+    _parameter(
+        "Last-Event-ID", "header", "the id of the last event received: resume after it", TEXT
+    ),
 )
 
 
@@ -140,7 +134,11 @@ def _ref(model: type[BaseModel]) -> dict[str, str]:
 
 
 def _json(model: type[BaseModel], description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": _ref(model)}}}
+    return _content("application/json", description, _ref(model))
+
+
+def _content(media: str, description: str, schema: dict[str, Any] = TEXT) -> dict[str, Any]:
+    return {"description": description, "content": {media: {"schema": schema}}}
 
 
 def _problem(status: int) -> dict[str, Any]:
@@ -262,38 +260,12 @@ def _paths() -> dict[str, Any]:
                     "position <topic>:<partition>:<next offset>,...: sent back as Last-Event-ID "
                     "it resumes the stream where it was."
                 ),
-                "parameters": [
-                    *(
-                        {
-                            "name": name,
-                            "in": "query",
-                            "required": False,
-                            "description": f"only the changes of this {name[:-3]}",
-                            "schema": {"type": "string", "format": "uuid"},
-                        }
-                        for name in ("booking_id", "location_id", "vendor_id")
-                    ),
-                    {
-                        "name": "since",
-                        "in": "query",
-                        "required": False,
-                        "description": "without Last-Event-ID: from this time (else from now)",
-                        "schema": {"type": "string", "format": "date-time"},
-                    },
-                    {
-                        "name": "Last-Event-ID",
-                        "in": "header",
-                        "required": False,
-                        "description": "the id of the last event received: resume after it",
-                        "schema": {"type": "string"},
-                    },
-                ],
+                "parameters": list(LISTING_CHANGES_PARAMETERS),
                 "responses": {
-                    "200": {
-                        "description": "the stream (text/event-stream), open until the client "
-                        "leaves",
-                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
-                    },
+                    "200": _content(
+                        "text/event-stream",
+                        "the stream (text/event-stream), open until the client leaves",
+                    ),
                     "422": _json(ErrorResponse, ERRORS[422]),
                 },
             }
@@ -301,12 +273,7 @@ def _paths() -> dict[str, Any]:
         "/storage-guard/live": {
             "get": {
                 "summary": "A page showing listing changes live (it asks for a read token)",
-                "responses": {
-                    "200": {
-                        "description": "HTML",
-                        "content": {"text/html": {"schema": {"type": "string"}}},
-                    }
-                },
+                "responses": {"200": _content("text/html", "HTML")},
             }
         },
         "/health": {
@@ -321,22 +288,14 @@ def _paths() -> dict[str, Any]:
         "/metrics": {
             "get": {
                 "summary": "Prometheus metrics of this worker",
-                "responses": {
-                    "200": {
-                        "description": "Prometheus text exposition format",
-                        "content": {PROMETHEUS: {"schema": {"type": "string"}}},
-                    }
-                },
+                "responses": {"200": _content(PROMETHEUS, "Prometheus text exposition format")},
             }
         },
         "/openapi.json": {
             "get": {
                 "summary": "This document",
                 "responses": {
-                    "200": {
-                        "description": "OpenAPI 3.1",
-                        "content": {"application/json": {"schema": {"type": "object"}}},
-                    }
+                    "200": _content("application/json", "OpenAPI 3.1", {"type": "object"})
                 },
             }
         },

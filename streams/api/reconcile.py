@@ -8,7 +8,7 @@ from uuid import UUID, uuid4
 from streams.api.errors import NotFound
 from streams.api.models import ReconcileResponse
 from streams.api.publishing import Publishing
-from streams.api.signals import execute_snapshot_data, reconcile_conditions, signal_id
+from streams.api.signals import reconcile_conditions, signal_data, signal_id
 from streams.api.store import Store
 
 log = logging.getLogger(__name__)
@@ -25,7 +25,7 @@ async def reconcile(store: Store, publishing: Publishing, booking_id: UUID) -> R
         raise NotFound(f"booking {booking_id} is not in storage_bookings")
     conditions = reconcile_conditions(keys)
     sid = signal_id(booking_id, uuid4().hex[:8])
-    await store.signal(sid, "execute-snapshot", execute_snapshot_data(conditions))
+    await store.execute_snapshot(sid, signal_data(conditions))
     row = await store.snapshot(booking_id)
     republished = False
     if row is not None and row["market_listing_id"] is not None:

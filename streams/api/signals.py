@@ -1,24 +1,22 @@
 """Debezium signals that re-read one booking's rows. Pure: builds the signal, sends nothing.
 
-An ``execute-snapshot`` signal of type ``incremental``, inserted into the signal table
-(``signal.data.collection`` of the connector), makes Debezium re-read rows of the listed tables
-while streaming goes on. ``additional-conditions`` narrows each table to the rows that make up
-one booking's snapshot: the booking, its inspection, the readings and pest detections at its
-location and its vendor's certificates. The re-read rows arrive as ``op: "r"`` events on the
-ordinary CDC topics and flow through the pipeline like any change, so a snapshot that missed a
-change converges on what the source tables hold now.
+An ``execute-snapshot`` signal (streams.debezium_signal) makes Debezium re-read rows of the
+listed tables while streaming goes on. ``additional-conditions`` narrows each table to the rows
+that make up one booking's snapshot: the booking, its inspection, the readings and pest
+detections at its location and its vendor's certificates. The re-read rows arrive as ``op: "r"``
+events on the ordinary CDC topics and flow through the pipeline like any change, so a snapshot
+that missed a change converges on what the source tables hold now.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from uuid import UUID
 
 from streams.api.models import AdditionalCondition
+from streams.debezium_signal import execute_snapshot_data
 
 SCHEMA = "public"
-SIGNAL_TABLE = f"{SCHEMA}.debezium_signal"
 SIGNAL_ID_MAX = 64  # debezium_signal.id is varchar(64)
 
 
@@ -53,15 +51,8 @@ def signal_id(booking_id: UUID, nonce: str) -> str:
     return f"reconcile-{booking_id}-{nonce}"[:SIGNAL_ID_MAX]
 
 
-def execute_snapshot_data(conditions: list[AdditionalCondition]) -> str:
-    """The ``data`` column of the signal row."""
-    return json.dumps(
-        {
-            "type": "incremental",
-            "data-collections": [c.data_collection for c in conditions],
-            "additional-conditions": [
-                {"data-collection": c.data_collection, "filter": c.filter} for c in conditions
-            ],
-        },
-        separators=(",", ":"),
+def signal_data(conditions: list[AdditionalCondition]) -> str:
+    """The ``data`` column of the signal row: each table read only where its condition holds."""
+    return execute_snapshot_data(
+        [c.data_collection for c in conditions], [(c.data_collection, c.filter) for c in conditions]
     )

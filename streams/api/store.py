@@ -15,7 +15,8 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from streams.api.errors import Conflict, Invalid, Unavailable
 from streams.api.models import BookingRequest
-from streams.api.signals import SIGNAL_TABLE, BookingKeys
+from streams.api.signals import BookingKeys
+from streams.debezium_signal import insert_execute_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,8 @@ RETURNING {BOOKING_COLUMNS}
 
 
 class Store:
-    def __init__(self, dsn: str, timeout_s: float) -> None:
+    def __init__(self, dsn: str, timeout_s: float, signal_table: str) -> None:
+        self._signal_table = signal_table
         self._pool = AsyncConnectionPool(
             dsn,
             min_size=1,
@@ -180,12 +182,10 @@ class Store:
         )
         return row
 
-    async def signal(self, signal_id: str, signal_type: str, data: str) -> None:
+    async def execute_snapshot(self, signal_id: str, data: str) -> None:
+        """Insert an execute-snapshot signal (``debezium_signal.execute_snapshot_data``)."""
         async with self.connection() as conn:
-            await conn.execute(
-                f"INSERT INTO {SIGNAL_TABLE} (id, type, data) VALUES (%s, %s, %s)",
-                (signal_id, signal_type, data),
-            )
+            await conn.execute(insert_execute_snapshot(self._signal_table), (signal_id, data))
 
     async def history(
         self, booking_id: UUID, before: tuple[str, datetime] | None, limit: int

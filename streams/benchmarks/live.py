@@ -22,7 +22,6 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
@@ -30,33 +29,9 @@ from uuid import UUID, uuid4
 import psycopg
 import requests
 
-from streams import source_db
 from streams.api.auth import entry
+from streams.benchmarks.bookings import insert_bookings
 from streams.config import REPO_ROOT, Settings, get_settings
-
-
-def _bookings(pg: psycopg.Connection[Any], location: UUID, n: int) -> list[UUID]:
-    now = datetime.now(UTC)
-    return [
-        source_db.insert(
-            pg,
-            "storage_bookings",
-            **source_db.booking_values(
-                farmer_id=uuid4(),
-                vendor_id=uuid4(),
-                location_id=location,
-                crop_type="bench-live",
-                quantity_kg=1,
-                ai_inspection_id=None,
-                grade=None,
-                status="confirmed",
-                duration_days=5,
-                start_date=now,
-                end_date=now + timedelta(days=5),
-            ),
-        )
-        for _ in range(n)
-    ]
 
 
 def _wait(what: str, probe: Any, timeout: float, worker: subprocess.Popen[bytes]) -> None:
@@ -132,8 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         pg = psycopg.connect(settings.pg_dsn, autocommit=True)
         location = uuid4()
-        watched = _bookings(pg, location, args.changes)
-        others = _bookings(pg, uuid4(), 50) if args.load > 0 else []
+        watched = insert_bookings(pg, "bench-live", [location] * args.changes)
+        others = insert_bookings(pg, "bench-live", [uuid4()] * 50) if args.load > 0 else []
         everyone = watched + others
 
         def recorded() -> bool:

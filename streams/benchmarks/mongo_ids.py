@@ -32,10 +32,8 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
-from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
 from typing import Any
-from uuid import UUID, uuid4
+from uuid import UUID
 
 import bson
 import psycopg
@@ -43,11 +41,9 @@ from pymongo import MongoClient, ReplaceOne
 from pymongo.errors import PyMongoError
 
 from launcher import ferretdb
-from schemas.entities import Booking, Certificate, Inspection, PestDetection, SensorReading
-from schemas.snapshot import SnapshotRecord
 from streams.config import Settings, get_settings
+from streams.samples import NOW, full_record
 from streams.sinks.mongo import listing_document
-from streams.snapshot import build_snapshot, content_hash
 
 DATABASE = "mis_bench"
 COLLECTION = "listings"
@@ -57,90 +53,13 @@ SQLITE_PARAMS = os.environ.get("MIS_BENCH_SQLITE_PARAMS", ferretdb.SQLITE_QUERY)
 # FerretDB as published holds a SQLite connection per matched statement until its command ends,
 # from a pool of 100: `clients` concurrent bulks of `bulk` need clients * (bulk + 1) of them.
 STOCK_POOL = 100
-NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 
 Doc = dict[str, Any]
 
 
 def template() -> Doc:
     """One listing as the sink writes it: a booking with readings, pests and certificates."""
-    location, vendor, inspection = uuid4(), uuid4(), uuid4()
-    booking = Booking(
-        id=uuid4(),
-        farmer_id=uuid4(),
-        vendor_id=vendor,
-        location_id=location,
-        crop_type="tomato",
-        grade="A",
-        quantity_kg=1200,
-        start_date=NOW,
-        end_date=None,
-        duration_days=30,
-        ai_inspection_id=inspection,
-        status="confirmed",
-    )
-    readings = [
-        SensorReading(
-            id=i,
-            location_id=location,
-            sensor_id=f"{kind}-{i}",
-            sensor_type=kind,
-            value=4.5 + i,
-            unit=unit,
-            reading_time=NOW - timedelta(minutes=i),
-            status="active",
-        )
-        for i, (kind, unit) in enumerate(
-            [("temperature", "C"), ("humidity", "%"), ("co2", "ppm"), ("ethylene", "ppm")]
-        )
-    ]
-    pests = [
-        PestDetection(
-            id=uuid4(),
-            location_id=location,
-            pest_type=pest,
-            severity="high",
-            confidence=0.5,
-            detected_at=NOW - timedelta(days=i + 1),
-        )
-        for i, pest in enumerate(["moth", "weevil", "mite"])
-    ]
-    certificates = [
-        Certificate(
-            id=uuid4(),
-            vendor_id=vendor,
-            type=kind,
-            issuer="Certification Board of Somewhere",
-            status="valid",
-            expiry_date=date(2027, 1, 1),
-            document_url=f"https://certificates.example/{kind}/{uuid4()}.pdf",
-            score=80,
-        )
-        for kind in ("organic", "fair-trade", "global-gap")
-    ]
-    snap = build_snapshot(
-        booking,
-        inspection=Inspection(
-            id=inspection,
-            status="completed",
-            quality_score=Decimal("91.25"),
-            freshness="fresh",
-            visual_defects=None,
-            shelf_life_days=9,
-        ),
-        readings=readings,
-        pests=pests,
-        certificates=certificates,
-        deleted=False,
-        now=NOW,
-    )
-    record = SnapshotRecord(
-        snapshot=snap,
-        source_version="0" * 31 + "7",
-        evaluated_at=NOW,
-        content_hash=content_hash(snap),
-    )
-    return listing_document(record, "ready_to_publish", NOW)
+    return listing_document(full_record(), "ready_to_publish", NOW)
 
 
 def listing(base: Doc, i: int, version: int) -> Doc:

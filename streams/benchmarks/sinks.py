@@ -23,7 +23,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
@@ -33,25 +33,13 @@ from confluent_kafka import Producer
 from pymongo import MongoClient
 
 from launcher.stack import Stack
-from schemas.entities import Booking
-from schemas.snapshot import SnapshotRecord, snapshot_id
-from streams import source_db, topology
+from schemas.snapshot import snapshot_id
+from streams import topology
 from streams.admin import ensure_sink_table, ensure_topics
+from streams.benchmarks.bookings import insert_bookings
 from streams.config import REPO_ROOT, Settings, get_settings
+from streams.samples import booking, booking_record
 from streams.sinks.follower import SinkThreads, sink_factories
-from streams.snapshot import build_snapshot, content_hash
-
-
-def _record(booking: Booking, version: int, now: datetime) -> SnapshotRecord:
-    snap = build_snapshot(
-        booking, inspection=None, readings=[], pests=[], certificates=[], deleted=False, now=now
-    )
-    return SnapshotRecord(
-        snapshot=snap,
-        source_version=f"{version:032x}",
-        evaluated_at=now,
-        content_hash=content_hash(snap),
-    )
 
 
 def _wait(what: str, probe: Callable[[], bool], timeout: float) -> float:
@@ -69,22 +57,11 @@ def drain(settings: Settings, bookings: int, versions: int) -> tuple[float, floa
     app = settings.model_copy(update={"app_id": app_id})
     ensure_topics(app)
     now = datetime.now(UTC).replace(microsecond=0)
-    rows = [
-        Booking(
-            id=uuid4(),
-            farmer_id=uuid4(),
-            vendor_id=uuid4(),
-            location_id=uuid4(),
-            crop_type="bench",
-            quantity_kg=1,
-            status="confirmed",
-        )
-        for _ in range(bookings)
-    ]
+    rows = [booking(uuid4(), "bench", 1) for _ in range(bookings)]
     producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "linger.ms": 20})
     for v in range(1, versions + 1):
         for b in rows:
-            record = _record(b.model_copy(update={"quantity_kg": v}), v, now)
+            record = booking_record(b.model_copy(update={"quantity_kg": v}), v, now)
             producer.produce(
                 topology.snapshot_topic(app_id),
                 key=str(b.id).encode(),
@@ -166,27 +143,7 @@ class Freshness:
             stdout=self.log.open("wb"),
             stderr=subprocess.STDOUT,
         )
-        now = datetime.now(UTC)
-        self.bookings: list[UUID] = [
-            source_db.insert(
-                self.pg,
-                "storage_bookings",
-                **source_db.booking_values(
-                    farmer_id=uuid4(),
-                    vendor_id=uuid4(),
-                    location_id=uuid4(),
-                    crop_type="bench",
-                    quantity_kg=1,
-                    ai_inspection_id=None,
-                    grade=None,
-                    status="confirmed",
-                    duration_days=5,
-                    start_date=now,
-                    end_date=now + timedelta(days=5),
-                ),
-            )
-            for _ in range(bookings)
-        ]
+        self.bookings = insert_bookings(self.pg, "bench", (uuid4() for _ in range(bookings)))
         _wait("the first snapshots", self._all_at(1), 180)
 
     def _all_at(self, quantity: int) -> Callable[[], bool]:

@@ -30,7 +30,14 @@ import psycopg
 from confluent_kafka import KafkaError, TopicPartition
 from psycopg import sql
 
-from streams.config import REPO_ROOT, Settings
+from streams.config import Settings
+from streams.debezium_signal import (
+    CONNECTORS_DIR,
+    SIGNAL_TABLE,
+    declared_configs,
+    execute_snapshot_data,
+    insert_execute_snapshot,
+)
 from streams.ops.errors import BackfillFailed, OpsError
 from streams.ops.kafka import Kafka
 from streams.ops.terminal import Progress, duration, summary
@@ -40,7 +47,6 @@ log = logging.getLogger(__name__)
 
 SCHEMA = "public"
 INCREMENTAL = "Incremental Snapshot"
-CONNECTORS_DIR = REPO_ROOT / "connectors"
 
 
 @dataclass(frozen=True)
@@ -69,17 +75,6 @@ def qualified(table: str) -> str:
     return f"{SCHEMA}.{name}"
 
 
-def signal_data(collections: list[str], where: str | None) -> str:
-    """The ``data`` of an execute-snapshot signal."""
-    data: dict[str, Any] = {"type": "incremental", "data-collections": collections}
-    if where:
-        # Debezium compiles each data-collection of a condition as a regular expression.
-        data["additional-conditions"] = [
-            {"data-collection": re.escape(c), "filter": where} for c in collections
-        ]
-    return json.dumps(data, separators=(",", ":"))
-
-
 def parse_notification(raw: bytes | None) -> Notification | None:
     """A notification from the sink topic (JSON converter, no schemas); None if it is not one."""
     if raw is None:
@@ -103,7 +98,7 @@ def captured(include_list: str, collection: str) -> bool:
 
 
 def default_connector() -> str:
-    names = [json.loads(p.read_text())["name"] for p in sorted(CONNECTORS_DIR.glob("*.json"))]
+    names = list(declared_configs(CONNECTORS_DIR))
     if len(names) != 1:
         raise OpsError(f"found connectors {names} in {CONNECTORS_DIR}: name one with --connector")
     return str(names[0])
@@ -134,8 +129,8 @@ def connector_config(settings: Settings, name: str) -> dict[str, str]:
             "cannot be seen: register connectors/storage_guard-source.json again "
             "(`python -m launcher up` or connectors/register.py)"
         )
-    if not config.get("signal.data.collection"):
-        raise OpsError(f"connector {name} has no signal.data.collection")
+    if not config.get(SIGNAL_TABLE):
+        raise OpsError(f"connector {name} has no {SIGNAL_TABLE}")
     return config
 
 
@@ -158,16 +153,10 @@ def expected_rows(settings: Settings, collections: list[str], where: str | None)
     return total
 
 
-def send_signal(settings: Settings, signal_table: str, signal_id: str, data: str) -> None:
-    schema, table = signal_table.split(".", 1)
+def send_signal(settings: Settings, table: str, signal_id: str, data: str) -> None:
     with psycopg.connect(settings.pg_dsn, autocommit=True, connect_timeout=10) as conn:
-        conn.execute(
-            sql.SQL("INSERT INTO {} (id, type, data) VALUES (%s, 'execute-snapshot', %s)").format(
-                sql.Identifier(schema, table)
-            ),
-            (signal_id, data),
-        )
-    log.info("signal sent id=%s table=%s data=%s", signal_id, signal_table, data)
+        conn.execute(insert_execute_snapshot(table), (signal_id, data))
+    log.info("signal sent id=%s table=%s data=%s", signal_id, table, data)
 
 
 @dataclass
@@ -267,11 +256,12 @@ def run(settings: Settings, request: BackfillRequest) -> Outcome:
         for (_, p), (_, high) in kafka.watermarks((topic, p) for p in range(counts[topic])).items()
     }
     outcome = Outcome(request, name, f"backfill-{uuid.uuid4()}", collections, expected)
+    where = [(c, request.where) for c in collections] if request.where else []
     send_signal(
         settings,
-        config["signal.data.collection"],
+        config[SIGNAL_TABLE],
         outcome.signal_id,
-        signal_data(collections, request.where),
+        execute_snapshot_data(collections, where),
     )
     if request.wait:
         follow(kafka, topic, start, outcome, request.timeout_s)

@@ -8,21 +8,38 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from streams.config import get_settings
 from streams.errors import PipelineError
 
 
-def _fail(command: str, exc: Exception) -> int:
-    print(f"mis {command}: {exc}", file=sys.stderr)
-    return 2
+def _run(
+    command: str,
+    work: Callable[[], int],
+    *,
+    interrupted: str | None = None,
+    errors: tuple[type[Exception], ...] = (PipelineError,),
+) -> int:
+    """``mis <command>``'s exit status: ``work``'s, 2 on one of ``errors`` (said on stderr),
+    130 on Ctrl-C where ``interrupted`` says what it leaves behind."""
+    try:
+        return work()
+    except errors as exc:
+        print(f"mis {command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        if interrupted is None:
+            raise
+        print(f"mis {command}: interrupted; {interrupted}", file=sys.stderr)
+        return 130
 
 
 def _replay(args: argparse.Namespace) -> int:
     from streams.ops import replay
 
-    try:
+    def work() -> int:
         positions = dict(replay.parse_position(p) for p in args.to_offset or [])
         if args.to_earliest:
             mode: replay.Mode = "earliest"
@@ -40,46 +57,37 @@ def _replay(args: argparse.Namespace) -> int:
             timeout_s=args.timeout,
         )
         return replay.main(get_settings(), request)
-    except PipelineError as exc:
-        return _fail("replay", exc)
-    except KeyboardInterrupt:
-        print("mis replay: interrupted; the offsets stay where they were moved", file=sys.stderr)
-        return 130
+
+    return _run("replay", work, interrupted="the offsets stay where they were moved")
 
 
 def _backfill(args: argparse.Namespace) -> int:
     from streams.ops import backfill
 
-    try:
-        return backfill.main(
-            get_settings(),
-            backfill.BackfillRequest(
-                tables=tuple(args.tables),
-                where=args.where,
-                wait=not args.no_wait,
-                timeout_s=args.timeout,
-                connector=args.connector,
-            ),
-        )
-    except PipelineError as exc:
-        return _fail("backfill", exc)
-    except KeyboardInterrupt:
-        print("mis backfill: interrupted; Debezium goes on with the snapshot", file=sys.stderr)
-        return 130
+    request = backfill.BackfillRequest(
+        tables=tuple(args.tables),
+        where=args.where,
+        wait=not args.no_wait,
+        timeout_s=args.timeout,
+        connector=args.connector,
+    )
+    return _run(
+        "backfill",
+        lambda: backfill.main(get_settings(), request),
+        interrupted="Debezium goes on with the snapshot",
+    )
 
 
 def _republish(args: argparse.Namespace) -> int:
     from streams.ops import republish
 
-    try:
-        return asyncio.run(
+    return _run(
+        "republish",
+        lambda: asyncio.run(
             republish.main(get_settings(), source=args.source, batch_size=args.batch_size)
-        )
-    except PipelineError as exc:
-        return _fail("republish", exc)
-    except KeyboardInterrupt:
-        print("mis republish: interrupted; run it again to finish", file=sys.stderr)
-        return 130
+        ),
+        interrupted="run it again to finish",
+    )
 
 
 def _verify(args: argparse.Namespace) -> int:
@@ -88,7 +96,7 @@ def _verify(args: argparse.Namespace) -> int:
 
     from streams.ops import replay, verify
 
-    try:
+    def work() -> int:
         now = replay.parse_time(args.now) if args.now else datetime.now(UTC)
         scope = verify.Scope(
             farmers=frozenset(UUID(f) for f in args.farmer) if args.farmer else None,
@@ -96,10 +104,8 @@ def _verify(args: argparse.Namespace) -> int:
         )
         grace = None if args.grace is None else timedelta(seconds=args.grace)
         return verify.main(get_settings(), now=now, scope=scope, grace=grace)
-    except ValueError as exc:
-        return _fail("verify", exc)
-    except PipelineError as exc:
-        return _fail("verify", exc)
+
+    return _run("verify", work, errors=(ValueError, PipelineError))
 
 
 def add_ops_commands(sub: Any) -> None:

@@ -50,7 +50,7 @@ import psycopg
 from psycopg.rows import dict_row
 from pymongo import MongoClient
 
-from schemas.snapshot import snapshot_id
+from schemas.snapshot import BOOKING_FIELDS, QUALITY_FIELDS, Snapshot, snapshot_id
 from streams import topology
 from streams.config import Settings
 from streams.ops.errors import OpsError
@@ -295,49 +295,6 @@ def expected(
 
 # --------------------------------------------------------------------------- canonical forms
 
-BOOKING_FIELDS = (
-    "farmer_id",
-    "vendor_id",
-    "location_id",
-    "crop_type",
-    "grade",
-    "quantity_kg",
-    "start_date",
-    "end_date",
-    "duration_days",
-)
-QUALITY_FIELDS = (
-    "inspection_id",
-    "inspection_status",
-    "quality_score",
-    "freshness",
-    "visual_defects",
-    "shelf_life_days",
-)
-
-
-ROW_FIELDS = (
-    "id",
-    "booking_id",
-    *BOOKING_FIELDS,
-    "inspection_id",
-    "inspection_status",
-    "quality_score",
-    "freshness",
-    "visual_defects",
-    "shelf_life_days",
-    "sensors",
-    "sensor_summary",
-    "pest_events",
-    "has_pest_alerts",
-    "pest_count",
-    "certificates",
-    "is_certified",
-    "certification_types",
-    "metadata",
-    "status",
-    "finished",
-)
 LISTING_FIELDS = (
     "id",
     "booking_id",
@@ -420,7 +377,7 @@ def _listed(view: Mapping[str, Any]) -> dict[str, Any]:
 
 def canonical_row(row: Mapping[str, Any]) -> dict[str, Any]:
     """A market_inventory_snapshots row in the comparison's form."""
-    view = {k: _plain(row[k]) for k in ROW_FIELDS if k != "finished"}
+    view = {k: _plain(row[k]) for k in Snapshot.model_fields if k != "finished_at"}
     view["sensors"] = {
         t: {**s, "reading_time": _ts(s["reading_time"])} for t, s in (row["sensors"] or {}).items()
     }

@@ -34,12 +34,8 @@ def app_id() -> str:
 
 @pytest.fixture(scope="module")
 def worker(stack: Any, app_id: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
-    w = Worker("w1", app_id, tmp_path_factory.mktemp("workers")).start()
-    try:
-        w.wait_ready()
+    with Worker("w1", app_id, tmp_path_factory.mktemp("workers")).running() as w:
         yield w
-    finally:
-        w.stop()
 
 
 def listing(mongo_db: Any, booking_id: UUID) -> dict[str, Any] | None:
@@ -95,6 +91,16 @@ class World:
             reading_time=self.now - timedelta(minutes=minutes_ago),
         )
 
+    def pest(self, pest_type: str, severity: str, confidence: float, ago: timedelta) -> UUID:
+        return self.add(
+            "pest_detections",
+            location_id=self.location,
+            pest_type=pest_type,
+            severity=severity,
+            confidence=confidence,
+            detected_at=self.now - ago,
+        )
+
     def booking(self, inspection: UUID | None, **kw: Any) -> UUID:
         values = source_db.booking_values(
             farmer_id=self.farmer,
@@ -139,30 +145,9 @@ def test_new_booking_yields_exactly_the_expected_snapshot(
     w.reading("t-1", "temperature", 4.5, minutes_ago=2)  # latest of t-1
     w.reading("t-2", "temperature", 5.25, minutes_ago=3)  # latest of t-2
     w.reading("h-1", "humidity", 87.5, minutes_ago=1, unit="%")
-    w.add(
-        "pest_detections",
-        location_id=w.location,
-        pest_type="moth",
-        severity="low",
-        confidence=0.4,
-        detected_at=w.now - timedelta(days=2),
-    )
-    w.add(
-        "pest_detections",
-        location_id=w.location,
-        pest_type="weevil",
-        severity="high",
-        confidence=0.9,
-        detected_at=w.now - timedelta(hours=5),
-    )
-    w.add(
-        "pest_detections",
-        location_id=w.location,
-        pest_type="beetle",
-        severity="critical",
-        confidence=0.7,
-        detected_at=w.now - timedelta(days=8),
-    )  # outside the window
+    w.pest("moth", "low", 0.4, timedelta(days=2))
+    w.pest("weevil", "high", 0.9, timedelta(hours=5))
+    w.pest("beetle", "critical", 0.7, timedelta(days=8))  # outside the window
     inspection = w.add(
         "crop_inspections",
         farmer_id=w.farmer,
@@ -276,14 +261,7 @@ def test_each_later_change_is_reflected(worker: Worker, pg: Any, mongo_db: Any) 
     settled(pg, mongo_db, booking, lambda r, d: r["sensors"]["temperature"]["value"] == 4.0)
 
     # A new pest event, then its deletion.
-    pest = w.add(
-        "pest_detections",
-        location_id=w.location,
-        pest_type="weevil",
-        severity="medium",
-        confidence=0.8,
-        detected_at=w.now - timedelta(hours=1),
-    )
+    pest = w.pest("weevil", "medium", 0.8, timedelta(hours=1))
     settled(pg, mongo_db, booking, lambda r, d: r["pest_count"] == 1 and d["has_pest_alerts"])
     source_db.delete(pg, "pest_detections", pest)
     settled(pg, mongo_db, booking, lambda r, d: r["pest_count"] == 0 and not d["has_pest_alerts"])

@@ -22,12 +22,11 @@ import requests
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from launcher.stack import Stack
-from schemas.entities import Booking
 from schemas.snapshot import SnapshotRecord, snapshot_id
 from streams import source_db, topology
 from streams.config import Settings
+from streams.samples import booking, booking_record
 from streams.sinks.listings import ListingSink
-from streams.snapshot import build_snapshot, content_hash
 from tests.integration import backends
 from tests.integration.conftest import Consume
 from tests.integration.workers import API_TOKEN, Worker, snapshot_row, wait_for
@@ -42,12 +41,8 @@ def app_id() -> str:
 
 @pytest.fixture(scope="module")
 def worker(stack: Any, app_id: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
-    w = Worker("w1", app_id, tmp_path_factory.mktemp("workers")).start()
-    try:
-        w.wait_ready()
+    with Worker("w1", app_id, tmp_path_factory.mktemp("workers")).running() as w:
         yield w
-    finally:
-        w.stop()
 
 
 def listing(mongo_db: Any, booking_id: UUID) -> dict[str, Any] | None:
@@ -188,25 +183,7 @@ def test_a_publish_racing_the_sink_never_puts_an_older_snapshot_over_a_newer_one
 
 
 def _record(booking_id: UUID, version: int) -> SnapshotRecord:
-    now = datetime.now(UTC)
-    booking = Booking(
-        id=booking_id,
-        farmer_id=uuid4(),
-        vendor_id=uuid4(),
-        location_id=uuid4(),
-        crop_type="leek",
-        quantity_kg=version,
-        status="confirmed",
-    )
-    snap = build_snapshot(
-        booking, inspection=None, readings=[], pests=[], certificates=[], deleted=False, now=now
-    )
-    return SnapshotRecord(
-        snapshot=snap,
-        source_version=f"{version:032x}",
-        evaluated_at=now,
-        content_hash=content_hash(snap),
-    )
+    return booking_record(booking(booking_id, "leek", version), version, datetime.now(UTC))
 
 
 def test_concurrent_writers_leave_the_newest_listing_whatever_order_they_write_in(

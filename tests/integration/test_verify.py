@@ -30,15 +30,23 @@ CONVERGE_S = 120.0
 SEED = 1313
 
 
+def mis_verify(args: list[str]) -> subprocess.CompletedProcess[str]:
+    """``mis verify`` run as an operator runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "streams.cli", "verify", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
 @pytest.fixture(scope="module")
 def worker(stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
     app_id = f"mis-it-verify-{uuid.uuid4().hex[:8]}"
-    w = Worker("verify", app_id, tmp_path_factory.mktemp("workers")).start()
-    try:
-        w.wait_ready()
+    with Worker("verify", app_id, tmp_path_factory.mktemp("workers")).running() as w:
         yield w
-    finally:
-        w.stop()
 
 
 class Workload:
@@ -192,14 +200,7 @@ def test_a_random_workload_converges_to_the_recomputation(
 
     # The command itself: exit 0 and a summary line on a clean scope.
     farmers = [a for f in load.farmers for a in ("--farmer", str(f))]
-    done = subprocess.run(
-        [sys.executable, "-m", "streams.cli", "verify", *farmers],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = mis_verify(farmers)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "lost 0, regressed 0, extra 0" in done.stdout
 
@@ -219,14 +220,7 @@ def test_a_random_workload_converges_to_the_recomputation(
     }
     fields = set(by_booking["row", "regressed", str(corrupt)].fields)
     assert "quantity_kg" in fields and any(f.startswith("sensor_summary.") for f in fields)
-    done = subprocess.run(
-        [sys.executable, "-m", "streams.cli", "verify", *farmers],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = mis_verify(farmers)
     assert done.returncode == 1
     assert "lost 1" in done.stdout and "regressed 1" in done.stdout
 

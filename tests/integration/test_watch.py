@@ -30,12 +30,8 @@ def app_id() -> str:
 
 @pytest.fixture(scope="module")
 def worker(stack: Any, app_id: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
-    w = Worker("watch", app_id, tmp_path_factory.mktemp("workers")).start()
-    try:
-        w.wait_ready()
+    with Worker("watch", app_id, tmp_path_factory.mktemp("workers")).running() as w:
         yield w
-    finally:
-        w.stop()
 
 
 def test_a_write_shows_up_in_the_watch_with_its_delay_to_postgres_and_mongodb(

@@ -8,7 +8,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -87,6 +88,16 @@ class Worker:
             return "Ready" in self.log_path.read_text(errors="replace")
 
         wait_for(f"worker {self.name} to be ready", ready, timeout=timeout, every=0.5)
+
+    @contextmanager
+    def running(self) -> Iterator[Worker]:
+        """The worker started and ready for the block; stopped after it, however it ends."""
+        self.start()
+        try:
+            self.wait_ready()
+            yield self
+        finally:
+            self.stop()
 
     def tail(self, lines: int = 40) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])

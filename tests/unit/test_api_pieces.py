@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import namedtuple
 from datetime import UTC, datetime
 from typing import Any
@@ -10,13 +11,13 @@ from uuid import UUID
 
 from psycopg.types.json import Jsonb
 
-from schemas.snapshot import SnapshotRecord
+from streams import samples
 from streams.api.lag import partition_lag
 from streams.api.signals import (
     SIGNAL_ID_MAX,
     BookingKeys,
-    execute_snapshot_data,
     reconcile_conditions,
+    signal_data,
     signal_id,
 )
 from streams.sinks.postgres import row_params
@@ -44,11 +45,12 @@ def test_a_booking_without_inspection_reads_no_inspection() -> None:
 
 
 def test_the_signal_is_an_incremental_execute_snapshot_with_one_condition_per_table() -> None:
-    data = json.loads(execute_snapshot_data(reconcile_conditions(BookingKeys(B, L, V, INSP))))
+    data = json.loads(signal_data(reconcile_conditions(BookingKeys(B, L, V, INSP))))
     assert data["type"] == "incremental"
-    assert data["data-collections"] == [c["data-collection"] for c in data["additional-conditions"]]
+    tables = [c["data-collection"] for c in data["additional-conditions"]]
+    assert [re.escape(t) for t in data["data-collections"]] == tables
     assert all(set(c) == {"data-collection", "filter"} for c in data["additional-conditions"])
-    assert len(execute_snapshot_data(reconcile_conditions(BookingKeys(B, L, V, INSP)))) < 4096
+    assert len(signal_data(reconcile_conditions(BookingKeys(B, L, V, INSP)))) < 4096
 
 
 def test_signal_ids_fit_the_signal_table() -> None:
@@ -86,12 +88,7 @@ def test_a_stored_row_reads_back_as_the_record_that_was_written() -> None:
         pests=[pest(1, "critical")],
         certificates=[cert(1), cert(2, "haccp")],
     )
-    record = SnapshotRecord(
-        snapshot=snap,
-        source_version="0" * 31 + "7",
-        evaluated_at=datetime(2026, 11, 20, 12, tzinfo=UTC),
-        content_hash=content_hash(snap),
-    )
+    record = samples.record(snap, 7, datetime(2026, 11, 20, 12, tzinfo=UTC))
     back = record_from_row(_as_read_back(row_params(record)))
     assert back == record
     assert content_hash(back.snapshot) == record.content_hash

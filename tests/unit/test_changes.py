@@ -13,8 +13,9 @@ import pytest
 from schemas.entities import Booking
 from schemas.jsonschema import CHANGE_SCHEMA_PATH, render_changes
 from schemas.snapshot import CertificateView, Snapshot, SnapshotMetadata, SnapshotRecord
+from streams import samples
 from streams.changes import listing_changes
-from streams.snapshot import build_snapshot, content_hash
+from streams.snapshot import build_snapshot
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 CERT = UUID("00000000-0000-0000-0000-0000000000c1")
@@ -49,12 +50,7 @@ def health(value: str) -> SnapshotMetadata:
 
 
 def record(snapshot: Snapshot, version: int) -> SnapshotRecord:
-    return SnapshotRecord(
-        snapshot=snapshot,
-        source_version=f"{version:032x}",
-        evaluated_at=NOW,
-        content_hash=content_hash(snapshot),
-    )
+    return samples.record(snapshot, version, NOW)
 
 
 def snap(**changes: Any) -> Snapshot:

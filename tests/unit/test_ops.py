@@ -3,23 +3,19 @@
 from __future__ import annotations
 
 import io
-import json
-import re
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
-from uuid import uuid4
 
 import pytest
 
-from schemas.entities import Booking, Certificate, Inspection, PestDetection, SensorReading
 from schemas.snapshot import SnapshotRecord
 from streams.ops import backfill, follow, rebuild, replay, republish, terminal
 from streams.ops.errors import OpsError
 from streams.ops.replay import ReplayRequest
+from streams.samples import full_record
 from streams.sinks.mongo import listing_document
 from streams.sinks.records import record_from_row
-from streams.snapshot import build_snapshot, content_hash
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 CDC = [("sg.public.storage_bookings", 0), ("sg.public.storage_bookings", 1)]
@@ -94,18 +90,7 @@ def test_only_keys_whose_last_changelog_entry_is_a_value_get_a_tombstone() -> No
     assert rebuild.live_keys(entries) == {(0, b"a"): False, (1, b"a"): True, (0, b"b"): True}
 
 
-# --- backfill: the signal and the notifications ---------------------------------------------
-
-
-def test_signal_for_whole_tables_and_for_matching_rows() -> None:
-    whole = json.loads(backfill.signal_data(["public.certificates"], None))
-    assert whole == {"type": "incremental", "data-collections": ["public.certificates"]}
-    some = json.loads(backfill.signal_data(["public.storage_bookings"], "farmer_id = 'f'"))
-    condition = some["additional-conditions"][0]
-    assert condition["filter"] == "farmer_id = 'f'"
-    # Debezium compiles data-collection as a regular expression: the dot must be literal.
-    assert re.fullmatch(condition["data-collection"], "public.storage_bookings")
-    assert not re.fullmatch(condition["data-collection"], "public_storage_bookings")
+# --- backfill: the tables and the notifications ---------------------------------------------
 
 
 def test_tables_are_source_tables_in_the_public_schema() -> None:
@@ -145,77 +130,6 @@ def test_notifications_as_debezium_sends_them() -> None:
 # --- republish: a row read back is the record it was written from ---------------------------
 
 
-def _record() -> SnapshotRecord:
-    location, vendor, inspection = uuid4(), uuid4(), uuid4()
-    booking = Booking(
-        id=uuid4(),
-        farmer_id=uuid4(),
-        vendor_id=vendor,
-        location_id=location,
-        crop_type="tomato",
-        grade="A",
-        quantity_kg=1200,
-        start_date=NOW,
-        end_date=None,
-        duration_days=30,
-        ai_inspection_id=inspection,
-        status="confirmed",
-    )
-    snap = build_snapshot(
-        booking,
-        inspection=Inspection(
-            id=inspection,
-            status="completed",
-            quality_score=Decimal("91.25"),
-            freshness="fresh",
-            visual_defects=None,
-            shelf_life_days=9,
-        ),
-        readings=[
-            SensorReading(
-                id=1,
-                location_id=location,
-                sensor_id="t-1",
-                sensor_type="temperature",
-                value=4.5,
-                unit="C",
-                reading_time=NOW - timedelta(minutes=3),
-                status="active",
-            )
-        ],
-        pests=[
-            PestDetection(
-                id=uuid4(),
-                location_id=location,
-                pest_type="moth",
-                severity="high",
-                confidence=0.5,
-                detected_at=NOW - timedelta(days=1),
-            )
-        ],
-        certificates=[
-            Certificate(
-                id=uuid4(),
-                vendor_id=vendor,
-                type="organic",
-                issuer=None,
-                status="valid",
-                expiry_date=date(2027, 1, 1),
-                document_url=None,
-                score=80,
-            )
-        ],
-        deleted=False,
-        now=NOW,
-    )
-    return SnapshotRecord(
-        snapshot=snap,
-        source_version="0" * 31 + "7",
-        evaluated_at=NOW,
-        content_hash=content_hash(snap),
-    )
-
-
 def _row(record: SnapshotRecord, status: str, synced: datetime) -> dict[str, Any]:
     """The row as psycopg returns it: uuids, datetimes, Decimal, jsonb as Python values."""
     snap = record.snapshot
@@ -237,7 +151,7 @@ def _row(record: SnapshotRecord, status: str, synced: datetime) -> dict[str, Any
 
 
 def test_a_row_read_back_gives_the_listing_the_publisher_wrote() -> None:
-    record = _record()
+    record = full_record()
     synced = NOW + timedelta(seconds=3)
     row = _row(record, "published", synced)
     published = record.model_copy(

@@ -11,38 +11,20 @@ from uuid import UUID, uuid4
 
 import pytest
 
-from schemas.entities import Booking
 from schemas.snapshot import SnapshotRecord
 from streams.config import Settings
 from streams.errors import SinkUnavailable
+from streams.samples import booking, booking_record
 from streams.sinks.base import Item, Origin, Refusal, conflate
 from streams.sinks.follower import Follower, decode
 from streams.sinks.listings import Held, decide
-from streams.snapshot import build_snapshot, content_hash
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 TOPIC = "market-snapshots-snapshots"
 
 
 def record(booking_id: UUID, version: int, *, quantity: int = 100, at: datetime = NOW) -> Any:
-    booking = Booking(
-        id=booking_id,
-        farmer_id=uuid4(),
-        vendor_id=uuid4(),
-        location_id=uuid4(),
-        crop_type="tomato",
-        quantity_kg=quantity,
-        status="confirmed",
-    )
-    snap = build_snapshot(
-        booking, inspection=None, readings=[], pests=[], certificates=[], deleted=False, now=at
-    )
-    return SnapshotRecord(
-        snapshot=snap,
-        source_version=f"{version:032x}",
-        evaluated_at=at,
-        content_hash=content_hash(snap),
-    )
+    return booking_record(booking(booking_id, "tomato", quantity), version, at)
 
 
 def held(r: SnapshotRecord) -> Held:

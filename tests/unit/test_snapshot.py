@@ -18,7 +18,15 @@ from uuid import UUID
 import pytest
 
 from schemas.entities import Booking, Certificate, Inspection, PestDetection, SensorReading
-from schemas.snapshot import CertificateView, PestEvent, SensorValue, Snapshot, snapshot_id
+from schemas.snapshot import (
+    BOOKING_FIELDS,
+    QUALITY_FIELDS,
+    CertificateView,
+    PestEvent,
+    SensorValue,
+    Snapshot,
+    snapshot_id,
+)
 from streams.snapshot import (
     build_snapshot,
     content_hash,
@@ -165,17 +173,7 @@ def test_identity_and_booking_fields_are_copied() -> None:
     snap = build(booking_row=b)
     assert snap.id == snapshot_id(b.id)
     assert snap.booking_id == b.id
-    for field in (
-        "farmer_id",
-        "vendor_id",
-        "location_id",
-        "crop_type",
-        "grade",
-        "quantity_kg",
-        "start_date",
-        "end_date",
-        "duration_days",
-    ):
+    for field in BOOKING_FIELDS:
         assert getattr(snap, field) == getattr(b, field), field
 
 
@@ -205,15 +203,6 @@ def test_empty_parts() -> None:
 
 
 # --- quality -------------------------------------------------------------------------------
-
-QUALITY_FIELDS = (
-    "inspection_id",
-    "inspection_status",
-    "quality_score",
-    "freshness",
-    "visual_defects",
-    "shelf_life_days",
-)
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,8 @@ import pytest
 
 from schemas.entities import Booking, Certificate, SensorReading
 from schemas.jsonschema import SCHEMA_PATH, render
-from streams.snapshot import build_snapshot, content_hash
+from streams import samples
+from streams.snapshot import build_snapshot
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
@@ -21,7 +22,6 @@ def test_the_committed_schema_is_the_one_the_model_generates() -> None:
 
 
 def test_a_record_validates_and_a_broken_one_does_not() -> None:
-    from schemas.snapshot import SnapshotRecord
 
     booking = Booking(
         id=uuid4(),
@@ -51,9 +51,7 @@ def test_a_record_validates_and_a_broken_one_does_not() -> None:
         deleted=False,
         now=NOW,
     )
-    record = SnapshotRecord(
-        snapshot=snap, source_version="0" * 32, evaluated_at=NOW, content_hash=content_hash(snap)
-    )
+    record = samples.record(snap, 0, NOW)
     schema = json.loads(SCHEMA_PATH.read_text())
     value = json.loads(record.model_dump_json())
     jsonschema.validate(value, schema)
