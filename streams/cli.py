@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import sys
+from pathlib import Path
 
 from streams.config import get_settings
 from streams.ops.commands import add_ops_commands
@@ -86,6 +87,7 @@ def _sink(args: argparse.Namespace) -> int:
     from streams.admin import ensure_sink_table
     from streams.errors import PipelineError
     from streams.sinks.follower import SinkThreads, sink_factories
+    from streams.sinks.processes import METRICS_FILE_ENV, write_metrics_while
 
     settings = get_settings()
     try:
@@ -98,8 +100,17 @@ def _sink(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopped.set())
     threads.start()
+    writer = None
+    if os.environ.get(METRICS_FILE_ENV):  # a worker's child: its metrics go to the worker
+        path = Path(os.environ[METRICS_FILE_ENV])
+        writer = threading.Thread(
+            target=write_metrics_while, args=(stopped, path), name="metrics", daemon=True
+        )
+        writer.start()
     stopped.wait()
     threads.stop()
+    if writer is not None:
+        writer.join(5)
     return 0
 
 

@@ -2,7 +2,21 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector
 
 EVENTS_IN = Counter("mis_events_in_total", "Messages consumed", ["topic"])
 EVENTS_OUT = Counter("mis_events_out_total", "Messages produced", ["topic"])
@@ -27,3 +41,67 @@ HTTP_REQUESTS = Counter(
     "mis_http_requests_total", "HTTP requests answered by the API", ["route", "method", "status"]
 )
 HTTP_LATENCY = Histogram("mis_http_request_seconds", "Time to answer an HTTP request", ["route"])
+
+
+# --- metrics of other processes (a worker's sink processes, streams.sinks.processes)
+
+
+def exposition(others: Iterable[str] = ()) -> bytes:
+    """This process's metrics in Prometheus's text format, with those of ``others`` (texts in
+    the same format, written by child processes) merged in: one family per name. Counters and
+    histograms of the same name and labels are added up; a gauge keeps this process's value
+    where it has one, else the first other's; ``_created`` series of the others are left out."""
+    families: dict[str, Metric] = {}
+    for family in REGISTRY.collect():
+        families[family.name] = family
+    for text in others:
+        for family in text_string_to_metric_families(text):
+            if family.name.endswith("_created"):
+                continue  # when the other process's series began: not this process's to say
+            mine = families.get(family.name)
+            if mine is None:
+                mine = families[family.name] = Metric(
+                    family.name, family.documentation, family.type
+                )
+            index = {
+                (s.name, tuple(sorted(s.labels.items()))): i for i, s in enumerate(mine.samples)
+            }
+            for sample in family.samples:
+                if sample.name.endswith("_created"):
+                    continue
+                at = index.get((sample.name, tuple(sorted(sample.labels.items()))))
+                if at is None:
+                    index[(sample.name, tuple(sorted(sample.labels.items())))] = len(mine.samples)
+                    mine.samples.append(sample)
+                elif family.type in ("counter", "histogram", "summary"):
+                    held = mine.samples[at]
+                    mine.samples[at] = held._replace(value=held.value + sample.value)
+    merged = CollectorRegistry(auto_describe=False)
+    merged.register(_Fixed(list(families.values())))
+    return generate_latest(merged)
+
+
+class _Fixed(Collector):
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterable[Metric]:
+        return self.families
+
+
+def read_texts(paths: Iterable[Path]) -> list[str]:
+    """The metrics files of the child processes that have written one."""
+    texts = []
+    for path in paths:
+        try:
+            texts.append(path.read_text())
+        except OSError:
+            continue
+    return texts
+
+
+def write_file(path: Path) -> None:
+    """Write this process's metrics to ``path``, whole or not at all."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_bytes(generate_latest(REGISTRY))
+    os.replace(tmp, path)

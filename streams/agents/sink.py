@@ -9,6 +9,7 @@ threads of the worker instead.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from streams.app import app, settings
@@ -16,7 +17,16 @@ from streams.sinks.follower import SinkThreads, sink_factories
 from streams.sinks.processes import SinkProcesses
 
 threads = SinkThreads(settings, sink_factories(settings)) if settings.sinks_in == "thread" else None
-children = SinkProcesses(settings.sink_names) if settings.sinks_in == "process" else None
+children = (
+    SinkProcesses(settings.sink_names, metrics_dir=settings.worker_data_dir)
+    if settings.sinks_in == "process"
+    else None
+)
+
+
+def metrics_files() -> list[Path]:
+    """The metrics files of this worker's sink processes (none when the sinks are threads)."""
+    return [] if children is None else children.metrics_files()
 
 
 @app.task

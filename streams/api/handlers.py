@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 
 from streams.api import history, jobs, live, openapi
@@ -39,6 +41,7 @@ from streams.api.requests import (
 from streams.api.store import Store
 from streams.clock import clock
 from streams.config import Settings
+from streams.metrics import exposition, read_texts
 from streams.sinks.records import snapshot_fields
 
 SNAPSHOT = "/storage-guard/snapshots/{booking_id}"
@@ -66,6 +69,8 @@ class Api:
     health: Health
     faust_app: Any
     jobs: Jobs
+    # the metrics files of the worker's sink processes, merged into /metrics
+    sink_metrics: Callable[[], list[Path]] = list
 
     async def close(self) -> None:
         await self.jobs.close()
@@ -220,9 +225,8 @@ async def health(request: web.Request) -> web.Response:
 @routes.get("/metrics", allow_head=False)
 async def metrics(request: web.Request) -> web.Response:
     update_consumer_lag(request.app[API].faust_app)
-    return web.Response(
-        body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST}
-    )
+    others = read_texts(request.app[API].sink_metrics())  # the worker's sink processes
+    return web.Response(body=exposition(others), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 @routes.get("/openapi.json", allow_head=False)

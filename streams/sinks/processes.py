@@ -14,10 +14,15 @@ import asyncio
 import contextlib
 import ctypes
 import logging
+import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from streams import metrics
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +35,28 @@ def _die_with_parent() -> None:
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+METRICS_FILE_ENV = "MIS_SINK_METRICS_FILE"
+
+
 def sink_command(name: str) -> list[str]:
     return [sys.executable, "-m", "streams.cli", "sink", "--only", name]
+
+
+def metrics_file(directory: Path, name: str) -> Path:
+    """Where the sink process ``name`` of a worker writes its metrics, for the worker's
+    /metrics to merge (streams.metrics.exposition)."""
+    return directory / f"metrics-sink-{name}.prom"
+
+
+def write_metrics_while(stop: threading.Event, path: Path, every_s: float = 0.5) -> None:
+    """In a sink process: write its metrics to ``path`` every ``every_s`` until ``stop``."""
+    while True:
+        try:
+            metrics.write_file(path)
+        except OSError:
+            log.exception("metrics not written path=%s", path)
+        if stop.wait(every_s):
+            return
 
 
 class SinkProcesses:
@@ -41,18 +66,29 @@ class SinkProcesses:
         self,
         names: Sequence[str],
         *,
+        metrics_dir: Path | None = None,
         command: Callable[[str], list[str]] = sink_command,
         backoff_max_s: float = 30.0,
         grace_s: float = 10.0,
     ) -> None:
-        self.names, self.command = tuple(names), command
+        self.names, self.command, self.metrics_dir = tuple(names), command, metrics_dir
         self.backoff_max_s, self.grace_s = backoff_max_s, grace_s
         self.children: dict[str, subprocess.Popen[bytes]] = {}
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
+    def metrics_files(self) -> list[Path]:
+        if self.metrics_dir is None:
+            return []
+        return [metrics_file(self.metrics_dir, name) for name in self.names]
+
     def _spawn(self, name: str) -> subprocess.Popen[bytes]:
-        child = subprocess.Popen(self.command(name), preexec_fn=_die_with_parent)
+        env = dict(os.environ)
+        if self.metrics_dir is not None:
+            path = metrics_file(self.metrics_dir, name)
+            path.unlink(missing_ok=True)  # what a stopped child left says nothing any more
+            env[METRICS_FILE_ENV] = str(path)
+        child = subprocess.Popen(self.command(name), env=env, preexec_fn=_die_with_parent)
         log.info("sink process started sink=%s pid=%s", name, child.pid)
         self.children[name] = child
         return child
@@ -71,7 +107,10 @@ class SinkProcesses:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), timeout=0.5)
                 continue
-            log.error(
+            # 0: it was asked to stop (its worker's process group was signalled, say); the
+            # worker's own shutdown, if that is what it is, stops this watch meanwhile.
+            log.log(
+                logging.INFO if code == 0 else logging.ERROR,
                 "sink process exited sink=%s pid=%s code=%s; starting it again in %.0fs",
                 name,
                 child.pid,
