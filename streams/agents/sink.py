@@ -9,9 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 from streams.app import app, settings
-from streams.sinks.follower import SinkThreads, sink_factories
+from streams.sinks.follower import sink_threads
 
-threads = SinkThreads(settings, sink_factories(settings))
+threads = sink_threads(settings)
 
 
 @app.task

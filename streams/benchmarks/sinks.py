@@ -37,8 +37,9 @@ from schemas.entities import Booking
 from schemas.snapshot import SnapshotRecord, snapshot_id
 from streams import source_db, topology
 from streams.admin import ensure_sink_table, ensure_topics
+from streams.changes import changes_topic
 from streams.config import REPO_ROOT, Settings, get_settings
-from streams.sinks.follower import SinkThreads, sink_factories
+from streams.sinks.follower import SinkThreads, sink_factories, sink_threads
 from streams.snapshot import build_snapshot, content_hash
 
 
@@ -63,8 +64,12 @@ def _wait(what: str, probe: Callable[[], bool], timeout: float) -> float:
     raise SystemExit(f"bench-sinks: timed out after {timeout:.0f}s waiting for {what}")
 
 
-def drain(settings: Settings, bookings: int, versions: int) -> tuple[float, float]:
-    """Seconds until Postgres and MongoDB hold the last of ``bookings`` x ``versions``."""
+def drain(
+    settings: Settings, bookings: int, versions: int, *, changes: bool = True
+) -> tuple[float, float, int]:
+    """Seconds until Postgres and MongoDB hold the last of ``bookings`` x ``versions``, and the
+    history rows written meanwhile. Without ``changes`` the Postgres sink writes no listing
+    changes to the outbox (it still writes the history)."""
     app_id = f"mis-bench-sinks-{uuid.uuid4().hex[:8]}"
     app = settings.model_copy(update={"app_id": app_id})
     ensure_topics(app)
@@ -99,7 +104,7 @@ def drain(settings: Settings, bookings: int, versions: int) -> tuple[float, floa
     probe_ids = [str(snapshot_id(b)) for b in ids[:: max(1, bookings // 20)]] + [
         str(snapshot_id(ids[-1]))
     ]
-    threads = SinkThreads(app, sink_factories(app))
+    threads = sink_threads(app) if changes else SinkThreads(app, sink_factories(app))
     began = time.monotonic()
     threads.start()
     timings: dict[str, float] = {}
@@ -135,15 +140,26 @@ def drain(settings: Settings, bookings: int, versions: int) -> tuple[float, floa
             time.sleep(0.1)
         if len(timings) < 2:
             raise SystemExit("bench-sinks: the backlog did not drain within 600 s")
+        counted = pg.execute(
+            "SELECT count(*) FROM market_inventory_snapshot_history WHERE booking_id = ANY(%s)",
+            (ids,),
+        ).fetchone()
+        history = counted[0] if counted is not None else 0
     finally:
         threads.stop()
+        pg.execute(
+            "DELETE FROM market_inventory_snapshot_history WHERE booking_id = ANY(%s)", (ids,)
+        )
+        pg.execute(
+            "DELETE FROM market_listing_change_outbox WHERE topic = %s", (changes_topic(app_id),)
+        )
         pg.execute("DELETE FROM market_listing_sync WHERE booking_id = ANY(%s)", (ids,))
         pg.execute("DELETE FROM market_inventory_snapshots WHERE booking_id = ANY(%s)", (ids,))
         for bid in ids:
             listings.delete_one({"_id": str(snapshot_id(bid))})
         pg.close()
         mongo.close()
-    return timings["postgres"], timings["mongodb"]
+    return timings["postgres"], timings["mongodb"], history
 
 
 class Freshness:
@@ -258,6 +274,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=20.0, help="booking changes per second")
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--skip", action="append", default=[], choices=("drain", "freshness"))
+    parser.add_argument(
+        "--without-changes",
+        action="store_true",
+        help="drain without the listing-change outbox (the history is written either way)",
+    )
     args = parser.parse_args(argv)
     settings = get_settings()
     ensure_sink_table(settings)
@@ -265,11 +286,14 @@ def main(argv: list[str] | None = None) -> int:
     if "drain" not in args.skip:
         for bookings, versions in ((args.bookings, args.versions), (args.bookings * 10, 1)):
             total = bookings * versions
-            pg_s, mongo_s = drain(settings, bookings, versions)
+            pg_s, mongo_s, history = drain(
+                settings, bookings, versions, changes=not args.without_changes
+            )
             lines.append(
                 f"drain {total:,} messages ({bookings:,} bookings x {versions}): "
-                f"postgres {pg_s:.1f} s, mongodb {mongo_s:.1f} s "
-                f"({bookings / mongo_s:,.0f} bookings' listings/s)"
+                f"postgres {pg_s:.1f} s ({history:,} history rows"
+                f"{'' if args.without_changes else ', listing-change outbox on'}), "
+                f"mongodb {mongo_s:.1f} s ({bookings / mongo_s:,.0f} bookings' listings/s)"
             )
             print(lines[-1], flush=True)
     if "freshness" not in args.skip:
