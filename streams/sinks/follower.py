@@ -319,6 +319,8 @@ class SinkThreads:
 
     def stop(self, timeout: float = 10.0) -> None:
         self.stop_event.set()
+        if self.publisher is not None:
+            self.publisher.wake()  # out of its wait between rounds
         for thread in self.threads:
             thread.join(timeout)
 
