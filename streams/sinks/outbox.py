@@ -66,8 +66,25 @@ class OutboxPublisher:
     def wake(self) -> None:
         self._wake.set()
 
+    def _connect(self) -> Producer:
+        # Idempotent: the broker keeps the producer's order per partition across retries.
+        self._producer = Producer(
+            {
+                "bootstrap.servers": self.settings.kafka_bootstrap,
+                "enable.idempotence": True,
+                "linger.ms": 5,
+            }
+        )
+        return self._producer
+
     def run(self, stop: threading.Event) -> None:
         log.info("listing-change outbox publisher topic=%s", self.topic)
+        # Connected up front (the first event would otherwise wait for the producer's id and
+        # the topic's metadata), which also sends what a dead worker left behind at once.
+        try:
+            self._connect().list_topics(self.topic, timeout=10)
+        except KafkaException as exc:
+            log.warning("outbox publisher: kafka not reachable yet error=%s", exc)
         delay = 0.2
         try:
             while not stop.is_set():
@@ -96,15 +113,7 @@ class OutboxPublisher:
         rows = conn.execute(PENDING, (self.topic, BATCH)).fetchall()
         if not rows:
             return 0
-        if self._producer is None:
-            # Idempotent: the broker keeps the producer's order per partition across retries.
-            self._producer = Producer(
-                {
-                    "bootstrap.servers": self.settings.kafka_bootstrap,
-                    "enable.idempotence": True,
-                    "linger.ms": 5,
-                }
-            )
+        producer = self._producer or self._connect()
         failed: list[str] = []
 
         def delivered(err: Any, _msg: Any) -> None:
@@ -113,13 +122,13 @@ class OutboxPublisher:
 
         try:
             for _seq, booking_id, payload in rows:
-                self._producer.produce(
+                producer.produce(
                     self.topic,
                     key=str(booking_id).encode(),
                     value=payload.encode(),
                     on_delivery=delivered,
                 )
-            left = self._producer.flush(FLUSH_TIMEOUT_S)
+            left = producer.flush(FLUSH_TIMEOUT_S)
         except (KafkaException, BufferError) as exc:
             raise SinkUnavailable(f"listing changes: {exc}") from exc
         if left or failed:
