@@ -87,11 +87,13 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
 
 
 _SQL = Path(__file__).resolve().parent.parent / "schemas" / "sql"
-# The pipeline's own tables: the snapshots, and what MongoDB holds of them.
+# The pipeline's own tables: the snapshots, what MongoDB holds of them, their history and the
+# listing changes not yet in Kafka.
 SINK_DDL = (
     _SQL / f"003_{topology.SNAPSHOT_TABLE}.sql",
     _SQL / f"004_{topology.SYNC_TABLE}.sql",
     _SQL / "005_market_inventory_snapshot_history.sql",
+    _SQL / "006_market_listing_change_outbox.sql",
 )
 
 

@@ -2,25 +2,23 @@
 
 ``listing_changes`` is pure: the snapshot the Postgres sink replaced (None for a new one) and
 the one it wrote give the events, whatever the order or the time they are computed in.
-``ChangeEmitter`` is the Postgres sink's ``on_changes``: it produces the events to
-``<app>-listing-changes`` and flushes them before the sink returns, that is before the follower
-commits the batch's offsets.
+``ChangeOutbox`` is the Postgres sink's change log: it writes the events to the outbox in the
+sink's transaction, from which ``streams.sinks.outbox.OutboxPublisher`` sends them to
+``<app>-listing-changes``.
 """
 
 from __future__ import annotations
 
-import logging
+from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import KafkaException, Producer
+import psycopg
 
 from schemas.changes import ChangeKind, ListingChange
 from schemas.snapshot import SnapshotRecord
 from streams.config import Settings
-from streams.errors import SinkUnavailable
+from streams.sinks import outbox
 from streams.sinks.postgres import Changes
-
-log = logging.getLogger(__name__)
 
 DEGRADED: dict[str, ChangeKind] = {
     "degraded": "sensor_health_degraded",
@@ -82,47 +80,24 @@ def listing_changes(
     return events
 
 
-class ChangeEmitter:
-    """Produces a batch's listing changes and waits until Kafka has them all."""
+class ChangeOutbox:
+    """The Postgres sink's ChangeLog: a batch's listing changes go to the outbox in the sink's
+    transaction; its commit wakes the publisher (streams.sinks.outbox)."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+    def __init__(self, settings: Settings, wake: Callable[[], None] | None = None) -> None:
+        self.settings, self._wake = settings, wake
         self.topic = changes_topic(settings.app_id)
-        self._producer: Producer | None = None
 
-    def __call__(self, changes: Changes) -> None:
+    def record(self, conn: psycopg.Connection[Any], changes: Changes) -> None:
         events = [
             e
             for old, new in changes
             for e in listing_changes(old, new, self.settings.quality_drop_notify)
         ]
-        if not events:
-            return
-        if self._producer is None:
-            self._producer = Producer(
-                {"bootstrap.servers": self.settings.kafka_bootstrap, "linger.ms": 5}
-            )
-        failed: list[str] = []
+        outbox.write(
+            conn, self.topic, [(e.booking_id, e.event_id, e.model_dump_json()) for e in events]
+        )
 
-        def delivered(err: Any, _msg: Any) -> None:
-            if err is not None:
-                failed.append(str(err))
-
-        try:
-            for event in events:
-                self._producer.produce(
-                    self.topic,
-                    key=str(event.booking_id).encode(),
-                    value=event.model_dump_json().encode(),
-                    on_delivery=delivered,
-                )
-            left = self._producer.flush(30)
-        except (KafkaException, BufferError) as exc:
-            raise SinkUnavailable(f"listing changes: {exc}") from exc
-        if left or failed:
-            # The snapshots are committed: the follower retries the batch, whose upserts now
-            # change nothing, so these events are lost (documented in the README).
-            raise SinkUnavailable(
-                f"listing changes: {left} undelivered, errors: {'; '.join(failed[:3])}"
-            )
-        log.debug("listing changes produced count=%d", len(events))
+    def committed(self) -> None:
+        if self._wake is not None:
+            self._wake()

@@ -41,15 +41,19 @@ def _cleanup(args: argparse.Namespace) -> int:
     from streams.agents import clock as clock_agents
     from streams.app import app
 
-    async def run() -> int:
+    async def run() -> clock_agents.Cleaned:
         await app.producer.start()
         try:
             return await clock_agents.cleanup()
         finally:
             await app.producer.stop()
 
-    evicted = asyncio.run(run())
-    print(f"cleanup: evicting {evicted} completed or withdrawn snapshots")
+    cleaned = asyncio.run(run())
+    print(f"cleanup: evicting {cleaned.evicted} completed or withdrawn snapshots")
+    if cleaned.pruned is None:
+        print("cleanup: history kept (MIS_HISTORY_KEEP_DAYS=0)")
+    else:
+        print(f"cleanup: {cleaned.pruned} history versions pruned")
     return 0
 
 
@@ -86,7 +90,7 @@ def _sink(args: argparse.Namespace) -> int:
 
     from streams.admin import ensure_sink_table
     from streams.errors import PipelineError
-    from streams.sinks.follower import SinkThreads, sink_factories
+    from streams.sinks.follower import sink_threads
     from streams.sinks.processes import METRICS_FILE_ENV, write_metrics_while
 
     settings = get_settings()
@@ -95,7 +99,7 @@ def _sink(args: argparse.Namespace) -> int:
     except PipelineError as exc:
         print(f"mis sink: {exc}", file=sys.stderr)
         return 2
-    threads = SinkThreads(settings, sink_factories(settings, args.only or ("postgres", "mongodb")))
+    threads = sink_threads(settings, args.only or ("postgres", "mongodb"))
     stopped = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopped.set())

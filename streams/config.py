@@ -87,8 +87,14 @@ class Settings(BaseSettings):
     max_part_bytes: int = Field(default=450_000, ge=1024)
     reading_history_per_sensor: int = Field(default=16, ge=1)
     cleanup_after_days: int = Field(default=90, ge=1)
+    # The daily cleanup deletes history versions evaluated longer ago than this (0: never); a
+    # booking's current version stays whatever its age.
+    history_keep_days: int = Field(default=180, ge=0)
     # A listing change event "quality_dropped" is emitted when quality_score falls by this much.
     quality_drop_notify: float = Field(default=5.0, gt=0)
+    # Whether a process running the Postgres sink also runs the listing-change outbox's
+    # publisher (streams.sinks.outbox). Off, its events wait in the outbox for another's.
+    change_publisher: bool = True
 
     # --- the HTTP API each worker serves (streams.web)
     connector_name: str = "storage_guard-source"

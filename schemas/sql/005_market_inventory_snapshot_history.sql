@@ -1,43 +1,52 @@
 -- Every content change of a snapshot, as the Postgres sink wrote it: a row per
 -- (booking, source_version, evaluated_at), inserted in the transaction of the upsert and only for
--- the rows the guarded upsert changed, so a replayed snapshot adds nothing. The columns are those
--- of market_inventory_snapshots that make up a SnapshotRecord (publication state excluded).
+-- the rows the guarded upsert changed, so a replayed snapshot adds nothing.
+--
+-- The columns are market_inventory_snapshots' own, taken from that table rather than restated:
+-- every column but the publication state, which says what MongoDB holds now, not what a version
+-- was. LIKE copies names, types, collations and NOT NULL (no defaults, keys or indexes).
 CREATE TABLE IF NOT EXISTS market_inventory_snapshot_history (
-    booking_id          uuid NOT NULL,
-    source_version      varchar(32) COLLATE "C" NOT NULL,
-    evaluated_at        timestamptz NOT NULL,
-    content_hash        char(64) NOT NULL,
-    id                  uuid NOT NULL,
-    farmer_id           uuid NOT NULL,
-    vendor_id           uuid NOT NULL,
-    location_id         uuid NOT NULL,
-    crop_type           varchar(120) NOT NULL,
-    grade               varchar(16),
-    quantity_kg         integer NOT NULL,
-    start_date          timestamptz,
-    end_date            timestamptz,
-    duration_days       integer,
-    inspection_id       uuid,
-    inspection_status   varchar(32),
-    quality_score       numeric(5,2),
-    freshness           varchar(32),
-    visual_defects      text,
-    shelf_life_days     integer,
-    sensors             jsonb NOT NULL,
-    sensor_summary      jsonb NOT NULL,
-    pest_events         jsonb NOT NULL,
-    has_pest_alerts     boolean NOT NULL,
-    pest_count          integer NOT NULL,
-    certificates        jsonb NOT NULL,
-    is_certified        boolean NOT NULL,
-    certification_types text[] NOT NULL,
-    status              varchar(32) NOT NULL,
-    metadata            jsonb NOT NULL,
-    finished_at         timestamptz,
-    recorded_at         timestamptz NOT NULL DEFAULT now(),
+    LIKE market_inventory_snapshots,
+    recorded_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (booking_id, source_version, evaluated_at)
 );
+ALTER TABLE market_inventory_snapshot_history
+    DROP COLUMN IF EXISTS market_listing_id,
+    DROP COLUMN IF EXISTS published_at,
+    DROP COLUMN IF EXISTS last_synced_at,
+    DROP COLUMN IF EXISTS synced_hash,
+    DROP COLUMN IF EXISTS created_at,
+    DROP COLUMN IF EXISTS updated_at;
 
--- The trends of a location read its history by time.
+-- A column added to the snapshot table later reaches a history table created before it, with
+-- its type and collation; nullable, since the versions recorded before it have no value.
+DO $$
+DECLARE
+    c record;
+BEGIN
+    FOR c IN
+        SELECT a.attname, format_type(a.atttypid, a.atttypmod) AS type, co.collname
+        FROM pg_attribute a
+        LEFT JOIN pg_collation co ON co.oid = a.attcollation AND a.attcollation <> 0
+        WHERE a.attrelid = 'market_inventory_snapshots'::regclass AND a.attnum > 0
+          AND NOT a.attisdropped
+          AND a.attname NOT IN ('market_listing_id', 'published_at', 'last_synced_at',
+                                'synced_hash', 'created_at', 'updated_at')
+          AND NOT EXISTS (
+              SELECT 1 FROM pg_attribute h
+              WHERE h.attrelid = 'market_inventory_snapshot_history'::regclass
+                AND h.attname = a.attname AND NOT h.attisdropped)
+    LOOP
+        EXECUTE format(
+            'ALTER TABLE market_inventory_snapshot_history ADD COLUMN %I %s%s',
+            c.attname, c.type,
+            CASE WHEN c.collname IS NULL OR c.collname = 'default' THEN ''
+                 ELSE format(' COLLATE %I', c.collname) END);
+    END LOOP;
+END $$;
+
+-- The trends of a location read its history by time; the daily cleanup prunes it by time.
 CREATE INDEX IF NOT EXISTS misph_location_idx
     ON market_inventory_snapshot_history (location_id, evaluated_at);
+CREATE INDEX IF NOT EXISTS misph_evaluated_idx
+    ON market_inventory_snapshot_history (evaluated_at);

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import timedelta
 
 from streams import topics
@@ -10,7 +11,7 @@ from streams.app import app, settings
 from streams.clock import clock
 from streams.messages import Evict, Tick, encode
 from streams.retry import retrying
-from streams.sinks.postgres import expired_terminal
+from streams.sinks.postgres import expired_terminal, prune_history
 
 log = logging.getLogger(__name__)
 _TICK = encode(Tick())
@@ -26,13 +27,22 @@ async def tick() -> None:
             await topic.send(key=None, value=_TICK, partition=partition)
 
 
-async def cleanup() -> int:
-    """Evict completed and withdrawn bookings finished longer ago than the retention period.
+@dataclass(frozen=True)
+class Cleaned:
+    evicted: int
+    #: history versions deleted; None when MIS_HISTORY_KEEP_DAYS=0 keeps them all
+    pruned: int | None
+
+
+async def cleanup() -> Cleaned:
+    """Evict completed and withdrawn bookings finished longer ago than the retention period, and
+    prune the history older than its own.
 
     Each eviction goes through the booking's own partition: it unsubscribes the booking, drops
     its state and tombstones its snapshot, upon which the sink deletes the row and the listing.
     """
-    cutoff = clock() - timedelta(days=settings.cleanup_after_days)
+    now = clock()
+    cutoff = now - timedelta(days=settings.cleanup_after_days)
     rows = await retrying(
         "postgres",
         lambda: expired_terminal(settings.pg_dsn, cutoff),
@@ -41,7 +51,16 @@ async def cleanup() -> int:
     for booking_id in rows:
         await topics.bookings.send(key=str(booking_id).encode(), value=_EVICT)
     log.info("cleanup evicting=%d cutoff=%s", len(rows), cutoff.isoformat())
-    return len(rows)
+    pruned = None
+    if settings.history_keep_days:
+        kept_from = now - timedelta(days=settings.history_keep_days)
+        pruned = await retrying(
+            "postgres",
+            lambda: prune_history(settings.pg_dsn, kept_from),
+            max_delay=settings.sink_retry_max_s,
+        )
+        log.info("cleanup history pruned=%d cutoff=%s", pruned, kept_from.isoformat())
+    return Cleaned(len(rows), pruned)
 
 
 @app.crontab("17 3 * * *", on_leader=True)

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from streams.app import app, settings
-from streams.sinks.follower import SinkThreads, sink_factories
+from streams.sinks.follower import sink_threads
 from streams.sinks.processes import SinkProcesses
 
-threads = SinkThreads(settings, sink_factories(settings)) if settings.sinks_in == "thread" else None
+threads = sink_threads(settings) if settings.sinks_in == "thread" else None
 children = (
     SinkProcesses(settings.sink_names, metrics_dir=settings.worker_data_dir)
     if settings.sinks_in == "process"

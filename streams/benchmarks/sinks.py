@@ -5,7 +5,9 @@ Prints figures; asserts nothing. Against the local stack (run it on a fresh one)
 1. drain: a backlog of snapshot messages produced straight onto a fresh app's snapshot topic
    (BOOKINGS bookings x VERSIONS versions each, and as many distinct bookings), then the sinks
    started in this process: the time until Postgres and MongoDB hold every booking's last
-   version, for each sink;
+   version, for each sink, and until the listing-change outbox is empty again. The Postgres
+   sink writes the history and the outbox as in a worker; ``--without-changes`` leaves the
+   outbox out, ``--flip-status`` makes every version written a change event;
 2. freshness with MongoDB stopped: a worker running, bookings updated at RATE changes/s; the
    delay from the source commit to the snapshot row, measured with Postgres's own clock
    (``storage_bookings.updated_at`` set by the writer, ``market_inventory_snapshots.updated_at``
@@ -23,13 +25,14 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
 
 import psycopg
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 from pymongo import MongoClient
 
 from launcher.stack import Stack
@@ -37,9 +40,10 @@ from schemas.snapshot import snapshot_id
 from streams import topology
 from streams.admin import ensure_sink_table, ensure_topics
 from streams.benchmarks.bookings import insert_bookings
+from streams.changes import changes_topic
 from streams.config import REPO_ROOT, Settings, get_settings
 from streams.samples import booking, booking_record
-from streams.sinks.follower import SinkThreads, sink_factories
+from streams.sinks.follower import SinkThreads, sink_factories, sink_threads
 
 
 def _wait(what: str, probe: Callable[[], bool], timeout: float) -> float:
@@ -51,8 +55,23 @@ def _wait(what: str, probe: Callable[[], bool], timeout: float) -> float:
     raise SystemExit(f"bench-sinks: timed out after {timeout:.0f}s waiting for {what}")
 
 
-def drain(settings: Settings, bookings: int, versions: int) -> tuple[float, float]:
-    """Seconds until Postgres and MongoDB hold the last of ``bookings`` x ``versions``."""
+@dataclass(frozen=True)
+class Drained:
+    postgres_s: float
+    mongodb_s: float
+    #: until the listing-change outbox was empty again (None without it)
+    outbox_s: float | None
+    history: int
+    events: int
+
+
+def drain(
+    settings: Settings, bookings: int, versions: int, *, changes: bool = True, flips: bool = False
+) -> Drained:
+    """Seconds until Postgres and MongoDB hold the last of ``bookings`` x ``versions``, and what
+    was written besides. Without ``changes`` the Postgres sink writes no listing changes (it
+    still writes the history); with ``flips`` consecutive versions alternate between a confirmed
+    and a cancelled booking, so that every version written is a ``status_changed`` event."""
     app_id = f"mis-bench-sinks-{uuid.uuid4().hex[:8]}"
     app = settings.model_copy(update={"app_id": app_id})
     ensure_topics(app)
@@ -61,7 +80,10 @@ def drain(settings: Settings, bookings: int, versions: int) -> tuple[float, floa
     producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "linger.ms": 20})
     for v in range(1, versions + 1):
         for b in rows:
-            record = booking_record(b.model_copy(update={"quantity_kg": v}), v, now)
+            status = "cancelled" if flips and (versions - v) % 2 else "confirmed"
+            record = booking_record(
+                b.model_copy(update={"quantity_kg": v, "status": status}), v, now
+            )
             producer.produce(
                 topology.snapshot_topic(app_id),
                 key=str(b.id).encode(),
@@ -76,7 +98,7 @@ def drain(settings: Settings, bookings: int, versions: int) -> tuple[float, floa
     probe_ids = [str(snapshot_id(b)) for b in ids[:: max(1, bookings // 20)]] + [
         str(snapshot_id(ids[-1]))
     ]
-    threads = SinkThreads(app, sink_factories(app))
+    threads = sink_threads(app) if changes else SinkThreads(app, sink_factories(app))
     began = time.monotonic()
     threads.start()
     timings: dict[str, float] = {}
@@ -104,23 +126,58 @@ def drain(settings: Settings, bookings: int, versions: int) -> tuple[float, floa
                 for i in probe_ids
             )
 
-        while len(timings) < 2 and time.monotonic() - began < 600:
+        def outbox_done() -> bool:
+            left = pg.execute(
+                "SELECT EXISTS (SELECT 1 FROM market_listing_change_outbox WHERE topic = %s)",
+                (changes_topic(app_id),),
+            ).fetchone()
+            return left is not None and not left[0]
+
+        wanted = 3 if changes else 2
+        while len(timings) < wanted and time.monotonic() - began < 600:
             if "postgres" not in timings and pg_done():
                 timings["postgres"] = time.monotonic() - began
+            if "postgres" in timings and "outbox" not in timings and changes and outbox_done():
+                timings["outbox"] = time.monotonic() - began
             if "mongodb" not in timings and mongo_done():
                 timings["mongodb"] = time.monotonic() - began
             time.sleep(0.1)
-        if len(timings) < 2:
+        if len(timings) < wanted:
             raise SystemExit("bench-sinks: the backlog did not drain within 600 s")
+        counted = pg.execute(
+            "SELECT count(*) FROM market_inventory_snapshot_history WHERE booking_id = ANY(%s)",
+            (ids,),
+        ).fetchone()
+        history = counted[0] if counted is not None else 0
+        events = _messages(settings, changes_topic(app_id))
     finally:
         threads.stop()
+        pg.execute(
+            "DELETE FROM market_inventory_snapshot_history WHERE booking_id = ANY(%s)", (ids,)
+        )
+        pg.execute(
+            "DELETE FROM market_listing_change_outbox WHERE topic = %s", (changes_topic(app_id),)
+        )
         pg.execute("DELETE FROM market_listing_sync WHERE booking_id = ANY(%s)", (ids,))
         pg.execute("DELETE FROM market_inventory_snapshots WHERE booking_id = ANY(%s)", (ids,))
         for bid in ids:
             listings.delete_one({"_id": str(snapshot_id(bid))})
         pg.close()
         mongo.close()
-    return timings["postgres"], timings["mongodb"]
+    return Drained(timings["postgres"], timings["mongodb"], timings.get("outbox"), history, events)
+
+
+def _messages(settings: Settings, topic: str) -> int:
+    """How many messages ``topic`` holds (its partitions' high watermarks)."""
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "bench"})
+    try:
+        partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
+        return sum(
+            consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1]
+            for p in partitions
+        )
+    finally:
+        consumer.close()
 
 
 class Freshness:
@@ -215,6 +272,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=20.0, help="booking changes per second")
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--skip", action="append", default=[], choices=("drain", "freshness"))
+    parser.add_argument(
+        "--without-changes",
+        action="store_true",
+        help="drain without the listing-change outbox (the history is written either way)",
+    )
+    parser.add_argument(
+        "--flip-status",
+        action="store_true",
+        help="versions alternate confirmed/cancelled: each version written is a change event",
+    )
     args = parser.parse_args(argv)
     settings = get_settings()
     ensure_sink_table(settings)
@@ -222,11 +289,23 @@ def main(argv: list[str] | None = None) -> int:
     if "drain" not in args.skip:
         for bookings, versions in ((args.bookings, args.versions), (args.bookings * 10, 1)):
             total = bookings * versions
-            pg_s, mongo_s = drain(settings, bookings, versions)
+            d = drain(
+                settings,
+                bookings,
+                versions,
+                changes=not args.without_changes,
+                flips=args.flip_status,
+            )
+            outbox = (
+                "no outbox"
+                if d.outbox_s is None
+                else f"{d.events:,} events, outbox empty at {d.outbox_s:.1f} s"
+            )
             lines.append(
-                f"drain {total:,} messages ({bookings:,} bookings x {versions}): "
-                f"postgres {pg_s:.1f} s, mongodb {mongo_s:.1f} s "
-                f"({bookings / mongo_s:,.0f} bookings' listings/s)"
+                f"drain {total:,} messages ({bookings:,} bookings x {versions}"
+                f"{', status flipping' if args.flip_status else ''}): "
+                f"postgres {d.postgres_s:.1f} s ({d.history:,} history rows, {outbox}), "
+                f"mongodb {d.mongodb_s:.1f} s ({bookings / d.mongodb_s:,.0f} bookings' listings/s)"
             )
             print(lines[-1], flush=True)
     if "freshness" not in args.skip:

@@ -27,6 +27,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
+from typing import TYPE_CHECKING
 from uuid import UUID
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
@@ -39,6 +41,10 @@ from streams.config import Settings
 from streams.deadletter import dead_letter_record
 from streams.errors import SinkUnavailable
 from streams.sinks.base import Item, Origin, Refusal, SnapshotSink, conflate
+
+if TYPE_CHECKING:
+    from streams.sinks.outbox import OutboxPublisher
+    from streams.sinks.postgres import ChangeLog
 
 log = logging.getLogger(__name__)
 
@@ -276,10 +282,16 @@ SinkFactory = Callable[[], SnapshotSink]
 
 
 class SinkThreads:
-    """The followers of a process, one thread each; started and stopped together."""
+    """The followers of a process, one thread each, and the outbox's publisher if any; started
+    and stopped together."""
 
-    def __init__(self, settings: Settings, factories: dict[str, SinkFactory]) -> None:
-        self.settings, self.factories = settings, factories
+    def __init__(
+        self,
+        settings: Settings,
+        factories: dict[str, SinkFactory],
+        publisher: OutboxPublisher | None = None,
+    ) -> None:
+        self.settings, self.factories, self.publisher = settings, factories, publisher
         self.stop_event = threading.Event()
         self.threads: list[threading.Thread] = []
 
@@ -291,22 +303,27 @@ class SinkThreads:
                 dead_letter_unreadable=dead_letters_unreadable(self.settings, name),
                 stop=self.stop_event,
             )
-            thread = threading.Thread(
-                target=self._run, args=(follower,), name=f"sink-{name}", daemon=True
-            )
-            thread.start()
-            self.threads.append(thread)
+            self._thread(f"sink-{name}", follower.run, name)
+        if self.publisher is not None:
+            self._thread("outbox", partial(self.publisher.run, self.stop_event), "outbox")
 
-    def _run(self, follower: Follower) -> None:
+    def _thread(self, name: str, run: Callable[[], None], what: str) -> None:
+        thread = threading.Thread(target=self._run, args=(run, what), name=name, daemon=True)
+        thread.start()
+        self.threads.append(thread)
+
+    def _run(self, run: Callable[[], None], what: str) -> None:
         while not self.stop_event.is_set():
             try:
-                follower.run()
+                run()
             except Exception:
-                log.exception("sink follower crashed sink=%s; restarting", follower.sink.name)
+                log.exception("sink thread crashed sink=%s; restarting", what)
                 self.stop_event.wait(2.0)
 
     def stop(self, timeout: float = 10.0) -> None:
         self.stop_event.set()
+        if self.publisher is not None:
+            self.publisher.wake()  # out of its wait between rounds
         for thread in self.threads:
             thread.join(timeout)
 
@@ -318,16 +335,32 @@ def dead_letters_unreadable(settings: Settings, name: str) -> bool:
 
 
 def sink_factories(
-    settings: Settings, names: Sequence[str] | None = None
+    settings: Settings, names: Sequence[str] | None = None, changes: ChangeLog | None = None
 ) -> dict[str, SinkFactory]:
-    """The sinks named (by default in ``settings.sinks``), Postgres first."""
-    from streams.changes import ChangeEmitter
+    """The sinks named (by default in ``settings.sinks``), Postgres first; the Postgres sink
+    tells ``changes`` of what it changed."""
     from streams.sinks.listings import ListingSink
     from streams.sinks.postgres import PostgresSink
 
     known: dict[str, SinkFactory] = {
-        "postgres": lambda: PostgresSink(settings.pg_dsn, on_changes=ChangeEmitter(settings)),
+        "postgres": lambda: PostgresSink(settings.pg_dsn, changes=changes),
         "mongodb": lambda: ListingSink(settings),
     }
     wanted = settings.sink_names if names is None else tuple(names)
     return {name: known[name] for name in known if name in wanted}
+
+
+def sink_threads(settings: Settings, names: Sequence[str] | None = None) -> SinkThreads:
+    """The sinks named, the Postgres one writing listing changes to the outbox, and with it
+    (unless MIS_CHANGE_PUBLISHER is off) the outbox's publisher, woken by its commits."""
+    from streams.changes import ChangeOutbox, changes_topic
+    from streams.sinks.outbox import OutboxPublisher
+
+    factories = sink_factories(settings, names, None)
+    if "postgres" not in factories:
+        return SinkThreads(settings, factories)
+    publisher = None
+    if settings.change_publisher:
+        publisher = OutboxPublisher(settings, changes_topic(settings.app_id))
+    outbox = ChangeOutbox(settings, wake=publisher.wake if publisher is not None else None)
+    return SinkThreads(settings, sink_factories(settings, names, outbox), publisher)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
 import psycopg
@@ -81,9 +81,19 @@ RETURNING booking_id, status
 READ_BEFORE = f"SELECT {', '.join(HISTORY_COLUMNS)} FROM {T} WHERE booking_id = ANY(%s)"
 
 #: (the stored snapshot before the write or None, the one written), for each booking a batch
-#: changed; called after the transaction committed, before the sink returns.
+#: changed.
 Changes = Sequence[tuple[SnapshotRecord | None, SnapshotRecord]]
-OnChanges = Callable[[Changes], None]
+
+
+class ChangeLog(Protocol):
+    """What the sink tells of the snapshots it changed (streams.changes.ChangeOutbox)."""
+
+    def record(self, conn: psycopg.Connection[Any], changes: Changes) -> None:
+        """Called in the sink's transaction, under the booking locks, after the upserts."""
+
+    def committed(self) -> None:
+        """Called once that transaction has committed."""
+
 
 # Transaction-scoped advisory locks per booking, always taken in booking order:
 # - "row": held by a writer of the snapshot row, and by a writer of market_listing_sync from
@@ -159,9 +169,9 @@ class PostgresSink:
 
     name = "postgres"
 
-    def __init__(self, dsn: str, on_changes: OnChanges | None = None) -> None:
+    def __init__(self, dsn: str, changes: ChangeLog | None = None) -> None:
         self._conn = SinkConnection(dsn, self.name)
-        self._on_changes = on_changes
+        self._changes = changes
 
     def close(self) -> None:
         self._conn.close()
@@ -192,15 +202,12 @@ class PostgresSink:
     def _write(self, items: Sequence[Item]) -> set[UUID]:
         records = [i.record for i in items if i.record is not None]
         gone = [i.booking_id for i in items if i.record is None]
-        before: dict[UUID, dict[str, Any]] = {}
-        stored: dict[UUID, str] = {}
 
         def work(conn: psycopg.Connection[Any]) -> set[UUID]:
             changed: set[UUID] = set()
-            before.clear()
-            stored.clear()
+            before: dict[UUID, dict[str, Any]] = {}
             lock_bookings(conn, [i.booking_id for i in items])
-            if records and self._on_changes is not None:
+            if records and self._changes is not None:
                 with conn.cursor(row_factory=dict_row) as cur:
                     cur.execute(READ_BEFORE, ([r.snapshot.booking_id for r in records],))
                     before.update((row["booking_id"], row) for row in cur.fetchall())
@@ -215,25 +222,33 @@ class PostgresSink:
                             break
             if changed:
                 rows = conn.execute(RECORD_HISTORY, (sorted(changed),)).fetchall()
-                stored.update((booking_id, status) for booking_id, status in rows)
+                if self._changes is not None:
+                    self._changes.record(conn, _changes(records, before, dict(rows)))
             if gone:
                 conn.execute(DELETE, (gone,))
             return changed
 
         changed = run_guarded(self._conn.get(), work)
-        if self._on_changes is not None and stored:
-            changes = []
-            for r in records:
-                status = stored.get(r.snapshot.booking_id)
-                if status is None:
-                    continue
-                old = before.get(r.snapshot.booking_id)
-                new = r.model_copy(
-                    update={"snapshot": r.snapshot.model_copy(update={"status": status})}
-                )
-                changes.append((record_from_row(old) if old is not None else None, new))
-            self._on_changes(changes)
+        if changed and self._changes is not None:
+            self._changes.committed()
         return changed
+
+
+def _changes(
+    records: Sequence[SnapshotRecord],
+    before: dict[UUID, dict[str, Any]],
+    stored: dict[UUID, str],
+) -> Changes:
+    """(before, after) of each booking whose history gained a row, with the status as stored."""
+    changes = []
+    for r in records:
+        status = stored.get(r.snapshot.booking_id)
+        if status is None:
+            continue
+        old = before.get(r.snapshot.booking_id)
+        new = r.model_copy(update={"snapshot": r.snapshot.model_copy(update={"status": status})})
+        changes.append((record_from_row(old) if old is not None else None, new))
+    return changes
 
 
 async def expired_terminal(dsn: str, older_than: datetime) -> list[UUID]:
@@ -250,5 +265,38 @@ async def expired_terminal(dsn: str, older_than: datetime) -> list[UUID]:
                 (older_than,),
             )
             return [r[0] for r in await cur.fetchall()]
+    except psycopg.Error as exc:
+        raise SinkUnavailable(f"postgres: {exc}") from exc
+
+
+# Versions evaluated before the cutoff, but not the one a booking's snapshot row holds now: a
+# booking unchanged for longer than the retention keeps its history's newest entry. In chunks,
+# so that no transaction holds the locks of years of history at once.
+PRUNE_HISTORY = f"""
+DELETE FROM {H} WHERE ctid = ANY(ARRAY(
+    SELECT h.ctid FROM {H} h
+    WHERE h.evaluated_at < %(cutoff)s
+      AND NOT EXISTS (
+          SELECT 1 FROM {T} s
+          WHERE s.booking_id = h.booking_id
+            AND s.source_version = h.source_version
+            AND s.evaluated_at = h.evaluated_at)
+    LIMIT %(chunk)s))
+"""
+PRUNE_CHUNK = 10_000
+
+
+async def prune_history(dsn: str, older_than: datetime) -> int:
+    """Delete the history versions evaluated before ``older_than``; how many were deleted."""
+    deleted = 0
+    try:
+        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+            while True:
+                cur = await conn.execute(
+                    PRUNE_HISTORY, {"cutoff": older_than, "chunk": PRUNE_CHUNK}
+                )
+                deleted += cur.rowcount
+                if cur.rowcount < PRUNE_CHUNK:
+                    return deleted
     except psycopg.Error as exc:
         raise SinkUnavailable(f"postgres: {exc}") from exc

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -30,7 +33,7 @@ from streams.sinks.records import record_from_row
 from tests.integration.conftest import Consume
 from tests.integration.test_api import Http, conforms, refused
 from tests.integration.test_sinks import new_booking, reading
-from tests.integration.workers import API_TOKEN, Worker, wait_for
+from tests.integration.workers import API_TOKEN, REPO, Worker, wait_for
 
 SETTLE = 60.0
 HISTORY = "/storage-guard/snapshots/{booking_id}/history"
@@ -286,3 +289,108 @@ def test_a_write_to_the_source_appears_on_the_live_page_in_a_real_browser(
         assert "completed" in row.text and str(booking_id) in row.text
     finally:
         driver.quit()
+
+
+PUBLICATION_COLUMNS = {
+    "market_listing_id",
+    "published_at",
+    "last_synced_at",
+    "synced_hash",
+    "created_at",
+    "updated_at",
+}
+
+
+def columns(pg: Any, table: str) -> dict[str, tuple[str, str | None, str]]:
+    """name -> (type, collation, nullable) of ``table``'s columns."""
+    cur = pg.execute(
+        "SELECT column_name, format_type(a.atttypid, a.atttypmod), collation_name, is_nullable "
+        "FROM information_schema.columns c "
+        "JOIN pg_attribute a ON a.attrelid = c.table_name::regclass AND a.attname = c.column_name "
+        "WHERE c.table_name = %s",
+        (table,),
+    )
+    return {name: (type_, collation, nullable) for name, type_, collation, nullable in cur}
+
+
+def test_the_history_has_the_snapshot_tables_columns_but_its_publication_state(
+    http: Http, pg: Any
+) -> None:
+    from streams.sinks.postgres import HISTORY_COLUMNS
+
+    snapshots = columns(pg, "market_inventory_snapshots")
+    history = columns(pg, "market_inventory_snapshot_history")
+    assert history.pop("recorded_at")[0] == "timestamp with time zone"
+    assert history == {n: c for n, c in snapshots.items() if n not in PUBLICATION_COLUMNS}
+    # What the sink copies into it is every one of them.
+    assert set(HISTORY_COLUMNS) == set(history)
+    assert snapshots["source_version"][1] == "C" == history["source_version"][1]
+
+
+def run_cleanup(app_id: str, keep_days: int) -> str:
+    """`mis cleanup` as the daily crontab runs it, with MIS_HISTORY_KEEP_DAYS=keep_days."""
+    env = {**os.environ, "MIS_APP_ID": app_id, "MIS_HISTORY_KEEP_DAYS": str(keep_days)}
+    done = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "cleanup"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def backdate(pg: Any, booking_id: UUID, days: int, version: str, *, as_booking: UUID) -> None:
+    """A copy of ``booking_id``'s current history row, evaluated ``days`` ago, as a version
+    ``version`` of ``as_booking``."""
+    names = [n for n in columns(pg, "market_inventory_snapshot_history") if n != "recorded_at"]
+    copied = [
+        {"booking_id": "%(as_booking)s", "source_version": "%(version)s"}.get(
+            n, f"{n} - make_interval(days => %(days)s)" if n == "evaluated_at" else n
+        )
+        for n in names
+    ]
+    pg.execute(
+        f"INSERT INTO market_inventory_snapshot_history ({', '.join(names)}) "
+        f"SELECT {', '.join(copied)} FROM market_inventory_snapshots WHERE booking_id = %(b)s",
+        {"b": booking_id, "as_booking": as_booking, "version": version, "days": days},
+    )
+
+
+def test_the_daily_cleanup_prunes_versions_older_than_the_history_retention(
+    http: Http, pg: Any
+) -> None:
+    booking_id, stale = new_booking(pg, uuid4()), new_booking(pg, uuid4())
+    (current,) = wait_for(
+        "the booking's first history entry", lambda: history_rows(pg, booking_id), SETTLE
+    )
+    wait_for("the other booking's first history entry", lambda: history_rows(pg, stale), SETTLE)
+    evicted = uuid4()  # a booking the cleanup evicted long ago: history rows, no snapshot
+    old, recent = "0" * 31 + "1", "0" * 31 + "2"
+    backdate(pg, booking_id, 200, old, as_booking=booking_id)
+    backdate(pg, booking_id, 170, recent, as_booking=booking_id)
+    backdate(pg, booking_id, 400, old, as_booking=evicted)
+    # A booking unchanged for longer than the retention: its only version is its current one.
+    with pg.transaction():
+        for table in ("market_inventory_snapshots", "market_inventory_snapshot_history"):
+            pg.execute(
+                f"UPDATE {table} SET evaluated_at = evaluated_at - interval '200 days' "
+                "WHERE booking_id = %s",
+                (stale,),
+            )
+    try:
+        # MIS_HISTORY_KEEP_DAYS=0 keeps every version.
+        assert "history kept" in run_cleanup(APP_ID, 0)
+        assert len(history_rows(pg, booking_id)) == 3 and history_rows(pg, evicted)
+
+        assert "history versions pruned" in run_cleanup(APP_ID, 180)
+        kept = [r["source_version"] for r in history_rows(pg, booking_id)]
+        assert kept == [recent, current["source_version"]]
+        assert history_rows(pg, evicted) == []
+        assert len(history_rows(pg, stale)) == 1
+    finally:
+        pg.execute(
+            "DELETE FROM market_inventory_snapshot_history WHERE booking_id = %s", (evicted,)
+        )

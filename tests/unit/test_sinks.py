@@ -311,3 +311,35 @@ def test_batches_grow_while_the_sink_is_behind_and_shrink_once_it_has_caught_up(
     # However many versions were queued, each batch wrote each booking once.
     assert all(len(w) == len({i.booking_id for i in w}) <= 50 for w in sink.written)
     assert consumer.commits[-1] == [(0, 3000)]
+
+
+@pytest.mark.parametrize(
+    ("env", "publisher", "outbox"),
+    [
+        ({}, True, True),
+        ({"change_publisher": False}, False, True),
+        ({"sinks": "mongodb"}, False, False),
+    ],
+)
+def test_the_outbox_publisher_runs_beside_the_postgres_sink_unless_switched_off(
+    env: dict[str, Any], publisher: bool, outbox: bool
+) -> None:
+    from streams.sinks.follower import sink_threads
+    from streams.sinks.postgres import PostgresSink
+
+    threads = sink_threads(Settings(**env))
+    assert (threads.publisher is not None) == publisher
+    sinks = [factory() for factory in threads.factories.values()]
+    try:
+        postgres = [s for s in sinks if isinstance(s, PostgresSink)]
+        assert bool(postgres and postgres[0]._changes is not None) == outbox
+    finally:
+        for sink in sinks:
+            sink.close()
+
+
+def test_the_history_is_kept_180_days_by_default_and_0_keeps_it_forever() -> None:
+    assert Settings().history_keep_days == 180
+    assert Settings(history_keep_days=0).history_keep_days == 0
+    with pytest.raises(ValueError):
+        Settings(history_keep_days=-1)
