@@ -105,6 +105,26 @@ def test_an_untouched_key_is_not_written_and_a_dropped_key_is_deleted() -> None:
     assert b"gone" not in table and not batch.stored("gone", event)
 
 
+def test_a_key_its_flush_drops_is_deleted_not_written() -> None:
+    # An eviction decided while the key is flushed (streams.agents.bookings emit)
+    table = Table()
+    table[b"old"] = Count(n=3).model_dump_json().encode()
+    table.writes.clear()
+    batch = KeyedBatch(table, Count)
+    batch.state("old", Event(1, 9)).n += 1
+    batch.touch("old")
+    batch.state("kept", Event(1, 10)).n += 1
+    batch.touch("kept")
+
+    async def evict_old(key: str, state: Count) -> None:
+        if key == "old":
+            batch.drop(key)
+
+    asyncio.run(batch.flush(evict_old))
+    assert b"old" not in table
+    assert table.writes == [(b"kept", 1)]
+
+
 @pytest.fixture
 def parked(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, str]]:
     letters: list[tuple[int, str]] = []
