@@ -91,11 +91,11 @@ class Stack:
                 procs[comp.name] = self._launch(comp)
                 started.append((comp, procs[comp.name]))
             for comp in (pg, mongo, kafka):
-                self._wait_healthy(comp, procs[comp.name], began)
+                self._healthy(comp, procs[comp.name], began, started)
                 comp.after_healthy()
             connect.prepare()
             started.append((connect, self._launch(connect)))
-            self._wait_healthy(connect, started[-1][1], began)
+            self._healthy(connect, started[-1][1], began, started)
             for spec in connectors.register_all(self.settings):
                 log.info(
                     "%-9s %s RUNNING                (%5.1fs)",
@@ -150,6 +150,32 @@ class Stack:
         )
         log.debug("%s spawned pid=%s", comp.name, proc.pid)
         return proc
+
+    def _healthy(
+        self,
+        comp: Component,
+        proc: process.Tracked,
+        began: float,
+        started: list[tuple[Component, process.Tracked]],
+    ) -> None:
+        """Wait until ``comp`` is healthy. A component that could not bind its port, which was
+        free a moment before, lost it to a client's ephemeral port (the defaults lie in Linux's
+        ephemeral range): it is started again, twice at most, once the port is free."""
+        for attempt in range(3):
+            try:
+                self._wait_healthy(comp, proc, began)
+                return
+            except StartError:
+                log_text = "\n".join(tail(self.paths.log_file(comp.name), 200))
+                if attempt == 2 or "Address already in use" not in log_text:
+                    raise
+            log.warning("%s lost its port to another socket; starting it again", comp.name)
+            time.sleep(1.0)
+            for port in comp.ports().values():
+                preflight.check_port_free(comp.name, port)
+            proc = self._launch(comp)
+            started[:] = [(c, p) for c, p in started if c.name != comp.name]
+            started.append((comp, proc))
 
     def _wait_healthy(self, comp: Component, proc: process.Tracked, began: float) -> None:
         deadline = time.monotonic() + comp.start_timeout_s
@@ -240,7 +266,7 @@ class Stack:
         for role, port in comp.ports().items():
             preflight.check_port_free(role, port)
         proc = self._launch(comp)
-        self._wait_healthy(comp, proc, began)
+        self._healthy(comp, proc, began, [(comp, proc)])
         return time.monotonic() - began
 
     # ------------------------------------------------------------------ status
