@@ -110,7 +110,7 @@ class SnapshotRecord(_Frozen):
     """The value on the compacted snapshot topic, keyed by booking_id.
 
     ``source_version`` and ``evaluated_at`` order records for the sinks' guard;
-    ``content_hash`` identifies the content (see streams.snapshot.content_hash).
+    ``content_hash`` identifies the content (see streams.builder.content_hash).
     """
 
     snapshot: Snapshot

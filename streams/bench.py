@@ -45,8 +45,7 @@ from pymongo import MongoClient
 
 from schemas.entities import Booking, Certificate, PestDetection, SensorReading
 from schemas.snapshot import snapshot_id
-from streams import snapshot as builder
-from streams import source_db, topology
+from streams import builder, source_db, topology
 from streams.config import REPO_ROOT, Settings, get_settings
 from streams.ops.kafka import Kafka
 

@@ -14,7 +14,7 @@ from uuid import UUID, uuid4
 
 from schemas.entities import Booking, Certificate, Inspection, PestDetection, SensorReading
 from schemas.snapshot import Snapshot, SnapshotRecord
-from streams.snapshot import build_snapshot, content_hash
+from streams.builder import build_snapshot, content_hash
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, field_validator
 from schemas.entities import Booking, Certificate, Inspection, PestDetection, Row, SensorReading
 from schemas.envelope import ZERO_VERSION
 from schemas.snapshot import SnapshotRecord
-from streams import snapshot as builder
+from streams import builder
 from streams.conflate import Outbox
 from streams.messages import (
     BookingChanged,

@@ -24,6 +24,7 @@ from streams.agents.common import guarded, key_of, parse
 from streams.agents.truncation import Truncations
 from streams.agents.waker import Waker
 from streams.app import app, settings
+from streams.builder import PEST_WINDOW
 from streams.clock import clock
 from streams.conflate import DueIndex
 from streams.deadletter import dead_letter
@@ -43,7 +44,6 @@ from streams.messages import (
     Unsubscribe,
     encode,
 )
-from streams.snapshot import PEST_WINDOW
 from streams.state import InspectionState, KeyState, LocationState, VendorState
 from streams.topology import space_partition
 

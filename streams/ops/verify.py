@@ -1,6 +1,6 @@
 """``mis verify``: every snapshot row and listing against a recomputation from the source tables.
 
-The recomputation does not use the pipeline's builder (streams/snapshot.py, streams/state.py):
+The recomputation does not use the pipeline's builder (streams/builder.py, streams/state.py):
 SQL selects what DESIGN §2 says each part is made of, straight from the five source tables,
 and only the rules that depend on the time are applied here, so that one query answers for
 several instants.

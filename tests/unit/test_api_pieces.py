@@ -20,9 +20,9 @@ from streams.api.signals import (
     signal_data,
     signal_id,
 )
+from streams.builder import content_hash
 from streams.sinks.postgres import row_params
 from streams.sinks.records import record_from_row
-from streams.snapshot import content_hash
 from tests.unit.test_snapshot import build, cert, inspection, pest, reading
 
 B, L, V, INSP = (UUID(int=n) for n in (1, 2, 3, 4))

@@ -14,8 +14,8 @@ from schemas.entities import Booking
 from schemas.jsonschema import CHANGE_SCHEMA_PATH, render_changes
 from schemas.snapshot import CertificateView, Snapshot, SnapshotMetadata, SnapshotRecord
 from streams import samples
+from streams.builder import build_snapshot
 from streams.changes import listing_changes
-from streams.snapshot import build_snapshot
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 CERT = UUID("00000000-0000-0000-0000-0000000000c1")

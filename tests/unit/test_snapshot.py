@@ -27,7 +27,7 @@ from schemas.snapshot import (
     Snapshot,
     snapshot_id,
 )
-from streams.snapshot import (
+from streams.builder import (
     build_snapshot,
     content_hash,
     latest_per_sensor,
@@ -846,7 +846,7 @@ def test_content_hash_is_stable_across_processes() -> None:
     snap = build(inspection_row=inspection(), **_full_inputs())
     code = (
         "import sys; from schemas.snapshot import Snapshot; "
-        "from streams.snapshot import content_hash; "
+        "from streams.builder import content_hash; "
         "print(content_hash(Snapshot.model_validate_json(sys.stdin.read())))"
     )
     env = {**os.environ, "PYTHONHASHSEED": "12345", "PYTHONPATH": str(REPO_ROOT)}

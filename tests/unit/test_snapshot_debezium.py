@@ -27,7 +27,7 @@ from schemas.snapshot import (
     SnapshotMetadata,
     snapshot_id,
 )
-from streams.snapshot import build_snapshot, content_hash, next_deadline
+from streams.builder import build_snapshot, content_hash, next_deadline
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from schemas.entities import Booking, Certificate, Inspection, PestDetection, SensorReading
 from schemas.envelope import make_version
+from streams.builder import build_snapshot, content_hash, next_deadline
 from streams.messages import ReadingChanged
-from streams.snapshot import build_snapshot, content_hash, next_deadline
 from streams.state import LocationState
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)

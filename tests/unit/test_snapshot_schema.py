@@ -12,7 +12,7 @@ import pytest
 from schemas.entities import Booking, Certificate, SensorReading
 from schemas.jsonschema import SCHEMA_PATH, render
 from streams import samples
-from streams.snapshot import build_snapshot
+from streams.builder import build_snapshot
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
