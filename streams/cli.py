@@ -38,13 +38,13 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 def _cleanup(args: argparse.Namespace) -> int:
-    from streams.agents import clock as clock_agents
+    from streams.agents import timers
     from streams.app import app
 
-    async def run() -> clock_agents.Cleaned:
+    async def run() -> timers.Cleaned:
         await app.producer.start()
         try:
-            return await clock_agents.cleanup()
+            return await timers.cleanup()
         finally:
             await app.producer.stop()
 

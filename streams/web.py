@@ -12,7 +12,7 @@ from typing import Any, cast
 from aiohttp import web
 from faust.web.drivers.aiohttp import Web
 
-from streams.agents import sink
+from streams.agents import worker_sinks
 from streams.api.auth import Guard
 from streams.api.handlers import API, Api, routes
 from streams.api.health import Health
@@ -36,7 +36,7 @@ def install(web_app: web.Application, faust_app: Any) -> Api:
         health=Health(settings, store, faust_app),
         faust_app=faust_app,
         jobs=Jobs(),
-        sink_metrics=sink.metrics_files,
+        sink_metrics=worker_sinks.metrics_files,
     )
     web_app[API] = api
     web_app[LIVE] = live = Live()

@@ -1,1 +1,1 @@
-"""Faust agents, one module per concern: key spaces, bookings, sinks, clock."""
+"""Faust agents, one module per concern: key spaces, bookings, timers, the worker's sinks."""

@@ -4,7 +4,7 @@ Faust writes tables only inside stream processing, so a pending key cannot be fl
 timer: the worker sends a tick into the partition instead, at the time its earliest pending key
 is due, and the agent flushes the due keys when the tick comes through (or earlier, when any
 batch of that partition does). One timer per partition; a later wake-up request is dropped while
-an earlier one is scheduled. The leader's periodic tick (streams.agents.clock) is the fallback
+an earlier one is scheduled. The leader's periodic tick (streams.agents.timers) is the fallback
 that finds what a restarted worker left pending.
 """
 
