@@ -11,8 +11,20 @@ from streams.app import app, settings
 def _table(name: str, help: str) -> TableT:
     # Keys and values are raw bytes: values are pydantic JSON (see agents.common), which pydantic
     # writes and reads several times faster than Faust's json codec would.
+    mib = 1024 * 1024
     return app.Table(
-        name, partitions=settings.partitions, key_type=bytes, value_type=bytes, help=help
+        name,
+        partitions=settings.partitions,
+        key_type=bytes,
+        value_type=bytes,
+        help=help,
+        # Faust's RocksDB store reads these (faust.stores.rocksdb.RocksDBOptions).
+        options={
+            "write_buffer_size": settings.rocksdb_write_buffer_mb * mib,
+            "max_write_buffer_number": 2,
+            "target_file_size_base": settings.rocksdb_write_buffer_mb * mib,
+            "block_cache_size": settings.rocksdb_block_cache_mb * mib,
+        },
     )
 
 
