@@ -74,7 +74,7 @@ def _load_index(partition: int) -> None:
         if partition_of(key, settings.partitions) == partition:
             state = parse(BookingState, raw)
             entries.append((key, state.deadline))
-            owed.append((key, state.outbox.due))
+            owed.append((key, state.outbox.owed_at))
     deadlines.load(partition, entries)
     pending.load(partition, owed)
 
@@ -198,7 +198,8 @@ class _Batch:
         record = state.evaluate(now)
         deadlines.set(partition, key, state.deadline)
         if record is not None:
-            await topics.snapshots.send(key=key.encode(), value=record.model_dump_json().encode())
+            value = record.model_dump_json().encode()
+            await self.keys.send(key, topics.snapshots, key=key.encode(), value=value)
             conflate.sent(outbox, now)
             metrics.SNAPSHOTS_EMITTED.inc()
             metrics.EVENTS_OUT.labels(topic=topics.snapshots.get_topic_name()).inc()
