@@ -195,6 +195,8 @@ class _Batch:
             return
         outbox.due = None
         pending.set(partition, key, None)
+        if outbox.unconfirmed is not None:  # the last snapshot may not have left: send it again
+            state.last_hash = None
         record = state.evaluate(now)
         deadlines.set(partition, key, state.deadline)
         if record is not None:
