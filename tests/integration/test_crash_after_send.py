@@ -10,35 +10,19 @@ its store holds the state as the killed worker wrote it.
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from uuid import UUID, uuid4
+from uuid import uuid4
 
 import pytest
 
-from streams import source_db
-from tests.integration.workers import Worker, snapshot_row, wait_for
-
-
-def _reading(pg: Any, location: UUID, value: float) -> None:
-    source_db.insert(
-        pg,
-        "sensor_readings",
-        location_id=location,
-        sensor_id="t-1",
-        sensor_type="temperature",
-        value=value,
-        unit="C",
-        reading_time=datetime.now(UTC) + timedelta(seconds=value),
-    )
-
-
-def _temperature(pg: Any, booking: UUID) -> float | None:
-    row = snapshot_row(pg, booking)
-    if row is None or row["synced_hash"] != row["content_hash"] or not row["sensors"]:
-        return None
-    return float(row["sensors"]["temperature"]["value"])
+from tests.integration.workers import (
+    Worker,
+    insert_booking,
+    insert_temperature,
+    synced_temperature,
+    wait_for,
+)
 
 
 # The snapshot the booking emits, and the part its location answers with.
@@ -53,24 +37,12 @@ def test_a_message_lost_in_the_producer_is_sent_after_the_restart(
     worker = Worker("k1", app_id, tmp_path, env).start()
     try:
         worker.wait_ready()
-        _reading(pg, location, 1.0)
-        source_db.insert(
-            pg,
-            "storage_bookings",
-            **source_db.booking_values(
-                farmer_id=uuid4(),
-                vendor_id=uuid4(),
-                location_id=location,
-                crop_type="rice",
-                quantity_kg=10,
-                status="active",
-            ),
-            id=booking,
-        )
-        wait_for("the first snapshot", lambda: _temperature(pg, booking) == 1.0, timeout=60)
+        insert_temperature(pg, location, 1.0)
+        insert_booking(pg, booking, location, uuid4())
+        wait_for("the first snapshot", lambda: synced_temperature(pg, booking) == 1.0, timeout=60)
 
         arm.write_text(topic)
-        _reading(pg, location, 2.0)
+        insert_temperature(pg, location, 2.0)
         assert worker.proc is not None
         wait_for("the worker to kill itself", lambda: worker.proc.poll() is not None, timeout=60)
         assert worker.proc.returncode == -9, worker.tail()
@@ -82,7 +54,7 @@ def test_a_message_lost_in_the_producer_is_sent_after_the_restart(
         worker.start().wait_ready()
         wait_for(
             "the message the killed worker had not delivered",
-            lambda: _temperature(pg, booking) == 2.0,
+            lambda: synced_temperature(pg, booking) == 2.0,
             timeout=60,
         )
     finally:
