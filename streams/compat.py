@@ -41,7 +41,7 @@ def _missing() -> list[str]:
     missing = []
     for klass, name in (
         (consumer.Consumer, "perform_seek"),
-        (consumer.Consumer, "seek"),
+        (consumer.Consumer, "seek_wait"),
         (consumer.Consumer, "earliest_offsets"),
         (AIOKafkaConsumerThread, "_fetch_records"),
     ):

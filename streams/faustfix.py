@@ -110,8 +110,9 @@ async def _perform_seek(self: Any) -> None:
     ]
     if unstarted:
         earliest = await self.earliest_offsets(*unstarted)
+        # In the consumer's own thread, as the table recovery seeks the changelogs.
+        await self.seek_wait({tp: earliest.get(tp) or 0 for tp in unstarted})
         for tp in unstarted:
-            await self.seek(tp, earliest.get(tp) or 0)
             read_offset[ensure_TP(tp)] = None
 
 

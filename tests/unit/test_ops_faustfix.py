@@ -93,8 +93,8 @@ class _SeekingConsumer:
     async def earliest_offsets(self, *tps: Any) -> dict[Any, int]:
         return {tp: 0 for tp in tps}
 
-    async def seek(self, tp: Any, offset: int) -> None:
-        self.seeks.append((tp, offset))
+    async def seek_wait(self, offsets: dict[Any, int]) -> None:
+        self.seeks.extend(offsets.items())
 
 
 def test_a_partition_without_a_commit_goes_back_to_its_start_when_seeking_to_committed() -> None:
