@@ -294,7 +294,8 @@ class KeyedBatch(Generic[S]):
         return delivery in ("failed", "unknown")
 
     def _write(self, key: str, state: S, owed: bool) -> None:
-        # What a failed attempt of the key sent is dropped with it: its state is not stored.
+        # A retried key's sends count with those of its first attempt; a refused key's are
+        # forgotten with it (clear() below), as its state is not stored.
         outbox, sent = _outbox(state), self._sent.pop(key, [])
         token = None
         if outbox is not None:
