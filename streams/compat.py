@@ -3,9 +3,11 @@
 The pipeline reaches past the public API of faust-streaming and aiokafka in a few places, each
 for a reason given where it is used:
 
-- ``streams.faustfix``: replaces ``faust.tables.recovery.Recovery.on_recovery_completed`` and
-  calls ``Recovery._set_recovery_ended``, ``Recovery._wait``, ``Recovery._is_changelog_tp`` and
-  ``App._fetcher``;
+- ``streams.faustfix``: replaces ``faust.tables.recovery.Recovery.on_recovery_completed``,
+  ``faust.transport.consumer.Consumer.perform_seek`` and
+  ``faust.transport.drivers.aiokafka.AIOKafkaConsumerThread._fetch_records``, and calls
+  ``Recovery._set_recovery_ended``, ``Recovery._wait``, ``Recovery._is_changelog_tp``,
+  ``App._fetcher`` and the consumer's ``_read_offset``;
 - ``streams.agents.batch``: sets ``faust.streams._current_event``, the context variable the
   table stores read the current event's partition from;
 - ``streams.api.lag``: reads the consumer's ``_committed_offset``.
@@ -33,16 +35,26 @@ class IncompatibleRuntime(PipelineError):
 def _missing() -> list[str]:
     import faust.streams
     from faust.tables.recovery import Recovery
-    from faust.transport.drivers.aiokafka import Consumer
+    from faust.transport import consumer
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Consumer
 
     missing = []
+    for klass, name in (
+        (consumer.Consumer, "perform_seek"),
+        (consumer.Consumer, "seek_wait"),
+        (consumer.Consumer, "earliest_offsets"),
+        (AIOKafkaConsumerThread, "_fetch_records"),
+    ):
+        if not hasattr(klass, name):
+            missing.append(f"{klass.__module__}.{klass.__qualname__}.{name}")
     for name in ("on_recovery_completed", "_set_recovery_ended", "_wait", "_is_changelog_tp"):
         if not hasattr(Recovery, name):
             missing.append(f"faust.tables.recovery.Recovery.{name}")
     if not hasattr(faust.streams, "_current_event"):
         missing.append("faust.streams._current_event")
-    if "_committed_offset" not in _attributes_set_by(Consumer):
-        missing.append("faust consumer attribute _committed_offset")
+    for attribute in ("_committed_offset", "_read_offset"):
+        if attribute not in _attributes_set_by(Consumer):
+            missing.append(f"faust consumer attribute {attribute}")
     return missing
 
 

@@ -10,7 +10,12 @@ The rule is a throttle with a leading and a trailing edge, per key:
   reflects, and at most one leaves per key per window;
 * the last state always leaves: what is pending is part of the key's stored state (the
   ``Outbox``), so a worker that crashed between storing a change and sending it finds it
-  pending on restart and sends it.
+  pending on restart and sends it;
+* what is stored as sent follows what Kafka acknowledged: a send is stored as ``unconfirmed``
+  (a token naming it) until the worker that made it has seen every message of it delivered.
+  A worker that finds a token it does not know (it restarted, or the key came to it in a
+  rebalance), or whose send failed, owes the key again and sends it again; the receivers
+  ignore a duplicate.
 
 ``DueIndex`` is the in-memory index of the keys that are pending, per partition, and when they
 are due; it is a cache of the ``Outbox.due`` fields of a table, rebuilt from the table the first
@@ -21,7 +26,8 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -37,10 +43,25 @@ class Outbox(BaseModel):
     sent_at: datetime | None = None
     # subscribers owed their first answer: answered at the end of the batch, not throttled
     fresh: list[str] = []
+    # the last send, until its delivery was confirmed to the worker that made it
+    unconfirmed: str | None = None
 
     @property
     def pending(self) -> bool:
-        return self.due is not None or bool(self.fresh)
+        return self.due is not None or bool(self.fresh) or self.unconfirmed is not None
+
+    @property
+    def owed_at(self) -> datetime | None:
+        """When a worker that has just loaded the key owes it a send (None: nothing owed).
+        An unconfirmed send it cannot know about is owed at once."""
+        if self.due is not None:
+            return self.due
+        return EPOCH if self.unconfirmed is not None else None
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+#: what the worker knows of the send an outbox names as unconfirmed
+Delivery = Literal["in_flight", "delivered", "failed", "unknown"]
 
 
 def mark(outbox: Outbox, now: datetime, window: timedelta) -> None:
@@ -62,6 +83,21 @@ def sent(outbox: Outbox, now: datetime) -> None:
     outbox.due = None
     outbox.sent_at = now
     outbox.fresh = []
+
+
+def settle(outbox: Outbox, now: datetime, delivery: Delivery) -> bool:
+    """Apply what became of the unconfirmed send; True when the outbox changed.
+
+    Delivered: nothing is owed for it any more. Failed, or unknown to this worker (made before
+    a restart, or by another worker): the key is due at once, to be sent again with its newest
+    content. In flight: wait for it."""
+    if outbox.unconfirmed is None or delivery == "in_flight":
+        return False
+    if delivery == "delivered":
+        outbox.unconfirmed = None
+    elif outbox.due is None or outbox.due > now:
+        outbox.due = now
+    return True
 
 
 class DueIndex:

@@ -1,4 +1,7 @@
-"""A fix for faust-streaming 0.15.3: seek the stream partitions before resuming them.
+"""Fixes for faust-streaming 0.15.3 and aiokafka 0.14: how stream partitions are positioned
+across a rebalance.
+
+1. Seek the stream partitions before resuming them.
 
 After a table recovery, ``Recovery.on_recovery_completed`` resumes the stream partitions and
 only then seeks them to their committed offsets, while the flow (resumed for the recovery)
@@ -11,6 +14,25 @@ not here. Seen on this pipeline as a by-* partition whose committed offset never
 as a key-space change that never reached its table after a restart.
 
 The method below is Faust's own (BSD licence), with the seek moved before the resume.
+
+2. A partition without a committed offset goes back to its beginning when Faust seeks to the
+committed offsets. Faust drops records it fetched across a rebalance (the fetch came back after
+the generation changed, or while the flow was stopped, or for a partition paused meanwhile) and
+counts on the seek to the committed offsets to fetch them again. aiokafka's
+``seek_to_committed`` leaves a partition with no commit (or a commit at 0) where it is, that is
+past the dropped records: they were never processed and never would be. Seen on this pipeline
+as a worker that took over the partitions of a worker SIGKILLed before its first commit of a
+CDC partition and never read that partition's changes (tests/integration/test_two_workers.py,
+about one run in three): the survivor logged "Worker ready" and then nothing, its aiokafka
+position at the partition's end, its Faust read offset unset and the group's commit absent.
+With ``consumer_auto_offset_reset="earliest"`` no commit means the beginning, so that is where
+such a partition is put.
+
+3. A fetch never drains partitions it was not asked for. aiokafka's ``fetched_records`` takes
+an empty set of partitions as "all of them", and Faust hands it its live set of active
+partitions, which a rebalance empties while the fetch waits: the records of every partition
+come back, and Faust drops them as not active. The fetch gets a copy, and nothing when the
+copy is empty.
 """
 
 from __future__ import annotations
@@ -19,6 +41,8 @@ import asyncio
 from typing import Any
 
 from faust.tables.recovery import Recovery
+from faust.transport.consumer import Consumer, ensure_TP
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
 from streams import compat
 
@@ -63,10 +87,60 @@ async def _on_recovery_completed(self: Any, generation_id: int = 0) -> None:
     self.log.info("Worker ready")
 
 
+async def _perform_seek(self: Any) -> None:
+    """Faust's ``Consumer.perform_seek``, and a stream partition without a commit to its start."""
+    read_offset = self._read_offset
+    _committed_offsets = await self.seek_to_committed()
+    read_offset.update(
+        {
+            tp: offset if offset is not None and offset >= 0 else None
+            for tp, offset in _committed_offsets.items()
+        }
+    )
+    committed_offsets = {
+        ensure_TP(tp): offset if offset else None
+        for tp, offset in _committed_offsets.items()
+        if offset is not None
+    }
+    self._committed_offset.update(committed_offsets)
+    # Changelogs are positioned by the table recovery, from the stores' own offsets.
+    changelogs = self.app.tables.changelog_topics
+    unstarted = [
+        tp for tp, offset in _committed_offsets.items() if not offset and tp.topic not in changelogs
+    ]
+    if unstarted:
+        earliest = await self.earliest_offsets(*unstarted)
+        # In the consumer's own thread, as the table recovery seeks the changelogs.
+        await self.seek_wait({tp: earliest.get(tp) or 0 for tp in unstarted})
+        for tp in unstarted:
+            read_offset[ensure_TP(tp)] = None
+
+
+_fetch_records = AIOKafkaConsumerThread._fetch_records
+
+
+async def _fetch_only_active(
+    self: Any,
+    consumer: Any,
+    active_partitions: Any,
+    timeout: float | None = None,
+    max_records: int | None = None,
+) -> Any:
+    if active_partitions is not None:  # None: a client-only app, which reads everything
+        active_partitions = frozenset(active_partitions)
+        if not active_partitions:
+            return {}
+    return await _fetch_records(
+        self, consumer, active_partitions, timeout=timeout, max_records=max_records
+    )
+
+
 def apply() -> None:
-    """Install the fix (idempotent); streams.app calls it before building the app."""
+    """Install the fixes (idempotent); streams.app calls it before building the app."""
     global _applied
     if not _applied:
         compat.check()
         Recovery.on_recovery_completed = _on_recovery_completed  # type: ignore[method-assign]
+        Consumer.perform_seek = _perform_seek  # type: ignore[method-assign]
+        AIOKafkaConsumerThread._fetch_records = _fetch_only_active  # type: ignore[method-assign]
         _applied = True

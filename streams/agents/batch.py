@@ -11,32 +11,172 @@ key is read while its event is made current, and written while its last event is
 A key whose flush fails (its part would not fit in a message, a send is refused) keeps the state
 it had before the batch, and every one of its events in the batch goes to the dead letters with
 the reason; the other keys of the batch are written as usual.
+
+What is stored as sent follows what Kafka acknowledged, without the stream ever waiting for
+the producer. The messages a key's flush sends go through ``send``; the key's state is written
+at once, with its outbox naming the send as ``unconfirmed`` (streams.conflate), and the
+delivery futures are watched from here (``Deliveries``). A later batch of the partition (a
+leader's tick reaches every partition each ``MIS_TICK_INTERVAL_S``) writes the key again with
+the send confirmed, or makes it due again if a delivery failed. A worker that dies before the
+producer delivered leaves the token in the store; the worker that loads the key next does not
+know it and sends the key again. Awaiting the deliveries inside the batch instead would hold
+the agent, and with it a rebalance's wait for the streams to drain, for as long as the
+producer retries (``producer_request_timeout``, 20 minutes by default).
 """
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import logging
+import os
+import signal
+import uuid
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from functools import partial
 from typing import Any, Generic, TypeVar
 
 from faust.streams import _current_event
 from pydantic import BaseModel
 
+from streams import conflate
 from streams.agents.common import load, save
+from streams.clock import clock
+from streams.conflate import Delivery, Outbox
 
 S = TypeVar("S", bound=BaseModel)
 log = logging.getLogger(__name__)
 
+# Tokens name one send of one key: unique to this process, so that a token found in the store
+# that this process did not hand out is known to be someone else's.
+_RUN = uuid.uuid4().hex[:12]
+_SEQ = itertools.count(1)
+
+
+@dataclass(eq=False)
+class _Sends:
+    token: str
+    outstanding: int = 0
+    failed: bool = False
+
+
+class Deliveries:
+    """The sends of one table's keys, from when they are handed to the producer until the
+    store shows them confirmed. Later sends of a key join its entry: it is delivered when all
+    of them are, failed when any failed, and named by the newest token."""
+
+    def __init__(self) -> None:
+        self._sends: dict[int, dict[str, _Sends]] = {}
+
+    @staticmethod
+    def token() -> str:
+        return f"{_RUN}.{next(_SEQ)}"
+
+    def track(self, partition: int, key: str, token: str, futures: list[Awaitable[Any]]) -> None:
+        """The key's state naming ``token`` is stored: watch the deliveries of its send."""
+        entry = self._sends.setdefault(partition, {}).get(key)
+        if entry is None:
+            entry = self._sends[partition][key] = _Sends(token)
+        entry.token = token
+        for future in futures:
+            entry.outstanding += 1
+            asyncio.ensure_future(future).add_done_callback(partial(self._done, entry, key))
+
+    @staticmethod
+    def _done(entry: _Sends, key: str, future: asyncio.Future[Any]) -> None:
+        entry.outstanding -= 1
+        if future.cancelled() or future.exception() is not None:
+            entry.failed = True
+            reason = "cancelled" if future.cancelled() else repr(future.exception())
+            log.warning("send not delivered, the key is sent again key=%s reason=%s", key, reason)
+
+    def delivery(self, partition: int, key: str, token: str | None) -> Delivery:
+        entry = self._sends.get(partition, {}).get(key)
+        if entry is None or entry.token != token:
+            return "unknown"
+        if entry.outstanding:
+            return "in_flight"
+        return "failed" if entry.failed else "delivered"
+
+    def settled(self, partition: int) -> list[str]:
+        """The keys of ``partition`` whose sends have all completed."""
+        return [k for k, e in self._sends.get(partition, {}).items() if not e.outstanding]
+
+    def discard(self, partition: int, key: str) -> None:
+        entries = self._sends.get(partition, {})
+        entry = entries.get(key)
+        if entry is not None and not entry.outstanding:
+            del entries[key]
+
+    def forget(self, partitions: Iterable[int]) -> None:
+        """After a rebalance: the keys may have been changed elsewhere meanwhile. A send still
+        named in the store is then unknown, and made again: a duplicate, never a loss."""
+        for p in partitions:
+            self._sends.pop(p, None)
+
+
+_DELIVERIES: dict[str, Deliveries] = {}
+
+
+def deliveries_of(table: Any) -> Deliveries:
+    name = str(getattr(table, "name", id(table)))
+    return _DELIVERIES.setdefault(name, Deliveries())
+
+
+def forget_deliveries(partitions: Iterable[int]) -> None:
+    gone = set(partitions)
+    for deliveries in _DELIVERIES.values():
+        deliveries.forget(gone)
+
+
+# A fault for the tests (tests/integration/test_crash_after_send.py): the path of a file which,
+# while it exists, holds the end of a topic name; the first key whose state is stored after
+# messages to such a topic were handed to the producer removes the file and SIGKILLs the
+# worker, before the producer could deliver them.
+_KILL_AFTER_SEND = os.environ.get("MIS_FAULT_KILL_AFTER_SEND", "")
+
+
+def _maybe_killed(topics: Iterable[str]) -> None:
+    if not _KILL_AFTER_SEND or not os.path.exists(_KILL_AFTER_SEND):
+        return
+    with open(_KILL_AFTER_SEND) as f:
+        suffix = f.read().strip()
+    if suffix and any(t.endswith(suffix) for t in topics):
+        os.remove(_KILL_AFTER_SEND)
+        log.warning("fault: SIGKILL after a send to %s", suffix)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _outbox(state: Any) -> Outbox | None:
+    outbox = getattr(state, "outbox", None)
+    return outbox if isinstance(outbox, Outbox) else None
+
 
 class KeyedBatch(Generic[S]):
-    def __init__(self, table: Any, cls: type[S], max_bytes: int | None = None) -> None:
+    def __init__(
+        self,
+        table: Any,
+        cls: type[S],
+        max_bytes: int | None = None,
+        deliveries: Deliveries | None = None,
+    ) -> None:
         self._table, self._cls, self._max_bytes = table, cls, max_bytes
+        self._deliveries = deliveries_of(table) if deliveries is None else deliveries
+        self._sent: dict[str, list[tuple[str, Awaitable[Any]]]] = {}  # key -> (topic, delivery)
         self._states: dict[str, S | None] = {}
         self._last_event: dict[str, Any] = {}
         self._events: dict[str, list[Any]] = {}  # the key's own events, for the dead letters
         self._dirty: dict[str, None] = {}  # insertion-ordered set
         self._partitions: dict[int, Any] = {}  # partition -> an event of it in this batch
+
+    async def send(self, of: str, topic: Any, /, **message: Any) -> None:
+        """Send a message for the key ``of`` while it is flushed; the key's state names the send
+        as unconfirmed until the producer delivered it."""
+        delivery = await topic.send(**message)
+        self._sent.setdefault(of, []).append((topic.get_topic_name(), delivery))
 
     def make_current(self, event: Any) -> None:
         # Only the context variable the stores read: Stream.current_event must stay as it is,
@@ -107,6 +247,14 @@ class KeyedBatch(Generic[S]):
         When a key fails, ``retry`` (if given) gets its stored state, applies the batch's
         changes of the key one at a time, dead-letters those that do not fit and returns the
         result, which is then written the same way."""
+        now = clock()
+        for partition, event in self._partitions.items():
+            for key in self._deliveries.settled(partition):
+                if self.stored(key, event):
+                    self.state(key, event, own=False)
+                    self.touch(key)
+                else:
+                    self._deliveries.discard(partition, key)
         for key in self._dirty:
             self.make_current(self._last_event[key])
             state = self._states[key]
@@ -114,11 +262,12 @@ class KeyedBatch(Generic[S]):
                 if state is None:
                     self._table.pop(key.encode(), None)
                     continue
+                owed = self._settle(key, state, now)
                 await before_write(key, state)
                 if self._states[key] is None:  # dropped by before_write (an eviction)
                     self._table.pop(key.encode(), None)
                     continue
-                save(self._table, key, state, self._max_bytes)
+                self._write(key, state, owed)
             except Exception as exc:
                 if retry is None:
                     await self._refuse(key, exc)
@@ -127,8 +276,9 @@ class KeyedBatch(Generic[S]):
                 try:
                     state = await retry(key, self.stored_state(key))
                     self.make_current(self._last_event[key])
+                    owed = self._settle(key, state, now)
                     await before_write(key, state)
-                    save(self._table, key, state, self._max_bytes)
+                    self._write(key, state, owed)
                 except Exception as again:
                     await self._refuse(key, again)
         self._states.clear()
@@ -136,6 +286,36 @@ class KeyedBatch(Generic[S]):
         self._events.clear()
         self._dirty.clear()
         self._partitions.clear()
+        self._sent.clear()
+
+    def _settle(self, key: str, state: S, now: datetime) -> bool:
+        """Apply what became of the key's unconfirmed send; True when it is owed again."""
+        outbox = _outbox(state)
+        if outbox is None or outbox.unconfirmed is None:
+            return False
+        partition = self.partition(key)
+        delivery = self._deliveries.delivery(partition, key, outbox.unconfirmed)
+        if delivery in ("delivered", "failed"):
+            self._deliveries.discard(partition, key)
+        conflate.settle(outbox, now, delivery)
+        return delivery in ("failed", "unknown")
+
+    def _write(self, key: str, state: S, owed: bool) -> None:
+        # A retried key's sends count with those of its first attempt; a refused key's are
+        # forgotten with it (clear() below), as its state is not stored.
+        outbox, sent = _outbox(state), self._sent.pop(key, [])
+        token = None
+        if outbox is not None:
+            if sent:
+                token = outbox.unconfirmed = self._deliveries.token()
+            elif owed and outbox.due is None:
+                outbox.unconfirmed = None  # it was owed again, and the agent found nothing to send
+        save(self._table, key, state, self._max_bytes)
+        if token is not None:
+            futures = [delivery for _, delivery in sent]
+            self._deliveries.track(self.partition(key), key, token, futures)
+        if sent:
+            _maybe_killed(topic for topic, _ in sent)
 
     async def _refuse(self, key: str, exc: Exception) -> None:
         from streams.deadletter import dead_letter

@@ -70,7 +70,7 @@ def _load_index(partition: int) -> None:
         if space_partition("booking", key, settings.partitions) == partition:
             state = parse(BookingState, raw)
             entries.append((key, state.wake_at(RETENTION)))
-            owed.append((key, state.outbox.due))
+            owed.append((key, state.outbox.owed_at))
     deadlines.load(partition, entries)
     pending.load(partition, owed)
 
@@ -234,6 +234,8 @@ class _Batch:
         if state.expired(now, RETENTION):
             await self._evict(key, state, partition)
             return
+        if outbox.unconfirmed is not None:  # the last snapshot may not have left: send it again
+            state.last_hash = None
         parts = self.shelves.of(self.keys.last_event(key))
         missing = state.missing(parts)
         if missing:
@@ -243,7 +245,8 @@ class _Batch:
         record = state.evaluate(now, parts)
         deadlines.set(partition, key, state.wake_at(RETENTION))
         if record is not None:
-            await topics.snapshots.send(key=key.encode(), value=record.model_dump_json().encode())
+            value = record.model_dump_json().encode()
+            await self.keys.send(key, topics.snapshots, key=key.encode(), value=value)
             conflate.sent(outbox, now)
             metrics.SNAPSHOTS_EMITTED.inc()
             metrics.EVENTS_OUT.labels(topic=topics.snapshots.get_topic_name()).inc()

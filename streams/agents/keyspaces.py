@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from streams import conflate, metrics, tables, topics
-from streams.agents.batch import KeyedBatch
+from streams.agents.batch import KeyedBatch, forget_deliveries
 from streams.agents.changes import decode
 from streams.agents.common import guarded, key_of, parse
 from streams.agents.truncation import Truncations
@@ -138,11 +138,11 @@ class Space:
             return
         entries = []
         for raw_key, raw in self.table.items():
-            if b'"due":"' not in raw:
+            if b'"due":"' not in raw and b'"unconfirmed":"' not in raw:
                 continue
             key = raw_key.decode() if isinstance(raw_key, bytes) else str(raw_key)
             if space_partition(self.name, key, settings.partitions) == partition:
-                entries.append((key, parse(self.cls, raw).outbox.due))
+                entries.append((key, parse(self.cls, raw).outbox.owed_at))
         self.pending.load(partition, entries)
         if entries:
             log.info(
@@ -254,7 +254,9 @@ class _Batch:
             part = fits(key, state)
             for partition, ids in grouped(targets, settings.partitions).items():
                 value = encode(part.model_copy(update={"bookings": ids}))
-                await topics.bookings.send(key=key.encode(), value=value, partition=partition)
+                await self.keys.send(
+                    key, topics.bookings, key=key.encode(), value=value, partition=partition
+                )
                 metrics.EVENTS_OUT.labels(topic=topics.bookings.get_topic_name()).inc()
         if due:
             conflate.sent(outbox, now)
@@ -302,5 +304,6 @@ async def inspections(stream: Any) -> None:
 @app.on_partitions_revoked.connect  # type: ignore[arg-type]
 async def _forget_revoked(app: Any, revoked: Any, **kwargs: Any) -> None:
     # Another worker may change these keys while we don't own them: reload on return.
+    forget_deliveries(tp.partition for tp in revoked)
     for space in SPACES:
         space.pending.forget({tp.partition for tp in revoked if tp.topic == space.topic_name})

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -13,7 +12,14 @@ import pytest
 from streams import source_db
 from streams.config import Settings
 from streams.topology import partition_of
-from tests.integration.workers import Worker, snapshot_row, wait_for
+from tests.integration.workers import (
+    Worker,
+    insert_booking,
+    insert_temperature,
+    snapshot_row,
+    synced_temperature,
+    wait_for,
+)
 
 SESSION = {"MIS_SESSION_TIMEOUT_S": "8"}
 
@@ -47,26 +53,6 @@ def _bookings_on_every_partition(settings: Settings) -> list[UUID]:
     return ids
 
 
-def _reading(pg: Any, location: UUID, value: float) -> None:
-    source_db.insert(
-        pg,
-        "sensor_readings",
-        location_id=location,
-        sensor_id="t-1",
-        sensor_type="temperature",
-        value=value,
-        unit="C",
-        reading_time=datetime.now(UTC) + timedelta(seconds=value),
-    )
-
-
-def _temperature(pg: Any, booking: UUID) -> float | None:
-    row = snapshot_row(pg, booking)
-    if row is None or row["synced_hash"] != row["content_hash"] or not row["sensors"]:
-        return None
-    return float(row["sensors"]["temperature"]["value"])
-
-
 def test_sigkill_of_one_worker_loses_no_change(
     pair: tuple[Worker, Worker], pg: Any, mongo_db: Any, settings: Settings
 ) -> None:
@@ -75,37 +61,25 @@ def test_sigkill_of_one_worker_loses_no_change(
     bookings = _bookings_on_every_partition(settings)
     locations = {bk: uuid4() for bk in bookings}
     for bk in bookings:
-        _reading(pg, locations[bk], 1.0)
-        source_db.insert(
-            pg,
-            "storage_bookings",
-            **source_db.booking_values(
-                farmer_id=uuid4(),
-                vendor_id=vendor,
-                location_id=locations[bk],
-                crop_type="rice",
-                quantity_kg=10,
-                status="active",
-            ),
-            id=bk,
-        )
+        insert_temperature(pg, locations[bk], 1.0)
+        insert_booking(pg, bk, locations[bk], vendor)
     wait_for(
         "every booking's first snapshot",
-        lambda: all(_temperature(pg, bk) == 1.0 for bk in bookings),
+        lambda: all(synced_temperature(pg, bk) == 1.0 for bk in bookings),
         timeout=60,
     )
     assert "partitions" in a.tail(400).lower() and "partitions" in b.tail(400).lower()
 
     b.kill()  # SIGKILL: no goodbye to the group, uncommitted offsets and all
     for bk in bookings:
-        _reading(pg, locations[bk], 2.0)
+        insert_temperature(pg, locations[bk], 2.0)
     cancelled = bookings[: settings.partitions // 2 or 1]
     for bk in cancelled:
         source_db.update(pg, "storage_bookings", bk, status="cancelled")
 
     wait_for(
         "every change made after the kill",
-        lambda: all(_temperature(pg, bk) == 2.0 for bk in bookings),
+        lambda: all(synced_temperature(pg, bk) == 2.0 for bk in bookings),
         timeout=90,
     )
     wait_for(

@@ -10,9 +10,12 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
+from uuid import UUID, uuid4
 
+from streams import source_db
 from streams.api.auth import entry
 
 T = TypeVar("T")
@@ -125,3 +128,42 @@ def snapshot_row(pg: Any, booking_id: Any) -> dict[str, Any] | None:
     if row is None:
         return None
     return dict(zip([d.name for d in cur.description], row, strict=True))
+
+
+def insert_booking(pg: Any, booking: UUID, location: UUID, vendor: UUID) -> None:
+    """An active booking of rice at ``location``, with the given id."""
+    source_db.insert(
+        pg,
+        "storage_bookings",
+        **source_db.booking_values(
+            farmer_id=uuid4(),
+            vendor_id=vendor,
+            location_id=location,
+            crop_type="rice",
+            quantity_kg=10,
+            status="active",
+        ),
+        id=booking,
+    )
+
+
+def insert_temperature(pg: Any, location: UUID, value: float) -> None:
+    """A reading of sensor t-1 at ``location``; a larger value is a later reading."""
+    source_db.insert(
+        pg,
+        "sensor_readings",
+        location_id=location,
+        sensor_id="t-1",
+        sensor_type="temperature",
+        value=value,
+        unit="C",
+        reading_time=datetime.now(UTC) + timedelta(seconds=value),
+    )
+
+
+def synced_temperature(pg: Any, booking: UUID) -> float | None:
+    """The booking's temperature once its snapshot row and its listing show the same content."""
+    row = snapshot_row(pg, booking)
+    if row is None or row["synced_hash"] != row["content_hash"] or not row["sensors"]:
+        return None
+    return float(row["sensors"]["temperature"]["value"])

@@ -74,3 +74,68 @@ def test_stream_partitions_are_seeked_to_committed_offsets_before_they_resume() 
     assert (
         calls.index("perform_seek") < calls.index("resume_partitions") < calls.index("resume_flow")
     )
+
+
+class _SeekingConsumer:
+    """What perform_seek uses of Faust's consumer; records its seeks."""
+
+    def __init__(self, committed: dict[Any, int | None]) -> None:
+        self._committed = committed
+        self._read_offset: dict[Any, int | None] = {}
+        self._committed_offset: dict[Any, int | None] = {}
+        self.seeks: list[tuple[Any, int]] = []
+        tables = type("Tables", (), {"changelog_topics": {"app-state-changelog"}})()
+        self.app = type("App", (), {"tables": tables})()
+
+    async def seek_to_committed(self) -> dict[Any, int | None]:
+        return dict(self._committed)
+
+    async def earliest_offsets(self, *tps: Any) -> dict[Any, int]:
+        return {tp: 0 for tp in tps}
+
+    async def seek_wait(self, offsets: dict[Any, int]) -> None:
+        self.seeks.extend(offsets.items())
+
+
+def test_a_partition_without_a_commit_goes_back_to_its_start_when_seeking_to_committed() -> None:
+    """Records Faust dropped across a rebalance are fetched again: aiokafka's own
+    seek_to_committed leaves such a partition past them."""
+    from faust.types import TP
+
+    committed = {
+        TP("sg.public.sensor_readings", 0): None,
+        TP("sg.public.sensor_readings", 1): 0,
+        TP("sg.public.sensor_readings", 2): 5,
+        TP("app-state-changelog", 0): None,
+    }
+    consumer = _SeekingConsumer(committed)
+    asyncio.run(faustfix._perform_seek(consumer))
+    assert consumer.seeks == [
+        (TP("sg.public.sensor_readings", 0), 0),
+        (TP("sg.public.sensor_readings", 1), 0),
+    ]
+    assert consumer._read_offset[TP("sg.public.sensor_readings", 0)] is None
+    assert consumer._read_offset[TP("sg.public.sensor_readings", 2)] == 5
+    assert consumer._committed_offset == {
+        TP("sg.public.sensor_readings", 1): None,
+        TP("sg.public.sensor_readings", 2): 5,
+    }
+
+
+def test_a_fetch_never_drains_partitions_it_was_not_asked_for() -> None:
+    asked: list[Any] = []
+
+    async def fetch(self: Any, consumer: Any, active: Any, **kwargs: Any) -> dict[str, list[int]]:
+        asked.append(active)
+        return {"tp": [1]}
+
+    original, faustfix._fetch_records = faustfix._fetch_records, fetch  # type: ignore[assignment]
+    try:
+        live = {"tp"}
+        assert asyncio.run(faustfix._fetch_only_active(None, None, live)) == {"tp": [1]}
+        assert asked[-1] == frozenset({"tp"}) and asked[-1] is not live
+        assert asyncio.run(faustfix._fetch_only_active(None, None, set())) == {}
+        assert len(asked) == 1
+        assert asyncio.run(faustfix._fetch_only_active(None, None, None)) == {"tp": [1]}
+    finally:
+        faustfix._fetch_records = original  # type: ignore[assignment]
