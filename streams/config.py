@@ -92,6 +92,8 @@ class Settings(BaseSettings):
     max_part_bytes: int = Field(default=450_000, ge=1024)
     reading_history_per_sensor: int = Field(default=16, ge=1)
     cleanup_after_days: int = Field(default=90, ge=1)
+    # A booking that asked for a part and got no answer within this long asks again.
+    ask_again_after_s: float = Field(default=30.0, gt=0)
     # The daily cleanup deletes history versions evaluated longer ago than this (0: never); a
     # booking's current version stays whatever its age.
     history_keep_days: int = Field(default=180, ge=0)

@@ -312,6 +312,8 @@ class Slot(_State):
 
     fk: str
     version: str | None = None
+    # when the booking (last) subscribed to the key, while it waits for the answer
+    asked_at: datetime | None = None
 
     @property
     def ready(self) -> bool:
@@ -413,7 +415,8 @@ class BookingState(_State):
             self.finished_at = msg.committed_at
         return True
 
-    def apply_booking(self, msg: BookingChanged) -> list[Command]:
+    def apply_booking(self, msg: BookingChanged, now: datetime | None = None) -> list[Command]:
+        """Apply a change of the booking row; the subscriptions to send, asked at ``now``."""
         if self.booking_version is not None and msg.version <= self.booking_version:
             return []
         if self.truncated_at is not None and msg.version <= self.truncated_at:
@@ -438,7 +441,7 @@ class BookingState(_State):
                 commands.append((space, old, Unsubscribe(booking_id=booking_id)))
             if new is not None:
                 commands.append((space, new, Subscribe(booking_id=booking_id)))
-            setattr(self, space, None if new is None else Slot(fk=new))
+            setattr(self, space, None if new is None else Slot(fk=new, asked_at=now))
         return commands
 
     def evict(self, booking_id: str) -> list[Command]:
@@ -474,12 +477,25 @@ class BookingState(_State):
             and parts(space, slot.fk) is None
         ]
 
-    def ask_again(self, booking_id: str, spaces: list[Space]) -> list[Command]:
-        """Forget the answers of ``spaces`` and subscribe to them anew."""
+    def unanswered(self, now: datetime, after: timedelta) -> list[Space]:
+        """The slots asked for longer than ``after`` ago and still not answered: the
+        subscription (or its answer) may have been lost with a worker, so it is sent again."""
+        return [
+            space
+            for space in ("location", "vendor", "inspection")
+            if (slot := getattr(self, space)) is not None
+            and not slot.ready
+            and (slot.asked_at is None or slot.asked_at + after <= now)
+        ]
+
+    def ask_again(
+        self, booking_id: str, spaces: list[Space], now: datetime | None = None
+    ) -> list[Command]:
+        """Forget the answers of ``spaces`` and subscribe to them anew, at ``now``."""
         commands: list[Command] = []
         for space in spaces:
             slot: Slot = getattr(self, space)
-            slot.version = None
+            slot.version, slot.asked_at = None, now
             commands.append((space, slot.fk, Subscribe(booking_id=booking_id)))
         return commands
 
@@ -496,10 +512,17 @@ class BookingState(_State):
         at = self.expires_at(retention)
         return at is not None and at <= now
 
-    def wake_at(self, retention: timedelta) -> datetime | None:
-        """The first instant time alone changes this booking: its snapshot's deadline, or its
-        eviction."""
+    def wake_at(
+        self, retention: timedelta, ask_again_after: timedelta | None = None
+    ) -> datetime | None:
+        """The first instant time alone changes this booking: its snapshot's deadline, its
+        eviction, or (with ``ask_again_after``) the time to ask again for an unanswered part."""
         times = [t for t in (self.deadline, self.expires_at(retention)) if t is not None]
+        if ask_again_after is not None:
+            for space in ("location", "vendor", "inspection"):
+                slot: Slot | None = getattr(self, space)
+                if slot is not None and not slot.ready and slot.asked_at is not None:
+                    times.append(slot.asked_at + ask_again_after)
         return min(times, default=None)
 
     def floor(self, version: str) -> None:

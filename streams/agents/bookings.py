@@ -56,6 +56,9 @@ PART_ADAPTERS: dict[Space, Any] = {
 
 WINDOW = timedelta(seconds=settings.conflate_window_s)
 RETENTION = timedelta(days=settings.cleanup_after_days)
+# A part asked for and not answered within this long is asked for again (a subscription lost
+# with a worker that died before its producer delivered it).
+ASK_AGAIN_AFTER = timedelta(seconds=settings.ask_again_after_s)
 deadlines = DeadlineIndex()
 pending = DueIndex()
 waker = Waker(topics.bookings, encode(Tick()))
@@ -69,7 +72,7 @@ def _load_index(partition: int) -> None:
         key = raw_key.decode() if isinstance(raw_key, bytes) else str(raw_key)
         if space_partition("booking", key, settings.partitions) == partition:
             state = parse(BookingState, raw)
-            entries.append((key, state.wake_at(RETENTION)))
+            entries.append((key, state.wake_at(RETENTION, ASK_AGAIN_AFTER)))
             owed.append((key, state.outbox.owed_at))
     deadlines.load(partition, entries)
     pending.load(partition, owed)
@@ -196,7 +199,7 @@ class _Batch:
     async def _booking(self, event: Any, key: str, msg: BookingChanged) -> None:
         state = self._load(key, event)
         known = state.booking_version
-        for space, fk, command in state.apply_booking(msg):
+        for space, fk, command in state.apply_booking(msg, clock()):
             await topics.send_to_space(space, fk, encode(command))
         if state.booking_version != known:  # else a duplicate or an older change
             self._changed(key, state)
@@ -237,13 +240,13 @@ class _Batch:
         if outbox.unconfirmed is not None:  # the last snapshot may not have left: send it again
             state.last_hash = None
         parts = self.shelves.of(self.keys.last_event(key))
-        missing = state.missing(parts)
-        if missing:
-            log.info("booking asks for its parts again booking_id=%s parts=%s", key, missing)
-            for space, fk, command in state.ask_again(key, missing):
+        again = state.missing(parts) + state.unanswered(now, ASK_AGAIN_AFTER)
+        if again:
+            log.info("booking asks for its parts again booking_id=%s parts=%s", key, again)
+            for space, fk, command in state.ask_again(key, again, now):
                 await topics.send_to_space(space, fk, encode(command))
         record = state.evaluate(now, parts)
-        deadlines.set(partition, key, state.wake_at(RETENTION))
+        deadlines.set(partition, key, state.wake_at(RETENTION, ASK_AGAIN_AFTER))
         if record is not None:
             value = record.model_dump_json().encode()
             await self.keys.send(key, topics.snapshots, key=key.encode(), value=value)

@@ -478,3 +478,25 @@ def test_a_booking_stored_with_copies_of_its_parts_asks_for_them_again() -> None
     answered(shelf, state, b, LocationState(), VendorState())
     record = state.evaluate(NOW, shelf.get)
     assert record is not None and record.source_version == v(4)  # never below what it had
+
+
+def test_a_part_asked_for_and_never_answered_is_asked_for_again() -> None:
+    after = timedelta(seconds=30)
+    b = booking()
+    state = BookingState()
+    commands = state.apply_booking(BookingChanged(deleted=False, version=v(1), row=b), NOW)
+    assert {space for space, _, _ in commands} == {"location", "vendor"}
+    assert state.unanswered(NOW + timedelta(seconds=29), after) == []
+    assert state.wake_at(timedelta(days=90), after) == NOW + after
+    # the vendor answered; the location's subscription was lost with a worker
+    state.apply_part("vendor", VendorState().part(str(b.vendor_id)))
+    assert state.unanswered(NOW + after, after) == ["location"]
+    again = state.ask_again(str(b.id), ["location"], NOW + after)
+    assert [(space, fk, type(c)) for space, fk, c in again] == [
+        ("location", str(b.location_id), Subscribe)
+    ]
+    assert state.unanswered(NOW + after, after) == []  # asked again: waits once more
+    assert state.wake_at(timedelta(days=90), after) == NOW + 2 * after
+    state.apply_part("location", LocationState().part(str(b.location_id)))
+    assert state.unanswered(NOW + 10 * after, after) == []
+    assert state.wake_at(timedelta(days=90), after) is None
