@@ -214,6 +214,11 @@ class _Batch:
         await self.keys.flush(self.emit)
 
     async def _evict(self, key: str, state: BookingState, partition: int) -> None:
+        if state.booking is None:
+            # Evicted before, its tombstone lost with a worker: the partition knows nothing of
+            # the booking any more, so its snapshot has no business downstream either.
+            await topics.snapshots.send(key=key.encode(), value=None)
+            return
         if not state.terminal:
             log.info("evict ignored: booking is live booking_id=%s", key)
             return
