@@ -8,12 +8,13 @@ group, fresh tables, its own data directory):
    each, reading times of the last minutes), copied into Postgres in large transactions as fast
    as it takes them;
 2. waits (printing progress, up to ``--timeout``) until Debezium has captured every row, every
-   booking's row in ``market_inventory_snapshots`` shows the last reading at its location, its
-   listing holds that content (``market_listing_sync``, and MongoDB's count), and the worker's
-   group has consumed the CDC topics to their ends;
-3. prints one table: rows written per second, the time until captured and until every snapshot
-   is in Postgres and in MongoDB, the peak RSS (VmHWM) of the worker, each of its sink processes
-   and each component of the stack, and the size of the worker's data directory.
+   booking has its row in ``market_inventory_snapshots``, every row shows the last reading at
+   its location, every listing holds its row's content (``market_listing_sync``, and MongoDB's
+   count), and the worker's group has consumed the CDC topics to their ends;
+3. prints one table: rows written per second, the time until each of those, the peak RSS
+   (VmHWM) of the worker, each of its sink processes and each component of the stack, and the
+   size of the worker's data directory. At the deadline, or on Ctrl-C or SIGTERM, the table
+   shows what was reached and where the pipeline stood.
 
 The last reading of each sensor carries ``FINAL`` and the newest reading time, and every earlier
 one a smaller value, so a row showing ``FINAL`` reflects all of its location's readings.
@@ -133,12 +134,15 @@ class Peaks(threading.Thread):
         super().__init__(daemon=True)
         self.worker, self.stack, self.every = worker, stack, every
         self.peaks: dict[str, float] = {}
+        self.load_min, self.load_max = os.getloadavg()[0], os.getloadavg()[0]
         self.stopping = threading.Event()
 
     def _keep(self, name: str, mib: float) -> None:
         self.peaks[name] = max(self.peaks.get(name, 0.0), mib)
 
     def sample(self) -> None:
+        self.load_min = min(self.load_min, os.getloadavg()[0])
+        self.load_max = max(self.load_max, os.getloadavg()[0])
         if self.worker.alive():
             self._keep("worker", peak_rss_mib(self.worker.pid))
             for child in children_of(self.worker.pid):
@@ -195,6 +199,7 @@ class Load:
         self.data_dir = Path(self.worker.env["MIS_DATA_DIR"])
         self.topics = [settings.cdc_topic(t) for t in CDC_TABLES]
         self._ends: dict[tuple[str, int], int] = {}
+        self.bookings = 0
         self.base = self.cdc_ends()
 
     def cdc_ends(self) -> dict[tuple[str, int], int]:
@@ -262,6 +267,7 @@ def run(args: argparse.Namespace) -> str:
             load.worker.start()
             peaks.start()
             ids, locations, columns, rows = booking_rows(load.tag, args.bookings, args.per_location)
+            load.bookings = len(ids)
             began = time.monotonic()
             copy_rows(load.pg, "storage_bookings", columns, iter(rows))
             booked = time.monotonic() - began
@@ -273,59 +279,13 @@ def run(args: argparse.Namespace) -> str:
             read_s = written - booked
             say(f"{args.readings:,} readings in {read_s:.1f}s")
             total = len(ids) + args.readings
-            deadline = time.monotonic() + args.timeout
-            state: dict[str, Any] = {}
-
-            def progress() -> str:
-                pg_rows, final, synced = load.in_postgres()
-                state.update(rows=pg_rows, final=final, synced=synced)
-                return (
-                    f"captured {load.captured():,}/{total:,}, rows {pg_rows:,}, current {final:,},"
-                    f" listings current {synced:,}/{len(ids):,}, CDC lag {load.lag():,},"
-                    f" worker {peaks.peaks.get('worker', 0):.0f} MiB peak"
-                )
-
-            def mark(name: str, probe: Callable[[], bool]) -> Callable[[], bool]:
-                def check() -> bool:
-                    if load.worker.proc is not None and load.worker.proc.poll() is not None:
-                        raise SystemExit(f"bench-load: the worker exited: {load.worker.log}")
-                    done = probe()
-                    if done and name not in state:
-                        state[name] = time.monotonic() - began
-                    return done
-
-                return check
-
-            until(
-                "the capture",
-                mark("captured", lambda: load.captured() >= total),
-                deadline,
-                progress,
-            )
-            until(
-                "every snapshot in Postgres",
-                mark("postgres", lambda: load.in_postgres()[1] == len(ids)),
-                deadline,
-                progress,
-            )
-            until(
-                "every listing in MongoDB",
-                mark(
-                    "mongodb",
-                    lambda: (
-                        load.in_postgres()[2] == len(ids)
-                        and load.listings.estimated_document_count() >= len(ids)
-                    ),
-                ),
-                deadline,
-                progress,
-            )
-            until(
-                "the CDC lag to reach zero",
-                mark("lag", lambda: load.lag() == 0),
-                deadline,
-                progress,
-            )
+            state: dict[str, Any] = {"stopped": None}
+            try:
+                wait_all(load, peaks, state, began, total, time.monotonic() + args.timeout)
+            except (KeyboardInterrupt, SystemExit) as exc:
+                # Interrupted (Ctrl-C, SIGTERM, the worker gone): the table still shows how far
+                # the pipeline got.
+                state["stopped"] = f"{time.monotonic() - began:,.0f} s ({exc or 'interrupted'})"
             peaks.stop()
             data = dir_mib(load.data_dir)
         finally:
@@ -335,15 +295,19 @@ def run(args: argparse.Namespace) -> str:
                 (outdir / f"load-{stamp}-worker.log").write_bytes(load.worker.log.read_bytes())
 
     def took(name: str) -> str:
-        return f"{state[name]:,.0f} s" if name in state else f"not within {args.timeout:.0f} s"
+        if name in state:
+            return f"{state[name]:,.0f} s"
+        return f"not reached: stopped after {state['stopped'] or f'{args.timeout:.0f} s'}"
 
     figures = [
         ["bookings written", f"{len(ids) / booked:,.0f} rows/s ({booked:.1f} s)"],
         ["readings written", f"{args.readings / read_s:,.0f} rows/s ({read_s:.1f} s)"],
         ["all captured (Debezium's topics)", took("captured")],
-        ["every snapshot current in Postgres", took("postgres")],
+        ["a row for every booking in Postgres", took("rows")],
+        ["every row current (its location's last reading)", took("postgres")],
         ["every listing current in MongoDB", took("mongodb")],
         ["worker's CDC lag zero", took("lag")],
+        ["where it stood at the end", state.get("progress", "-")],
         *([f"peak RSS: {k}", f"{v:,.0f} MiB"] for k, v in sorted(peaks.peaks.items())),
         ["worker's data directory (RocksDB)", f"{data:,.0f} MiB"],
     ]
@@ -352,13 +316,59 @@ def run(args: argparse.Namespace) -> str:
         [
             f"bench-load {stamp}: {len(ids):,} bookings ({args.per_location}/location, "
             f"{len(locations):,} locations, {VENDORS} vendors), {args.readings:,} readings "
-            f"({SENSORS} sensors/location), {os.cpu_count()} cores, load average (1/5/15 min) "
-            f"at the end {load_avg}; times from the first row written",
+            f"({SENSORS} sensors/location), {os.cpu_count()} cores; load average (1 min) "
+            f"{peaks.load_min:.1f}-{peaks.load_max:.1f} during the run, {load_avg} (1/5/15 min) "
+            "at the end; times from the first row written",
             table(["measured", "figure"], figures),
         ]
     )
     (outdir / f"load-{stamp}.txt").write_text(text + "\n")
     return text + f"\n\n(also in {outdir / f'load-{stamp}.txt'})"
+
+
+def wait_all(
+    load: Load, peaks: Peaks, state: dict[str, Any], began: float, total: int, deadline: float
+) -> None:
+    """Wait for each stage in turn, recording in ``state`` when each was first reached."""
+    bookings = load.bookings
+
+    def progress() -> str:
+        pg_rows, final, synced = load.in_postgres()
+        state["progress"] = (
+            f"captured {load.captured():,}/{total:,}, rows {pg_rows:,}, current {final:,},"
+            f" listings current {synced:,}/{bookings:,}, CDC lag {load.lag():,}"
+        )
+        return f"{state['progress']}, worker {peaks.peaks.get('worker', 0):.0f} MiB peak"
+
+    def mark(name: str, probe: Callable[[], bool]) -> Callable[[], bool]:
+        def check() -> bool:
+            if load.worker.proc is not None and load.worker.proc.poll() is not None:
+                raise SystemExit(f"the worker exited: {load.worker.log}")
+            done = probe()
+            if done and name not in state:
+                state[name] = time.monotonic() - began
+            return done
+
+        return check
+
+    stages: list[tuple[str, str, Callable[[], bool]]] = [
+        ("captured", "the capture", lambda: load.captured() >= total),
+        ("rows", "a row for every booking", lambda: load.in_postgres()[0] == bookings),
+        ("postgres", "every snapshot in Postgres", lambda: load.in_postgres()[1] == bookings),
+        (
+            "mongodb",
+            "every listing in MongoDB",
+            lambda: (
+                load.in_postgres()[2] == bookings
+                and load.listings.estimated_document_count() >= bookings
+            ),
+        ),
+        ("lag", "the CDC lag to reach zero", lambda: load.lag() == 0),
+    ]
+    for name, what, probe in stages:
+        if not until(what, mark(name, probe), deadline, progress):
+            return
+    progress()
 
 
 def main(argv: list[str] | None = None) -> int:
