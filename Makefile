@@ -20,7 +20,7 @@ JUNIT ?= build/test-results/junit.xml
 PYTEST_ARGS ?=
 C ?=
 
-.PHONY: help venv install lint test run down bench bench-sinks bench-live bench-mongo faults stack-up stack-down stack-status stack-logs
+.PHONY: help venv install lint test run down bench bench-sinks bench-load bench-live bench-mongo faults stack-up stack-down stack-status stack-logs
 
 help:
 	@echo "make run            fetch/build what is missing, start the stack and a worker, load demo data, watch the pipeline live"
@@ -32,6 +32,7 @@ help:
 	@echo "make lint           ruff (lint and format) and mypy"
 	@echo "make bench          throughput and end-to-end delay on a fresh stack"
 	@echo "make bench-sinks    backlog drain and Postgres freshness with MongoDB stopped"
+	@echo "make bench-load     100k bookings and 1M readings loaded: time to every snapshot, peak RSS"
 	@echo "make bench-live     source commit -> listing-change stream client, p50/p99"
 	@echo "make bench-mongo    MongoDB-wire server by _id: replace rate, find_one latency"
 	@echo "make faults         the fault matrix under load, checked against the source tables"
@@ -111,6 +112,13 @@ bench-sinks: venv
 	@trap 'exit 130' INT TERM; trap '$(STACK) down' EXIT; \
 	$(STACK) up; \
 	$(PY) -m streams.benchmarks.sinks $(BENCH_ARGS)
+
+# A large load (100k bookings, 1M readings) with one worker: until every snapshot and listing is
+# current, and the peak RSS of every process (figures printed, nothing asserted; 10-20 minutes).
+bench-load: venv
+	@trap 'exit 130' INT TERM; trap '$(STACK) down' EXIT; \
+	$(STACK) up; \
+	$(PY) -m streams.benchmarks.load $(BENCH_ARGS)
 
 # Source commit -> live push (the listing-change stream), one change at a time, with and without load.
 BENCH_LIVE_ARGS ?= --changes 100
