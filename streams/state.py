@@ -13,6 +13,7 @@ may still arrive late (the route agent reads the CDC topics' partitions in no se
 
 from __future__ import annotations
 
+import bisect
 import json
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -113,11 +114,14 @@ class KeyState(_State):
         return version <= self.truncated.get(table, ZERO_VERSION)
 
     def subscribe(self, msg: Subscribe | Unsubscribe) -> bool:
-        present = msg.booking_id in self.subscribers
+        # The list stays sorted: found and changed by bisection, not re-sorted per subscriber
+        # (a vendor can have tens of thousands).
+        at = bisect.bisect_left(self.subscribers, msg.booking_id)
+        present = at < len(self.subscribers) and self.subscribers[at] == msg.booking_id
         if isinstance(msg, Subscribe) and not present:
-            self.subscribers = sorted([*self.subscribers, msg.booking_id])
+            self.subscribers.insert(at, msg.booking_id)
         elif isinstance(msg, Unsubscribe) and present:
-            self.subscribers = [b for b in self.subscribers if b != msg.booking_id]
+            del self.subscribers[at]
         # A subscribe is answered even when it is a duplicate: the subscriber may have reset.
         return isinstance(msg, Subscribe)
 

@@ -245,11 +245,11 @@ class _Batch:
     async def answer(self, key: str, state: KeyState) -> None:
         now, outbox = clock(), state.outbox
         due = conflate.is_due(outbox, now)
-        targets = (
-            list(state.subscribers)
-            if due
-            else [b for b in outbox.fresh if b in set(state.subscribers)]
-        )
+        if due:
+            targets = list(state.subscribers)
+        else:
+            listening = set(state.subscribers)
+            targets = [b for b in outbox.fresh if b in listening]
         if targets or key in self.changed:
             part = fits(key, state)
             for partition, ids in grouped(targets, settings.partitions).items():
