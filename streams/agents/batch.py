@@ -166,6 +166,7 @@ class KeyedBatch(Generic[S]):
         self._table, self._cls, self._max_bytes = table, cls, max_bytes
         self._deliveries = deliveries_of(table) if deliveries is None else deliveries
         self._sent: dict[str, list[tuple[str, Awaitable[Any]]]] = {}  # key -> (topic, delivery)
+        self._owed: set[str] = set()  # keys whose last send must be made again (_settle)
         self._states: dict[str, S | None] = {}
         self._last_event: dict[str, Any] = {}
         self._events: dict[str, list[Any]] = {}  # the key's own events, for the dead letters
@@ -287,6 +288,7 @@ class KeyedBatch(Generic[S]):
         self._dirty.clear()
         self._partitions.clear()
         self._sent.clear()
+        self._owed.clear()
 
     def _settle(self, key: str, state: S, now: datetime) -> bool:
         """Apply what became of the key's unconfirmed send; True when it is owed again."""
@@ -298,7 +300,16 @@ class KeyedBatch(Generic[S]):
         if delivery in ("delivered", "failed"):
             self._deliveries.discard(partition, key)
         conflate.settle(outbox, now, delivery)
-        return delivery in ("failed", "unknown")
+        owed = delivery in ("failed", "unknown")
+        if owed:
+            self._owed.add(key)
+        return owed
+
+    def owed_again(self, key: str) -> bool:
+        """While ``key`` is flushed: its last send failed or is unknown to this worker (made
+        before a restart, or elsewhere), so it must be sent again even if its content is the
+        same. A send still in flight is not owed again: it is on its way."""
+        return key in self._owed
 
     def _write(self, key: str, state: S, owed: bool) -> None:
         # A retried key's sends count with those of its first attempt; a refused key's are

@@ -246,7 +246,7 @@ class _Batch:
         if state.expired(now, RETENTION):
             await self._evict(key, state, partition)
             return
-        if outbox.unconfirmed is not None:  # the last snapshot may not have left: send it again
+        if self.keys.owed_again(key):  # the last snapshot may not have left: send it again
             state.last_hash = None
         parts = self.shelves.of(self.keys.last_event(key))
         again = state.missing(parts) + state.unanswered(now, ASK_AGAIN_AFTER)
