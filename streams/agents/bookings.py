@@ -6,11 +6,9 @@ whose deadline (a pest event leaving the window, a certificate expiring, a senso
 passed, and emits those whose window is over. Table writes therefore stay inside stream
 processing, as Faust requires.
 
-A booking's own changes are conflated (streams.conflate): at most one snapshot per
-``MIS_CONFLATE_WINDOW_S``, evaluated when it leaves. A part is already conflated where it is sent
-(at most one per key and window), so a booking answers it at the end of the batch that brings
-it: one window of delay, not two, and under a storm the snapshot rate stays bounded by bookings
-x busy parts / window. A part arrives as one message per booking partition naming the
+A booking emits its snapshot conflated (streams.conflate): at most one per
+``MIS_CONFLATE_WINDOW_S``, evaluated when it leaves, so under a storm the snapshot rate is
+bounded by bookings / window. A part arrives as one message per booking partition naming the
 bookings it answers.
 """
 
@@ -137,8 +135,8 @@ class _Batch:
             self._floors[partition] = load(tables.truncations, f"floor:{partition}", PartitionFloor)
         return self._floors[partition]
 
-    def _changed(self, key: str, state: BookingState, window: timedelta = WINDOW) -> None:
-        conflate.mark(state.outbox, clock(), window)
+    def _changed(self, key: str, state: BookingState) -> None:
+        conflate.mark(state.outbox, clock(), WINDOW)
         self.keys.touch(key)
 
     async def handle(self, event: Any) -> None:
@@ -180,9 +178,7 @@ class _Batch:
             for booking_id in msg.bookings or [key_of(event)]:
                 state = self._load(booking_id, event)
                 if state.apply_part(space, msg):
-                    # Parts are conflated where they are sent (at most one per key and window):
-                    # conflating them again here would add a second window to their delay.
-                    self._changed(booking_id, state, window=timedelta(0))
+                    self._changed(booking_id, state)
             return
         key = key_of(event)
         if isinstance(msg, Evict):
