@@ -116,7 +116,7 @@ class _Shelves:
         return lambda space, fk: self.get(space, fk, event)
 
 
-class _Batch:
+class BookingBatch:
     """One batch of the booking topic: every booking it touches is evaluated once, at the end."""
 
     def __init__(self) -> None:
@@ -263,7 +263,7 @@ class _Batch:
 @app.agent(topics.booking_inputs)
 async def bookings(stream: Any) -> None:
     async for events in stream.take_events(settings.batch_size, settings.batch_within_s):
-        batch = _Batch()
+        batch = BookingBatch()
         for event in events:
             await guarded(event, batch.handle)
         await batch.finish()

@@ -153,7 +153,7 @@ class Space:
             )
 
 
-class _Batch:
+class KeySpaceBatch:
     def __init__(self, space: Space) -> None:
         self.space = space
         limit = 2 * settings.max_part_bytes
@@ -270,7 +270,7 @@ class _Batch:
 
 async def _serve(stream: Any, space: Space) -> None:
     async for events in stream.take_events(settings.batch_size, settings.batch_within_s):
-        batch = _Batch(space)
+        batch = KeySpaceBatch(space)
         for event in events:
             await guarded(event, batch.handle)
         await batch.finish()

@@ -160,7 +160,7 @@ def send_signal(settings: Settings, table: str, signal_id: str, data: str) -> No
 
 
 @dataclass
-class Outcome:
+class BackfillOutcome:
     request: BackfillRequest
     connector: str
     signal_id: str
@@ -188,8 +188,8 @@ class Outcome:
         return rows
 
 
-def follow(
-    kafka: Kafka, topic: str, start: dict[int, int], outcome: Outcome, timeout_s: float
+def follow_notifications(
+    kafka: Kafka, topic: str, start: dict[int, int], outcome: BackfillOutcome, timeout_s: float
 ) -> None:
     """Read the notification topic from ``start`` until our snapshot completes or aborts."""
     progress = Progress("backfill", outcome.expected or None)
@@ -233,7 +233,7 @@ def follow(
         progress.close(done, outcome.status.lower())
 
 
-def run(settings: Settings, request: BackfillRequest) -> Outcome:
+def run(settings: Settings, request: BackfillRequest) -> BackfillOutcome:
     if not request.tables:
         raise OpsError("name at least one table")
     collections = sorted({qualified(t) for t in request.tables})
@@ -255,7 +255,7 @@ def run(settings: Settings, request: BackfillRequest) -> Outcome:
         p: high
         for (_, p), (_, high) in kafka.watermarks((topic, p) for p in range(counts[topic])).items()
     }
-    outcome = Outcome(request, name, f"backfill-{uuid.uuid4()}", collections, expected)
+    outcome = BackfillOutcome(request, name, f"backfill-{uuid.uuid4()}", collections, expected)
     where = [(c, request.where) for c in collections] if request.where else []
     send_signal(
         settings,
@@ -264,7 +264,7 @@ def run(settings: Settings, request: BackfillRequest) -> Outcome:
         execute_snapshot_data(collections, where),
     )
     if request.wait:
-        follow(kafka, topic, start, outcome, request.timeout_s)
+        follow_notifications(kafka, topic, start, outcome, request.timeout_s)
     return outcome
 
 
