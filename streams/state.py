@@ -49,6 +49,8 @@ TOMBSTONES_KEPT = 512
 PEST_RETENTION = timedelta(days=8)
 
 Space = Literal["location", "vendor", "inspection"]
+#: the foreign key spaces a booking links to, in the order its links are kept
+SPACES: tuple[Space, ...] = ("location", "vendor", "inspection")
 
 
 class _State(BaseModel):
@@ -436,8 +438,7 @@ class BookingState(_State):
             self.finished_at = msg.committed_at
 
         commands: list[Command] = []
-        spaces: tuple[Space, ...] = ("location", "vendor", "inspection")
-        for space in spaces:
+        for space in SPACES:
             old, new = before.get(space), after.get(space)
             if old == new:
                 continue
@@ -475,7 +476,7 @@ class BookingState(_State):
         parts were shelved, or a shelf lost): the booking must ask for them again."""
         return [
             space
-            for space in ("location", "vendor", "inspection")
+            for space in SPACES
             if (slot := getattr(self, space)) is not None
             and slot.ready
             and parts(space, slot.fk) is None
@@ -486,7 +487,7 @@ class BookingState(_State):
         subscription (or its answer) may have been lost with a worker, so it is sent again."""
         return [
             space
-            for space in ("location", "vendor", "inspection")
+            for space in SPACES
             if (slot := getattr(self, space)) is not None
             and not slot.ready
             and (slot.asked_at is None or slot.asked_at + after <= now)
@@ -523,7 +524,7 @@ class BookingState(_State):
         eviction, or (with ``ask_again_after``) the time to ask again for an unanswered part."""
         times = [t for t in (self.deadline, self.expires_at(retention)) if t is not None]
         if ask_again_after is not None:
-            for space in ("location", "vendor", "inspection"):
+            for space in SPACES:
                 slot: Slot | None = getattr(self, space)
                 if slot is not None and not slot.ready and slot.asked_at is not None:
                     times.append(slot.asked_at + ask_again_after)
@@ -540,7 +541,7 @@ class BookingState(_State):
         if b is None:
             return None
         held: dict[Space, Part] = {}
-        for space in ("location", "vendor", "inspection"):
+        for space in SPACES:
             slot: Slot | None = getattr(self, space)
             if slot is None:
                 continue

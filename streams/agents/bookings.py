@@ -48,11 +48,7 @@ from streams.topology import space_partition
 
 log = logging.getLogger(__name__)
 
-PART_ADAPTERS: dict[Space, Any] = {
-    "location": LocationPart,
-    "vendor": VendorPart,
-    "inspection": InspectionPart,
-}
+PART_CLASSES: dict[Space, type[Part]] = {space: cls for cls, space in PART_SPACE.items()}
 
 WINDOW = timedelta(seconds=settings.conflate_window_s)
 RETENTION = timedelta(days=settings.cleanup_after_days)
@@ -99,7 +95,7 @@ class _Shelves:
             self.keys.make_current(event)
             raw = tables.booking_parts.get(self._key(space, fk, partition))
             if raw is not None:
-                shelf.offer(PART_ADAPTERS[space].model_validate_json(raw))
+                shelf.offer(PART_CLASSES[space].model_validate_json(raw))
         return shelf.get(space, fk)
 
     def offer(self, part: Part, event: Any) -> None:
