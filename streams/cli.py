@@ -14,39 +14,40 @@ from streams.ops.commands import add_ops_commands
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from faust.cli.faust import cli
-
     from streams.admin import ensure_sink_table, ensure_topics
     from streams.api.auth import Tokens
     from streams.errors import PipelineError
+    from streams.runtime import build
 
     try:
         settings = get_settings()
+        if args.loglevel:
+            settings = settings.model_copy(update={"log_level": args.loglevel.lower()})
         Tokens(settings)  # refuse to start on a token entry that cannot be used
         ensure_topics(settings)
         ensure_sink_table(settings)
+        rt = build(settings, web=True)
     except PipelineError as exc:
         print(f"mis worker: {exc}", file=sys.stderr)
         return 2
 
-    level = (args.loglevel or settings.log_level).lower().replace("warning", "warn")
-    os.environ["MIS_LOG_LEVEL"] = level
-    argv = ["faust", "-A", "streams.app", "worker", "-l", level]
-    sys.argv = argv
-    cli(prog_name="mis worker")  # exits
-    return 0
+    level = settings.log_level.lower().replace("warning", "warn")
+    sys.argv = ["mis worker", "worker", "-l", level]
+    rt.app.main()  # exits
 
 
 def _cleanup(args: argparse.Namespace) -> int:
     from streams.agents import timers
-    from streams.app import app
+    from streams.runtime import build
+
+    rt = build(get_settings(), agents=False)
 
     async def run() -> timers.Cleaned:
-        await app.producer.start()
+        await rt.app.producer.start()
         try:
-            return await timers.cleanup()
+            return await timers.cleanup(rt)
         finally:
-            await app.producer.stop()
+            await rt.app.producer.stop()
 
     cleaned = asyncio.run(run())
     print(f"cleanup: evicting {cleaned.evicted} completed or withdrawn snapshots")

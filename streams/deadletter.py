@@ -37,18 +37,24 @@ def dead_letter_record(
     }
 
 
-async def dead_letter(event: Any, reason: str) -> None:
-    """Park ``event`` (a faust Event) on the dead-letter topic; the stream goes on."""
-    msg = event.message
-    log.warning(
-        "dead letter topic=%s partition=%s offset=%s reason=%s",
-        msg.topic,
-        msg.partition,
-        msg.offset,
-        reason,
-    )
-    from streams import topics  # the app, built only where agents run
+class DeadLetters:
+    """Parks what could not be processed on the dead-letter topic; the stream goes on."""
 
-    record = dead_letter_record(reason, msg.topic, msg.partition, msg.offset, msg.key, msg.value)
-    metrics.DEAD_LETTERS.labels(topic=msg.topic).inc()
-    await topics.dead_letters.send(key=msg.key, value=json.dumps(record).encode())
+    def __init__(self, topic: Any) -> None:
+        self._topic = topic
+
+    async def __call__(self, event: Any, reason: str) -> None:
+        """Park ``event`` (a faust Event) with ``reason``."""
+        msg = event.message
+        log.warning(
+            "dead letter topic=%s partition=%s offset=%s reason=%s",
+            msg.topic,
+            msg.partition,
+            msg.offset,
+            reason,
+        )
+        record = dead_letter_record(
+            reason, msg.topic, msg.partition, msg.offset, msg.key, msg.value
+        )
+        metrics.DEAD_LETTERS.labels(topic=msg.topic).inc()
+        await self._topic.send(key=msg.key, value=json.dumps(record).encode())

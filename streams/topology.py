@@ -1,8 +1,9 @@
 """The pipeline's topology, declared once: every topic, table, consumer group and key space.
 
 Pure: functions of the application id (``MIS_APP_ID``) or of Settings, no Faust, no I/O. The
-Faust declarations (streams.topics, streams.tables), the topic creation (streams.admin), the
-operations (streams.ops), the sinks, the bench and the tests all take their names from here.
+Faust declarations (streams.runtime.topics, streams.runtime.tables), the topic creation
+(streams.admin), the operations (streams.ops), the sinks, the bench and the tests all take
+their names from here.
 
     Debezium:   <prefix>.public.<source table>            one per SOURCE_TABLES
     key spaces: <app>-by-<space>                           one per KEY_SPACES
@@ -52,7 +53,7 @@ ROUTED_BY = {
 # the others as Kafka's producers place a key (murmur2 of its bytes).
 ROUTED_SPACES = frozenset({"location", "vendor"})
 
-# The Faust tables (streams.tables), each with the changelog `<app>-<table>-changelog`.
+# The Faust tables (streams.runtime.tables), each with the changelog `<app>-<table>-changelog`.
 STATE_TABLES = {
     "location": "location-state",
     "vendor": "vendor-state",

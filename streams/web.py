@@ -1,18 +1,18 @@
 """The HTTP API on the worker's own web server (Faust's aiohttp application).
 
-Imported by the worker through the app's autodiscovery. Routes and middleware are added to the
+Installed by streams.runtime.build (``web=True``). Routes and middleware are added to the
 aiohttp application before the worker starts it; the shared resources (a Postgres pool, MongoDB
 clients) are created here but connect lazily, inside the worker's event loop, on first use.
 """
 
 from __future__ import annotations
 
-from typing import Any, cast
+from pathlib import Path
+from typing import cast
 
 from aiohttp import web
 from faust.web.drivers.aiohttp import Web
 
-from streams.agents import worker_sinks
 from streams.api.auth import Guard
 from streams.api.handlers import API, Api, routes
 from streams.api.health import Health
@@ -21,11 +21,19 @@ from streams.api.live import LIVE, Live
 from streams.api.middleware import api_middleware
 from streams.api.publishing import Publishing
 from streams.api.store import Store
-from streams.app import app, settings
 from streams.debezium_signal import declared_signal_table
+from streams.runtime import Runtime
 
 
-def install(web_app: web.Application, faust_app: Any) -> Api:
+def install(rt: Runtime) -> Api:
+    """The API on the web server of ``rt``'s app."""
+    settings, faust_app = rt.settings, rt.app
+    web_app = cast(Web, faust_app.web).web_app
+    sinks = rt.parts.get("sinks")
+
+    def sink_metrics() -> list[Path]:
+        return [] if sinks is None else sinks.metrics_files()
+
     guard = Guard.from_settings(settings)  # a broken token entry stops the worker here
     signals = declared_signal_table(settings.connector_name)
     store = Store(settings.pg_dsn, settings.api_timeout_s, signals)
@@ -36,7 +44,7 @@ def install(web_app: web.Application, faust_app: Any) -> Api:
         health=Health(settings, store, faust_app),
         faust_app=faust_app,
         jobs=Jobs(),
-        sink_metrics=worker_sinks.metrics_files,
+        sink_metrics=sink_metrics,
     )
     web_app[API] = api
     web_app[LIVE] = live = Live()
@@ -49,7 +57,5 @@ def install(web_app: web.Application, faust_app: Any) -> Api:
     web_app.on_cleanup.append(_close)
     # Open change streams end when the server shuts down, not when their clients leave.
     web_app.on_shutdown.append(lambda _: live.close())
+    rt.parts["api"] = api
     return api
-
-
-api = install(cast(Web, app.web).web_app, app)

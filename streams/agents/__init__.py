@@ -1,1 +1,16 @@
-"""Faust agents, one module per concern: key spaces, bookings, timers, the worker's sinks."""
+"""The Faust adapters of the pipeline: each module's ``register(rt)`` adds its agents, timers
+or tasks to a runtime's app (streams.runtime.build)."""
+
+from __future__ import annotations
+
+from streams.runtime import Runtime
+
+
+def register(rt: Runtime) -> None:
+    from streams.agents import bookings, keyspaces, lifecycle, timers, worker_sinks
+
+    rt.parts["keyspaces"] = keyspaces.register(rt)
+    rt.parts["bookings"] = bookings.register(rt)
+    rt.parts["sinks"] = worker_sinks.register(rt)
+    timers.register(rt)
+    lifecycle.register(rt)

@@ -32,20 +32,19 @@ import logging
 import os
 import signal
 import uuid
-import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 from typing import Any, Generic, TypeVar
 
-from faust.streams import _current_event
 from pydantic import BaseModel
 
 from streams import conflate
-from streams.agents.common import load, save
+from streams.agents.common import DeadLetter, load, save
 from streams.clock import clock
 from streams.conflate import Delivery, Outbox
+from streams.runtime.internals import make_current
 
 S = TypeVar("S", bound=BaseModel)
 log = logging.getLogger(__name__)
@@ -118,20 +117,6 @@ class Deliveries:
             self._sends.pop(p, None)
 
 
-_DELIVERIES: dict[str, Deliveries] = {}
-
-
-def deliveries_of(table: Any) -> Deliveries:
-    name = str(getattr(table, "name", id(table)))
-    return _DELIVERIES.setdefault(name, Deliveries())
-
-
-def forget_deliveries(partitions: Iterable[int]) -> None:
-    gone = set(partitions)
-    for deliveries in _DELIVERIES.values():
-        deliveries.forget(gone)
-
-
 # A fault for the tests (tests/integration/test_crash_after_send.py): the path of a file which,
 # while it exists, holds the end of a topic name; the first key whose state is stored after
 # messages to such a topic were handed to the producer removes the file and SIGKILLs the
@@ -156,15 +141,20 @@ def _outbox(state: Any) -> Outbox | None:
 
 
 class KeyedBatch(Generic[S]):
+    """One batch of one table's keys. ``deliveries`` outlives the batch: the agent keeps one
+    per table. A refused key's events go to ``dead_letter``."""
+
     def __init__(
         self,
         table: Any,
         cls: type[S],
+        *,
+        deliveries: Deliveries,
+        dead_letter: DeadLetter,
         max_bytes: int | None = None,
-        deliveries: Deliveries | None = None,
     ) -> None:
         self._table, self._cls, self._max_bytes = table, cls, max_bytes
-        self._deliveries = deliveries_of(table) if deliveries is None else deliveries
+        self._deliveries, self._dead_letter = deliveries, dead_letter
         self._sent: dict[str, list[tuple[str, Awaitable[Any]]]] = {}  # key -> (topic, delivery)
         self._owed: set[str] = set()  # keys whose last send must be made again (_settle)
         self._states: dict[str, S | None] = {}
@@ -180,9 +170,8 @@ class KeyedBatch(Generic[S]):
         self._sent.setdefault(of, []).append((topic.get_topic_name(), delivery))
 
     def make_current(self, event: Any) -> None:
-        # Only the context variable the stores read: Stream.current_event must stay as it is,
-        # because take_events() records the buffered events from that attribute.
-        _current_event.set(weakref.ref(event))
+        """Reads and writes of the table go to the partition of ``event`` from now on."""
+        make_current(event)
 
     def stored(self, key: str, event: Any) -> bool:
         """Whether the table holds ``key`` (in the partition of ``event``)."""
@@ -329,8 +318,6 @@ class KeyedBatch(Generic[S]):
             _maybe_killed(topic for topic, _ in sent)
 
     async def _refuse(self, key: str, exc: Exception) -> None:
-        from streams.deadletter import dead_letter
-
         event = self._last_event[key]
         log.exception(
             "key refused key=%s topic=%s partition=%s offset=%s",
@@ -341,4 +328,4 @@ class KeyedBatch(Generic[S]):
         )
         reason = f"processing failed for key {key}: {type(exc).__name__}: {exc}"
         for own in self._events.get(key) or [event]:
-            await dead_letter(own, reason)
+            await self._dead_letter(own, reason)

@@ -1,14 +1,15 @@
-"""The booking key space: where the parts meet and the snapshot is built.
+"""The Faust adapter of the booking key space: where the parts meet and the snapshot is built.
+
+What a booking does with its messages is streams.processors.booking; this module reads the
+events, loads and stores the bookings a batch at a time (streams.agents.batch), keeps the
+partition's shelf of parts (streams.state.Shelf) in the parts table, sends what the processor
+returns, and keeps the deadlines.
 
 Ticks arrive on every partition of this topic: from the leader's clock, and from this worker when
 a conflation window ends (streams.agents.waker). A tick re-evaluates the bookings of its partition
 whose deadline (a pest event leaving the window, a certificate expiring, a sensor going stale) has
 passed, and emits those whose window is over. Table writes therefore stay inside stream
-processing, as Faust requires.
-
-A booking emits its snapshot conflated (streams.conflate): at most one per
-``MIS_CONFLATE_WINDOW_S``, evaluated when it leaves, so under a storm the snapshot rate is
-bounded by bookings / window. A part arrives as one message per booking partition naming the
+processing, as Faust requires. A part arrives as one message per booking partition naming the
 bookings it answers.
 """
 
@@ -16,20 +17,20 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
+from faust.streams import Stream
+from faust.types import StreamT
 from pydantic import ValidationError
 
-from streams import conflate, metrics, tables, topics
-from streams.agents.batch import KeyedBatch
-from streams.agents.changes import decode
+from streams import metrics
+from streams.agents.batch import Deliveries, KeyedBatch
+from streams.agents.changes import Changes
 from streams.agents.common import guarded, key_of, load, parse, save
 from streams.agents.truncation import Truncations
 from streams.agents.waker import Waker
-from streams.app import app, settings
 from streams.clock import clock
 from streams.conflate import DueIndex
-from streams.deadletter import dead_letter
 from streams.deadlines import DeadlineIndex
 from streams.messages import (
     BOOKING_MSG,
@@ -43,6 +44,9 @@ from streams.messages import (
     VersionFloor,
     encode,
 )
+from streams.processors.booking import BookingProcessor
+from streams.processors.step import SNAPSHOTS, Step
+from streams.runtime import Runtime
 from streams.state import PART_SPACE, BookingState, Part, PartitionFloor, PartOf, Shelf, Space
 from streams.topology import space_partition
 
@@ -50,36 +54,61 @@ log = logging.getLogger(__name__)
 
 PART_CLASSES: dict[Space, type[Part]] = {space: cls for cls, space in PART_SPACE.items()}
 
-WINDOW = timedelta(seconds=settings.conflate_window_s)
-RETENTION = timedelta(days=settings.cleanup_after_days)
-# A part asked for and not answered within this long is asked for again (a subscription lost
-# with a worker that died before its producer delivered it).
-ASK_AGAIN_AFTER = timedelta(seconds=settings.ask_again_after_s)
-deadlines = DeadlineIndex()
-pending = DueIndex()
-waker = Waker(topics.bookings, encode(Tick()))
 
+class BookingAgent:
+    """The booking key space on one worker: its processor, its deadlines and what is pending."""
 
-def _load_index(partition: int) -> None:
-    if deadlines.loaded(partition):
-        return
-    entries, owed = [], []
-    for raw_key, raw in tables.booking_state.items():
-        key = raw_key.decode() if isinstance(raw_key, bytes) else str(raw_key)
-        if space_partition("booking", key, settings.partitions) == partition:
-            state = parse(BookingState, raw)
-            entries.append((key, state.wake_at(RETENTION, ASK_AGAIN_AFTER)))
-            owed.append((key, state.outbox.owed_at))
-    deadlines.load(partition, entries)
-    pending.load(partition, owed)
+    def __init__(self, rt: Runtime) -> None:
+        s = rt.settings
+        self.rt = rt
+        self.processor = BookingProcessor(
+            partitions=s.partitions,
+            window=timedelta(seconds=s.conflate_window_s),
+            retention=timedelta(days=s.cleanup_after_days),
+            ask_again_after=timedelta(seconds=s.ask_again_after_s),
+        )
+        self.topic_name = rt.topics.bookings.get_topic_name()
+        self.changes = Changes(rt.topics, rt.dead_letter)
+        self.deadlines = DeadlineIndex()
+        self.pending = DueIndex()
+        self.deliveries = Deliveries()
+        self.waker = Waker(rt.topics.bookings, encode(Tick()))
+
+    def load_index(self, partition: int) -> None:
+        if self.deadlines.loaded(partition):
+            return
+        p = self.processor
+        entries, owed = [], []
+        for raw_key, raw in self.rt.tables.booking_state.items():
+            key = raw_key.decode() if isinstance(raw_key, bytes) else str(raw_key)
+            if space_partition("booking", key, p.partitions) == partition:
+                state = parse(BookingState, raw)
+                entries.append((key, state.wake_at(p.retention, p.ask_again_after)))
+                owed.append((key, state.outbox.owed_at))
+        self.deadlines.load(partition, entries)
+        self.pending.load(partition, owed)
+
+    async def serve(self, stream: Stream[bytes]) -> None:
+        s = self.rt.settings
+        async for events in stream.take_events(s.batch_size, s.batch_within_s):
+            batch = BookingBatch(self)
+            for event in events:
+                await guarded(event, batch.handle, self.rt.dead_letter)
+            await batch.finish()
+
+    def forget(self, partitions: set[int]) -> None:
+        """Partitions revoked: another worker may change their bookings meanwhile."""
+        self.deliveries.forget(partitions)
+        self.deadlines.forget(partitions)
+        self.pending.forget(partitions)
 
 
 class _Shelves:
     """The shelves of the partitions a batch goes through (streams.state.Shelf), read from the
     parts table as keys are first asked for and written as parts arrive."""
 
-    def __init__(self, keys: KeyedBatch[BookingState]) -> None:
-        self.keys = keys
+    def __init__(self, keys: KeyedBatch[BookingState], table: Any) -> None:
+        self.keys, self.table = keys, table
         self._shelves: dict[int, Shelf] = {}
         self._looked_up: set[tuple[int, Space, str]] = set()
 
@@ -93,7 +122,7 @@ class _Shelves:
         if (partition, space, fk) not in self._looked_up:
             self._looked_up.add((partition, space, fk))
             self.keys.make_current(event)
-            raw = tables.booking_parts.get(self._key(space, fk, partition))
+            raw = self.table.get(self._key(space, fk, partition))
             if raw is not None:
                 shelf.offer(PART_CLASSES[space].model_validate_json(raw))
         return shelf.get(space, fk)
@@ -105,7 +134,7 @@ class _Shelves:
             held = self._shelves[partition].get(space, part.fk)
             assert held is not None
             self.keys.make_current(event)
-            tables.booking_parts[self._key(space, part.fk, partition)] = encode(held)
+            self.table[self._key(space, part.fk, partition)] = encode(held)
 
     def of(self, event: Any) -> PartOf:
         """The parts as the partition of ``event`` holds them."""
@@ -115,12 +144,20 @@ class _Shelves:
 class BookingBatch:
     """One batch of the booking topic: every booking it touches is evaluated once, at the end."""
 
-    def __init__(self) -> None:
+    def __init__(self, agent: BookingAgent) -> None:
+        rt = agent.rt
+        self.agent, self.processor, self.tables = agent, agent.processor, rt.tables
         self.keys: KeyedBatch[BookingState] = KeyedBatch(
-            tables.booking_state, BookingState, 2 * settings.max_part_bytes
+            rt.tables.booking_state,
+            BookingState,
+            deliveries=agent.deliveries,
+            dead_letter=rt.dead_letter,
+            max_bytes=2 * rt.settings.max_part_bytes,
         )
-        self.truncations = Truncations("booking", self.keys, "booking")
-        self.shelves = _Shelves(self.keys)
+        self.truncations = Truncations(
+            "booking", self.keys, "booking", rt.tables.truncations, rt.settings.partitions
+        )
+        self.shelves = _Shelves(self.keys, rt.tables.booking_parts)
         self._floors: dict[int, PartitionFloor] = {}
 
     def _floor(self, event: Any) -> PartitionFloor:
@@ -128,17 +165,19 @@ class BookingBatch:
         partition = int(event.message.partition)
         if partition not in self._floors:
             self.keys.make_current(event)
-            self._floors[partition] = load(tables.truncations, f"floor:{partition}", PartitionFloor)
+            self._floors[partition] = load(
+                self.tables.truncations, f"floor:{partition}", PartitionFloor
+            )
         return self._floors[partition]
 
     def _changed(self, key: str, state: BookingState) -> None:
-        conflate.mark(state.outbox, clock(), WINDOW)
+        self.processor.changed(state, clock())
         self.keys.touch(key)
 
     async def handle(self, event: Any) -> None:
         metrics.EVENTS_IN.labels(topic=event.message.topic).inc()
         self.keys.seen(event)
-        changes = await decode(event, "booking")
+        changes = await self.agent.changes.decode(event, "booking")
         if changes is not None:
             for key, change in changes:
                 assert isinstance(change, BookingChanged)
@@ -147,12 +186,12 @@ class BookingBatch:
         try:
             msg = BOOKING_MSG.validate_json(event.value)
         except ValidationError as exc:
-            await dead_letter(event, f"unreadable message: {exc.errors()[0]['msg']}")
+            await self.agent.rt.dead_letter(event, f"unreadable message: {exc.errors()[0]['msg']}")
             return
         if isinstance(msg, Tick):
             partition = event.message.partition
-            _load_index(partition)
-            for due in deadlines.due(partition, clock()):
+            self.agent.load_index(partition)
+            for due in self.agent.deadlines.due(partition, clock()):
                 if self.keys.stored(due, event):
                     self._changed(due, self.keys.state(due, event, own=False))
             return
@@ -160,114 +199,116 @@ class BookingBatch:
             floor = self._floor(event)
             if floor.raise_to(msg.version):
                 self.keys.make_current(event)
-                save(tables.truncations, f"floor:{event.message.partition}", floor)
+                save(self.tables.truncations, f"floor:{event.message.partition}", floor)
             return
         if isinstance(msg, Truncated):
+            now = clock()
             for key in self.truncations.record(
-                msg, event, tables.booking_state, lambda _, state: state.truncate(msg)
+                msg,
+                event,
+                self.tables.booking_state,
+                lambda _, state: self.processor.truncate(state, msg, now),
             ):
-                self._changed(key, self.keys.state(key, event))
+                self.keys.touch(key)
             return
         if isinstance(msg, LocationPart | VendorPart | InspectionPart):
-            space = PART_SPACE[type(msg)]
+            space, now = PART_SPACE[type(msg)], clock()
             self.shelves.offer(msg, event)
             for booking_id in msg.bookings or [key_of(event)]:
                 state = self._load(booking_id, event)
-                if state.apply_part(space, msg):
-                    self._changed(booking_id, state)
+                if self.processor.part(state, space, msg, now):
+                    self.keys.touch(booking_id)
             return
         key = key_of(event)
         if isinstance(msg, Evict):
-            await self._evict(key, self._load(key, event), event.message.partition)
+            state = self._load(key, event)
+            await self._send(key, self.processor.evict(key, state), event.message.partition)
         else:
             await self._booking(event, key, msg)
 
     def _load(self, key: str, event: Any) -> BookingState:
         """The booking's state, with the TRUNCATEs of its partition it has not applied yet."""
-        state = self.keys.state(key, event)
+        state, now = self.keys.state(key, event), clock()
         if self.truncations.absorb(
-            event, lambda table, version: state.truncate(Truncated(table=table, version=version))
+            event,
+            lambda table, version: self.processor.truncate(
+                state, Truncated(table=table, version=version), now
+            ),
         ):
-            self._changed(key, state)
+            self.keys.touch(key)
         state.floor(self._floor(event).version)
         return state
 
     async def _booking(self, event: Any, key: str, msg: BookingChanged) -> None:
         state = self._load(key, event)
         known = state.booking_version
-        for space, fk, command in state.apply_booking(msg, clock()):
-            await topics.send_to_space(space, fk, encode(command))
-        if state.booking_version != known:  # else a duplicate or an older change
-            self._changed(key, state)
+        step = self.processor.booking(key, state, msg, clock())
+        await self._send(key, step, event.message.partition)
+        if state.booking_version != known:
+            self.keys.touch(key)
+
+    async def _send(self, key: str, step: Step, partition: int, *, flushing: bool = False) -> None:
+        """Send what the processor returned for ``key`` and keep its deadlines. While the key
+        is flushed, its snapshot goes through the batch (its state names the send until
+        Kafka confirmed it); subscriptions and tombstones go out at once."""
+        topics = self.agent.rt.topics
+        for out in step.messages:
+            if out.to == SNAPSHOTS:
+                assert out.key is not None
+                if flushing and out.value is not None:
+                    await self.keys.send(
+                        key, topics.snapshots, key=out.key.encode(), value=out.value
+                    )
+                    metrics.SNAPSHOTS_EMITTED.inc()
+                    metrics.EVENTS_OUT.labels(topic=topics.snapshots.get_topic_name()).inc()
+                else:
+                    await topics.snapshots.send(key=out.key.encode(), value=out.value)
+            else:
+                await topics.key_spaces[out.to].send(
+                    key=None if out.key is None else out.key.encode(),
+                    value=out.value,
+                    partition=out.partition,
+                )
+        if step.drop:
+            self.keys.drop(key)
+        if step.evaluated:
+            self.agent.deadlines.set(partition, key, step.wake_at)
+            self.agent.pending.set(partition, key, None)
 
     async def finish(self) -> None:
         now = clock()
         for partition, event in self.keys.partitions().items():
-            for key in pending.due(partition, now):
+            for key in self.agent.pending.due(partition, now):
                 if self.keys.stored(key, event):
                     self.keys.state(key, event, own=False)
                     self.keys.touch(key)
         await self.keys.flush(self.emit)
 
-    async def _evict(self, key: str, state: BookingState, partition: int) -> None:
-        if state.booking is None:
-            # Evicted before, its tombstone lost with a worker: the partition knows nothing of
-            # the booking any more, so its snapshot has no business downstream either.
-            await topics.snapshots.send(key=key.encode(), value=None)
-            return
-        if not state.terminal:
-            log.info("evict ignored: booking is live booking_id=%s", key)
-            return
-        for space, fk, command in state.evict(key):
-            await topics.send_to_space(space, fk, encode(command))
-        self.keys.drop(key)
-        deadlines.set(partition, key, None)
-        pending.set(partition, key, None)
-        # The tombstone lets compaction forget the snapshot and the sink delete row and listing.
-        await topics.snapshots.send(key=key.encode(), value=None)
-
     async def emit(self, key: str, state: BookingState) -> None:
-        now, outbox, partition = clock(), state.outbox, self.keys.partition(key)
-        if not conflate.is_due(outbox, now):
-            pending.set(partition, key, outbox.due)
-            if outbox.due is not None:
-                waker.wake(partition, outbox.due)
-            return
-        outbox.due = None
-        pending.set(partition, key, None)
-        if state.expired(now, RETENTION):
-            await self._evict(key, state, partition)
-            return
-        if self.keys.owed_again(key):  # the last snapshot may not have left: send it again
-            state.last_hash = None
+        partition = self.keys.partition(key)
         parts = self.shelves.of(self.keys.last_event(key))
-        again = state.missing(parts) + state.unanswered(now, ASK_AGAIN_AFTER)
-        if again:
-            log.info("booking asks for its parts again booking_id=%s parts=%s", key, again)
-            for space, fk, command in state.ask_again(key, again, now):
-                await topics.send_to_space(space, fk, encode(command))
-        record = state.evaluate(now, parts)
-        deadlines.set(partition, key, state.wake_at(RETENTION, ASK_AGAIN_AFTER))
-        if record is not None:
-            value = record.model_dump_json().encode()
-            await self.keys.send(key, topics.snapshots, key=key.encode(), value=value)
-            conflate.sent(outbox, now)
-            metrics.SNAPSHOTS_EMITTED.inc()
-            metrics.EVENTS_OUT.labels(topic=topics.snapshots.get_topic_name()).inc()
+        step = self.processor.flush(
+            key, state, parts, clock(), owed_again=self.keys.owed_again(key)
+        )
+        await self._send(key, step, partition, flushing=True)
+        if not step.evaluated:
+            self.agent.pending.set(partition, key, step.due)
+            if step.due is not None:
+                self.agent.waker.wake(partition, step.due)
 
 
-@app.agent(topics.booking_inputs)
-async def bookings(stream: Any) -> None:
-    async for events in stream.take_events(settings.batch_size, settings.batch_within_s):
-        batch = BookingBatch()
-        for event in events:
-            await guarded(event, batch.handle)
-        await batch.finish()
+def register(rt: Runtime) -> BookingAgent:
+    """The agent of the booking key space on ``rt``'s app."""
+    agent = BookingAgent(rt)
 
+    async def bookings(stream: StreamT[Any]) -> None:
+        await agent.serve(cast(Stream[bytes], stream))
 
-@app.on_partitions_revoked.connect  # type: ignore[arg-type]
-async def _forget_revoked(app: Any, revoked: Any, **kwargs: Any) -> None:
-    # Another worker may change these bookings while we don't own them: reload on return.
-    gone = {tp.partition for tp in revoked if tp.topic == topics.bookings.get_topic_name()}
-    deadlines.forget(gone)
-    pending.forget(gone)
+    rt.app.agent(rt.topics.inputs("booking"), name=f"{__name__}.bookings")(bookings)
+
+    async def forget_revoked(app: Any, revoked: Any, **kwargs: Any) -> None:
+        # Another worker may change these bookings while we don't own them: reload on return.
+        agent.forget({tp.partition for tp in revoked if tp.topic == agent.topic_name})
+
+    rt.app.on_partitions_revoked.connect(forget_revoked)  # type: ignore[arg-type]
+    return agent

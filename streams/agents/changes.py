@@ -14,40 +14,42 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from streams import metrics, routing, topics, topology
-from streams.agents.common import key_of
-from streams.app import settings
-from streams.deadletter import dead_letter
+from streams import metrics, routing, topology
+from streams.agents.common import DeadLetter, key_of
 from streams.errors import BadEvent
 from streams.messages import encode
+from streams.runtime.topics import Topics
 
-TABLE_OF = {topic: table for table, topic in topics.CDC.items()}
 
+class Changes:
+    def __init__(self, topics: Topics, dead_letter: DeadLetter) -> None:
+        self.topics, self.dead_letter = topics, dead_letter
 
-async def decode(event: Any, space: str) -> list[tuple[str, BaseModel]] | None:
-    """The changes ``event`` brings to keys of ``space``: None when it is not a CDC event."""
-    table = TABLE_OF.get(event.message.topic)
-    if table is None:
-        return None
-    if event.value is None:
-        return []  # the tombstone after a delete: the delete event itself was applied
-    key = key_of(event)
-    try:
-        routed = routing.route(table, event.value)
-    except BadEvent as exc:
-        await dead_letter(event, f"{exc} (key={key})")
-        return []
-    mine: list[tuple[str, BaseModel]] = []
-    here = int(event.message.partition)
-    for target, fk, message in routed:
-        topic = topics.KEY_SPACE_TOPICS[target]
-        if fk == routing.BROADCAST:  # a TRUNCATE: every partition of the key space
-            for partition in range(settings.partitions):
-                await topic.send(key=None, value=encode(message), partition=partition)
-        elif target == space and topology.space_partition(target, fk, settings.partitions) == here:
-            mine.append((fk, message))
-            continue
-        else:
-            await topics.send_to_space(target, fk, encode(message))
-        metrics.EVENTS_OUT.labels(topic=topic.get_topic_name()).inc()
-    return mine
+    async def decode(self, event: Any, space: str) -> list[tuple[str, BaseModel]] | None:
+        """The changes ``event`` brings to keys of ``space``: None when it is not a CDC
+        event."""
+        table = self.topics.table_of.get(event.message.topic)
+        if table is None:
+            return None
+        if event.value is None:
+            return []  # the tombstone after a delete: the delete event itself was applied
+        key = key_of(event)
+        try:
+            routed = routing.route(table, event.value)
+        except BadEvent as exc:
+            await self.dead_letter(event, f"{exc} (key={key})")
+            return []
+        mine: list[tuple[str, BaseModel]] = []
+        here, partitions = int(event.message.partition), self.topics.partitions
+        for target, fk, message in routed:
+            topic = self.topics.key_spaces[target]
+            if fk == routing.BROADCAST:  # a TRUNCATE: every partition of the key space
+                for partition in range(partitions):
+                    await topic.send(key=None, value=encode(message), partition=partition)
+            elif target == space and topology.space_partition(target, fk, partitions) == here:
+                mine.append((fk, message))
+                continue
+            else:
+                await self.topics.send_to_space(target, fk, encode(message))
+            metrics.EVENTS_OUT.labels(topic=topic.get_topic_name()).inc()
+        return mine

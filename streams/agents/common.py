@@ -13,6 +13,8 @@ from streams.topology import space_partition
 
 S = TypeVar("S", bound=BaseModel)
 log = logging.getLogger(__name__)
+#: parks an event on the dead-letter topic with a reason (streams.deadletter.DeadLetters)
+DeadLetter = Callable[[Any, str], Awaitable[None]]
 
 
 def key_of(event: Any) -> str:
@@ -32,7 +34,9 @@ def load(table: Any, key: str, cls: type[S]) -> S:
     return cls() if raw is None else parse(cls, raw)
 
 
-async def guarded(event: Any, handler: Callable[[Any], Awaitable[None]]) -> None:
+async def guarded(
+    event: Any, handler: Callable[[Any], Awaitable[None]], dead_letter: DeadLetter
+) -> None:
     """Run ``handler`` on one event; whatever it raises sends the event to the dead letters.
 
     An exception escaping a Faust agent would crash it and the event would be acknowledged
@@ -47,8 +51,6 @@ async def guarded(event: Any, handler: Callable[[Any], Awaitable[None]]) -> None
             event.message.partition,
             event.message.offset,
         )
-        from streams.deadletter import dead_letter
-
         await dead_letter(event, f"processing failed: {type(exc).__name__}: {exc}")
 
 

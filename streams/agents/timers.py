@@ -1,4 +1,4 @@
-"""Time as input: ticks for the booking partitions, and the daily cleanup."""
+"""Time as input: ticks for the key-space partitions, and the daily cleanup."""
 
 from __future__ import annotations
 
@@ -6,25 +6,15 @@ import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
-from streams import topics
-from streams.app import app, settings
 from streams.clock import clock
 from streams.messages import Evict, Tick, encode
 from streams.retry import retrying
+from streams.runtime import Runtime
 from streams.sinks.postgres import expired_terminal, prune_history
 
 log = logging.getLogger(__name__)
 _TICK = encode(Tick())
 _EVICT = encode(Evict())
-
-
-@app.timer(interval=settings.tick_interval_s, on_leader=True)
-async def tick() -> None:
-    # The key spaces are ticked too: the first tick of a partition on a worker finds what a
-    # crash or a rebalance left pending there (streams.conflate), which is then sent.
-    for topic in (topics.bookings, topics.locations, topics.vendors, topics.inspections):
-        for partition in range(settings.partitions):
-            await topic.send(key=None, value=_TICK, partition=partition)
 
 
 @dataclass(frozen=True)
@@ -34,14 +24,14 @@ class Cleaned:
     pruned: int | None
 
 
-async def cleanup() -> Cleaned:
+async def cleanup(rt: Runtime) -> Cleaned:
     """Evict completed and withdrawn bookings finished longer ago than the retention period, and
     prune the history older than its own.
 
     Each eviction goes through the booking's own partition: it unsubscribes the booking, drops
     its state and tombstones its snapshot, upon which the sink deletes the row and the listing.
     """
-    now = clock()
+    settings, now = rt.settings, clock()
     cutoff = now - timedelta(days=settings.cleanup_after_days)
     rows = await retrying(
         "postgres",
@@ -49,7 +39,7 @@ async def cleanup() -> Cleaned:
         max_delay=settings.sink_retry_max_s,
     )
     for booking_id in rows:
-        await topics.bookings.send(key=str(booking_id).encode(), value=_EVICT)
+        await rt.topics.bookings.send(key=str(booking_id).encode(), value=_EVICT)
     log.info("cleanup evicting=%d cutoff=%s", len(rows), cutoff.isoformat())
     pruned = None
     if settings.history_keep_days:
@@ -63,6 +53,15 @@ async def cleanup() -> Cleaned:
     return Cleaned(len(rows), pruned)
 
 
-@app.crontab("17 3 * * *", on_leader=True)
-async def daily_cleanup() -> None:
-    await cleanup()
+def register(rt: Runtime) -> None:
+    @rt.app.timer(interval=rt.settings.tick_interval_s, on_leader=True)
+    async def tick() -> None:
+        # The key spaces are ticked too: the first tick of a partition on a worker finds what a
+        # crash or a rebalance left pending there (streams.conflate), which is then sent.
+        for topic in rt.topics.key_spaces.values():
+            for partition in range(rt.settings.partitions):
+                await topic.send(key=None, value=_TICK, partition=partition)
+
+    @rt.app.crontab("17 3 * * *", on_leader=True)
+    async def daily_cleanup() -> None:
+        await cleanup(rt)

@@ -11,10 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from streams import tables
 from streams.agents.batch import KeyedBatch
 from streams.agents.common import keys_in_partition, load, save
-from streams.app import settings
 from streams.messages import Truncated
 from streams.state import TruncationMarks
 
@@ -22,18 +20,20 @@ from streams.state import TruncationMarks
 class Truncations:
     """One batch's view of its partitions' marks, for one key space."""
 
-    def __init__(self, space: str, keys: KeyedBatch[Any], key_space: str) -> None:
-        # ``space`` names the marks (kept under their old names); ``key_space`` places the keys.
+    def __init__(
+        self, space: str, keys: KeyedBatch[Any], key_space: str, marks: Any, partitions: int
+    ) -> None:
+        # ``space`` names the marks (kept under their old names) in the table ``marks``;
+        # ``key_space`` places the keys.
         self.space, self.keys, self.key_space = space, keys, key_space
+        self._table, self._partitions = marks, partitions
         self._marks: dict[int, TruncationMarks] = {}
 
     def marks(self, event: Any) -> TruncationMarks:
         partition = int(event.message.partition)
         if partition not in self._marks:
             self.keys.make_current(event)
-            self._marks[partition] = load(
-                tables.truncations, f"{self.space}:{partition}", TruncationMarks
-            )
+            self._marks[partition] = load(self._table, f"{self.space}:{partition}", TruncationMarks)
         return self._marks[partition]
 
     def record(
@@ -45,10 +45,10 @@ class Truncations:
         marks = self.marks(event)
         if marks.merge(msg.table, msg.version):
             self.keys.make_current(event)
-            save(tables.truncations, f"{self.space}:{partition}", marks)
+            save(self._table, f"{self.space}:{partition}", marks)
         self.keys.make_current(event)
         changed = []
-        for key in keys_in_partition(table, partition, self.key_space, settings.partitions):
+        for key in keys_in_partition(table, partition, self.key_space, self._partitions):
             if apply(key, self.keys.state(key, event)):
                 changed.append(key)
         return changed

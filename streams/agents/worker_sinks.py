@@ -12,34 +12,48 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from streams.app import app, settings
+from streams.runtime import Runtime
 from streams.sinks.follower import sink_threads
 from streams.sinks.processes import SinkProcesses
 
-threads = sink_threads(settings) if settings.sinks_in == "thread" else None
-children = (
-    SinkProcesses(settings.sink_names, metrics_dir=settings.worker_data_dir)
-    if settings.sinks_in == "process"
-    else None
-)
+
+class WorkerSinks:
+    def __init__(self, rt: Runtime) -> None:
+        s = rt.settings
+        self.threads = sink_threads(s) if s.sinks_in == "thread" else None
+        self.children = (
+            SinkProcesses(s.sink_names, metrics_dir=s.worker_data_dir)
+            if s.sinks_in == "process"
+            else None
+        )
+
+    def metrics_files(self) -> list[Path]:
+        """The metrics files of this worker's sink processes (none when the sinks are
+        threads)."""
+        return [] if self.children is None else self.children.metrics_files()
+
+    async def start(self) -> None:
+        if self.threads is not None:
+            self.threads.start()
+        if self.children is not None:
+            await self.children.start()
+
+    def stop(self) -> None:
+        if self.threads is not None:
+            self.threads.stop()
+        if self.children is not None:
+            self.children.stop()
 
 
-def metrics_files() -> list[Path]:
-    """The metrics files of this worker's sink processes (none when the sinks are threads)."""
-    return [] if children is None else children.metrics_files()
+def register(rt: Runtime) -> WorkerSinks:
+    sinks = WorkerSinks(rt)
 
+    @rt.app.task
+    async def start_sinks() -> None:
+        await sinks.start()
 
-@app.task
-async def start_sinks() -> None:
-    if threads is not None:
-        threads.start()
-    if children is not None:
-        await children.start()
+    async def stop_sinks(app: Any, **kwargs: Any) -> None:
+        sinks.stop()
 
-
-@app.on_before_shutdown.connect  # type: ignore[arg-type]
-async def stop_sinks(app: Any, **kwargs: Any) -> None:
-    if threads is not None:
-        threads.stop()
-    if children is not None:
-        children.stop()
+    rt.app.on_before_shutdown.connect(stop_sinks)  # type: ignore[arg-type]
+    return sinks

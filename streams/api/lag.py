@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from streams import metrics
+from streams.runtime.internals import committed_offsets
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +36,7 @@ def update_consumer_lag(app: Any) -> None:
         consumer = app.consumer
         assigned = sorted(consumer.assignment())
         highwater = {tp: consumer.highwater(tp) for tp in assigned}
-        # Faust keeps the offsets it committed (and those read at assignment) only here.
-        committed = dict(getattr(consumer, "_committed_offset", {}))
+        committed = committed_offsets(consumer)
     except Exception as exc:  # the consumer is not started, or is rebalancing
         log.debug("consumer lag unavailable: %s", exc)
         metrics.CONSUMER_LAG.clear()

@@ -46,10 +46,17 @@ def declared(method: str, path: str, status: int) -> dict[str, Any]:
     return cast(dict[str, Any], content["schema"])
 
 
+def _worker_app() -> Any:
+    from streams.config import get_settings
+    from streams.runtime import build
+
+    return build(get_settings(), web=True).app  # the API's routes on its aiohttp application
+
+
 def test_every_route_is_documented_and_every_operation_is_routed() -> None:
     from faust.web.drivers.aiohttp import Web
 
-    from streams.web import app  # registers the routes on the worker's aiohttp application
+    app = _worker_app()
 
     routed = {
         (route.method, route.resource.canonical)
@@ -62,7 +69,7 @@ def test_every_route_is_documented_and_every_operation_is_routed() -> None:
 def test_every_route_needs_the_scope_the_guard_checks_and_declares_its_refusals() -> None:
     from faust.web.drivers.aiohttp import Web
 
-    from streams.web import app
+    app = _worker_app()
 
     routed = {
         (route.method, route.resource.canonical)

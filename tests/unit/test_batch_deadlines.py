@@ -15,8 +15,7 @@ import pytest
 from faust.streams import _current_event
 from pydantic import BaseModel
 
-from streams import deadletter
-from streams.agents.batch import KeyedBatch
+from streams.agents.batch import Deliveries, KeyedBatch
 from streams.deadlines import DeadlineIndex
 
 
@@ -70,7 +69,7 @@ async def _nothing(key: str, state: Count) -> None:
 
 def test_a_key_is_read_once_and_written_once_per_batch_under_its_last_event() -> None:
     table = Table()
-    batch = KeyedBatch(table, Count)
+    batch = _batch(table)
     events = [Event(0, 1), Event(2, 7), Event(1, 3)]
     for event in events:
         batch.seen(event)
@@ -91,7 +90,7 @@ def test_an_untouched_key_is_not_written_and_a_dropped_key_is_deleted() -> None:
     table[b"gone"] = Count(n=5).model_dump_json().encode()
     table[b"reborn"] = Count(n=7).model_dump_json().encode()
     table.writes.clear()
-    batch = KeyedBatch(table, Count)
+    batch = _batch(table)
     event = Event(0, 1)
     batch.state("read-only", event)
     assert batch.state("gone", event).n == 5
@@ -110,7 +109,7 @@ def test_a_key_its_flush_drops_is_deleted_not_written() -> None:
     table = Table()
     table[b"old"] = Count(n=3).model_dump_json().encode()
     table.writes.clear()
-    batch = KeyedBatch(table, Count)
+    batch = _batch(table)
     batch.state("old", Event(1, 9)).n += 1
     batch.touch("old")
     batch.state("kept", Event(1, 10)).n += 1
@@ -125,23 +124,34 @@ def test_a_key_its_flush_drops_is_deleted_not_written() -> None:
     assert table.writes == [(b"kept", 1)]
 
 
+class Parked(list[tuple[int, str]]):
+    """The dead letters of a batch: (offset, reason)."""
+
+    async def __call__(self, event: Any, reason: str) -> None:
+        self.append((event.message.offset, reason))
+
+
+def _batch(table: Table, max_bytes: int | None = None, parked: Parked | None = None) -> Any:
+    return KeyedBatch(
+        table,
+        Count,
+        deliveries=Deliveries(),
+        dead_letter=Parked() if parked is None else parked,
+        max_bytes=max_bytes,
+    )
+
+
 @pytest.fixture
-def parked(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, str]]:
-    letters: list[tuple[int, str]] = []
-
-    async def dead_letter(event: Any, reason: str) -> None:
-        letters.append((event.message.offset, reason))
-
-    monkeypatch.setattr(deadletter, "dead_letter", dead_letter)
-    return letters
+def parked() -> Parked:
+    return Parked()
 
 
 def test_a_refused_key_keeps_its_state_and_its_events_go_to_the_dead_letters(
-    parked: list[tuple[int, str]],
+    parked: Parked,
 ) -> None:
     table = Table()
     table[b"bad"] = Count(n=1).model_dump_json().encode()
-    batch = KeyedBatch(table, Count)
+    batch = _batch(table, parked=parked)
     for offset, key in [(1, "bad"), (2, "good"), (3, "bad")]:
         batch.state(key, Event(0, offset)).n += 10
         batch.touch(key)
@@ -158,10 +168,10 @@ def test_a_refused_key_keeps_its_state_and_its_events_go_to_the_dead_letters(
     assert all("bad" in reason and "too big" in reason for _, reason in parked)
 
 
-def test_a_failed_key_is_retried_from_its_stored_state(parked: list[tuple[int, str]]) -> None:
+def test_a_failed_key_is_retried_from_its_stored_state(parked: Parked) -> None:
     table = Table()
     table[b"k"] = Count(n=1).model_dump_json().encode()
-    batch = KeyedBatch(table, Count, max_bytes=12)  # {"n":1000000000} would be 16 bytes
+    batch = _batch(table, max_bytes=12, parked=parked)  # {"n":1000000000} would be 16 bytes
     batch.state("k", Event(3, 1)).n = 10**9
     batch.touch("k")
     retried: list[int] = []

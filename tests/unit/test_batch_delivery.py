@@ -30,6 +30,10 @@ def _frozen_clock() -> Any:
     clock.set_clock(clock.system_clock)
 
 
+async def _no_dead_letters(event: Any, reason: str) -> None:
+    raise AssertionError(f"nothing is refused here: {reason}")
+
+
 class Keyed(BaseModel):
     n: int = 0
     outbox: Outbox = Outbox()
@@ -79,7 +83,9 @@ class Agent:
     async def batch(self, changes: list[str], owed: tuple[str, ...] = ()) -> None:
         """A batch of partition 0 with a change of each key of ``changes``; the keys ``owed``
         come up as the due index brings them (the agents' finish())."""
-        keys: KeyedBatch[Keyed] = KeyedBatch(self.table, Keyed, deliveries=self.deliveries)
+        keys: KeyedBatch[Keyed] = KeyedBatch(
+            self.table, Keyed, deliveries=self.deliveries, dead_letter=_no_dead_letters
+        )
         event = Event()
         keys.seen(event)
         for key in changes:
@@ -186,7 +192,9 @@ def test_a_key_owed_again_with_nothing_to_send_is_no_longer_owed() -> None:
         agent = Agent()
         stale = Keyed(n=1, outbox=Outbox(unconfirmed="another-worker.7"))
         agent.table[b"a"] = stale.model_dump_json().encode()
-        keys: KeyedBatch[Keyed] = KeyedBatch(agent.table, Keyed, deliveries=agent.deliveries)
+        keys: KeyedBatch[Keyed] = KeyedBatch(
+            agent.table, Keyed, deliveries=agent.deliveries, dead_letter=_no_dead_letters
+        )
         event = Event()
         keys.state("a", event, own=False)
         keys.touch("a")

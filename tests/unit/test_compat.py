@@ -7,7 +7,7 @@ from importlib import metadata
 import pytest
 from faust.tables.recovery import Recovery
 
-from streams import compat
+from streams.runtime import compat
 
 
 def test_the_installed_versions_pass() -> None:

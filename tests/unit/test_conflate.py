@@ -103,7 +103,7 @@ def test_due_index_load_merges_what_the_table_holds() -> None:
 
 
 def test_a_part_goes_once_to_each_booking_partition_naming_its_subscribers() -> None:
-    from streams.agents.keyspaces import grouped
+    from streams.processors.keyspace import grouped
     from streams.topology import partition_of
 
     subscribers = [f"00000000-0000-0000-0000-{i:012d}" for i in range(40)]

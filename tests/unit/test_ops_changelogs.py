@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-from streams import admin, tables, topology
-from streams.app import settings
+from streams import admin, topology
+from streams.config import get_settings
+from streams.runtime import build
 
 
 def test_admin_creates_the_changelog_of_every_faust_table() -> None:
-    faust_tables = [
-        tables.location_state,
-        tables.vendor_state,
-        tables.inspection_state,
-        tables.booking_state,
-        tables.truncations,
-        tables.booking_parts,
-    ]
-    expected = {t.changelog_topic.get_topic_name() for t in faust_tables}
+    settings = get_settings()
+    tables = build(settings, agents=False).tables.all()
+    expected = {t.changelog_topic.get_topic_name() for t in tables}
     declared = admin.pipeline_topics(settings)
     assert expected == {topology.changelog_topic(settings.app_id, t) for t in topology.TABLES}
     assert expected <= set(declared)

@@ -1,4 +1,5 @@
-"""streams.faustfix: after a table recovery, stream partitions are seeked before they resume."""
+"""streams.runtime.faustfix: after a table recovery, stream partitions are seeked before they
+resume."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ from typing import Any
 
 from faust.tables.recovery import Recovery
 
-from streams import faustfix
-from streams.app import app  # noqa: F401  (building the app installs the fix)
+from streams.config import get_settings
+from streams.runtime import build, faustfix
+
+build(get_settings(), agents=False)  # building an app installs the fixes
 
 
 class _Recorder:

@@ -44,7 +44,7 @@ from faust.tables.recovery import Recovery
 from faust.transport.consumer import Consumer, ensure_TP
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
-from streams import compat
+from streams.runtime import compat
 
 _applied = False
 
@@ -136,7 +136,7 @@ async def _fetch_only_active(
 
 
 def apply() -> None:
-    """Install the fixes (idempotent); streams.app calls it before building the app."""
+    """Install the fixes (idempotent); streams.runtime.app calls it before building an app."""
     global _applied
     if not _applied:
         compat.check()

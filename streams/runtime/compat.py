@@ -3,14 +3,14 @@
 The pipeline reaches past the public API of faust-streaming and aiokafka in a few places, each
 for a reason given where it is used:
 
-- ``streams.faustfix``: replaces ``faust.tables.recovery.Recovery.on_recovery_completed``,
+- ``streams.runtime.faustfix``: replaces ``faust.tables.recovery.Recovery.on_recovery_completed``,
   ``faust.transport.consumer.Consumer.perform_seek`` and
   ``faust.transport.drivers.aiokafka.AIOKafkaConsumerThread._fetch_records``, and calls
   ``Recovery._set_recovery_ended``, ``Recovery._wait``, ``Recovery._is_changelog_tp``,
   ``App._fetcher`` and the consumer's ``_read_offset``;
-- ``streams.agents.batch``: sets ``faust.streams._current_event``, the context variable the
-  table stores read the current event's partition from;
-- ``streams.api.lag``: reads the consumer's ``_committed_offset``.
+- ``streams.runtime.internals``: sets ``faust.streams._current_event``, the context variable
+  the table stores read the current event's partition from (for streams.agents.batch), and
+  reads the consumer's ``_committed_offset`` (for the lag gauge, streams.api.lag).
 
 Those names are not promised to survive a release. ``check()`` runs before the worker builds
 its app: on a version this code was not written for, or when one of the names has gone, it

@@ -1,11 +1,11 @@
-"""The Faust application, built from Settings. Agents live in streams.agents."""
+"""The Faust application, built from Settings (streams.runtime.build adds its agents)."""
 
 from __future__ import annotations
 
 import faust
 
-from streams import faustfix
-from streams.config import Settings, get_settings
+from streams.config import Settings
+from streams.runtime import faustfix
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -37,11 +37,7 @@ def create_app(settings: Settings) -> faust.App:
         web_tables_enabled=False,
         web_graph_enabled=False,
         web_router_enabled=False,
-        autodiscover=["streams.agents", "streams.web"],
-        origin="streams",
+        # Agents, timers and the API are registered by streams.runtime.build, not discovered.
+        autodiscover=False,
         table_cleanup_interval=60.0,
     )
-
-
-settings = get_settings()
-app = create_app(settings)
