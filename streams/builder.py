@@ -14,8 +14,8 @@ Decisions the contract leaves open, fixed here so that every process derives the
   once in each of its types: ``sensors`` and ``sensor_summary`` use each sensor_id's latest
   reading *of that type*, so its newest reading of one type never hides its latest of another.
   ``sensor_health`` is about devices: it looks at each sensor_id's newest reading of any type
-  (a device whose newest report is under an hour old and ``active`` is up), as DESIGN §2 words
-  it ("the latest reading of every sensor_id").
+  (a device whose newest report is under an hour old and ``active`` is up), as
+  docs/snapshot-contract.md words it ("the latest reading of every sensor_id").
 * ``sensor_summary`` rounds half away from zero on the *shortest decimal text* of the doubles
   (``str(value)``), computed with ``Decimal``: 2.675 gives 2.68 and -1.005 gives -1.01, as
   Postgres' ``round(numeric, 2)`` would, although the binary doubles lie just below those ties

@@ -38,10 +38,11 @@ from datetime import datetime
 from functools import partial
 from typing import Any, Generic, TypeVar
 
+from faust.types import EventT
 from pydantic import BaseModel
 
 from streams import conflate
-from streams.agents.common import DeadLetter, load, save
+from streams.agents.common import DeadLetter, Store, load, save
 from streams.clock import clock
 from streams.conflate import Delivery, Outbox
 from streams.runtime.internals import make_current
@@ -146,7 +147,7 @@ class KeyedBatch(Generic[S]):
 
     def __init__(
         self,
-        table: Any,
+        table: Store,
         cls: type[S],
         *,
         deliveries: Deliveries,
@@ -169,23 +170,23 @@ class KeyedBatch(Generic[S]):
         delivery = await topic.send(**message)
         self._sent.setdefault(of, []).append((topic.get_topic_name(), delivery))
 
-    def make_current(self, event: Any) -> None:
+    def make_current(self, event: EventT) -> None:
         """Reads and writes of the table go to the partition of ``event`` from now on."""
         make_current(event)
 
-    def stored(self, key: str, event: Any) -> bool:
+    def stored(self, key: str, event: EventT) -> bool:
         """Whether the table holds ``key`` (in the partition of ``event``)."""
         self.make_current(event)
         return key in self._states or self._table.get(key.encode()) is not None
 
-    def seen(self, event: Any) -> None:
+    def seen(self, event: EventT) -> None:
         self._partitions[int(event.message.partition)] = event
 
     def partitions(self) -> dict[int, Any]:
         """The partitions this batch went through, each with one of its events."""
         return dict(self._partitions)
 
-    def state(self, key: str, event: Any, *, own: bool = True) -> S:
+    def state(self, key: str, event: EventT, *, own: bool = True) -> S:
         """The key's state as of the events applied so far in this batch.
 
         ``own``: the event is about this key (it goes to the dead letters if the key fails),

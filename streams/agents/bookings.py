@@ -17,16 +17,14 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
-from typing import Any, cast
 
-from faust.streams import Stream
-from faust.types import StreamT
+from faust.types import EventT
 from pydantic import ValidationError
 
 from streams import metrics
 from streams.agents.batch import Deliveries, KeyedBatch
 from streams.agents.changes import Changes
-from streams.agents.common import guarded, key_of, load, parse, save
+from streams.agents.common import Store, add_agent, key_of, load, parse, save
 from streams.agents.truncation import Truncations
 from streams.agents.waker import Waker
 from streams.clock import clock
@@ -88,14 +86,6 @@ class BookingAgent:
         self.deadlines.load(partition, entries)
         self.pending.load(partition, owed)
 
-    async def serve(self, stream: Stream[bytes]) -> None:
-        s = self.rt.settings
-        async for events in stream.take_events(s.batch_size, s.batch_within_s):
-            batch = BookingBatch(self)
-            for event in events:
-                await guarded(event, batch.handle, self.rt.dead_letter)
-            await batch.finish()
-
     def forget(self, partitions: set[int]) -> None:
         """Partitions revoked: another worker may change their bookings meanwhile."""
         self.deliveries.forget(partitions)
@@ -107,7 +97,7 @@ class _Shelves:
     """The shelves of the partitions a batch goes through (streams.state.Shelf), read from the
     parts table as keys are first asked for and written as parts arrive."""
 
-    def __init__(self, keys: KeyedBatch[BookingState], table: Any) -> None:
+    def __init__(self, keys: KeyedBatch[BookingState], table: Store) -> None:
         self.keys, self.table = keys, table
         self._shelves: dict[int, Shelf] = {}
         self._looked_up: set[tuple[int, Space, str]] = set()
@@ -116,7 +106,7 @@ class _Shelves:
     def _key(space: Space, fk: str, partition: int) -> bytes:
         return f"{space}:{fk}@{partition}".encode()
 
-    def get(self, space: Space, fk: str, event: Any) -> Part | None:
+    def get(self, space: Space, fk: str, event: EventT) -> Part | None:
         partition = int(event.message.partition)
         shelf = self._shelves.setdefault(partition, Shelf())
         if (partition, space, fk) not in self._looked_up:
@@ -127,7 +117,7 @@ class _Shelves:
                 shelf.offer(PART_CLASSES[space].model_validate_json(raw))
         return shelf.get(space, fk)
 
-    def offer(self, part: Part, event: Any) -> None:
+    def offer(self, part: Part, event: EventT) -> None:
         space, partition = PART_SPACE[type(part)], int(event.message.partition)
         self.get(space, part.fk, event)  # what the partition holds, first
         if self._shelves[partition].offer(part):
@@ -136,7 +126,7 @@ class _Shelves:
             self.keys.make_current(event)
             self.table[self._key(space, part.fk, partition)] = encode(held)
 
-    def of(self, event: Any) -> PartOf:
+    def of(self, event: EventT) -> PartOf:
         """The parts as the partition of ``event`` holds them."""
         return lambda space, fk: self.get(space, fk, event)
 
@@ -160,7 +150,7 @@ class BookingBatch:
         self.shelves = _Shelves(self.keys, rt.tables.booking_parts)
         self._floors: dict[int, PartitionFloor] = {}
 
-    def _floor(self, event: Any) -> PartitionFloor:
+    def _floor(self, event: EventT) -> PartitionFloor:
         # Kept beside the TRUNCATE marks: per partition, in the partition's own store.
         partition = int(event.message.partition)
         if partition not in self._floors:
@@ -174,7 +164,7 @@ class BookingBatch:
         self.processor.changed(state, clock())
         self.keys.touch(key)
 
-    async def handle(self, event: Any) -> None:
+    async def handle(self, event: EventT) -> None:
         metrics.EVENTS_IN.labels(topic=event.message.topic).inc()
         self.keys.seen(event)
         changes = await self.agent.changes.decode(event, "booking")
@@ -226,7 +216,7 @@ class BookingBatch:
         else:
             await self._booking(event, key, msg)
 
-    def _load(self, key: str, event: Any) -> BookingState:
+    def _load(self, key: str, event: EventT) -> BookingState:
         """The booking's state, with the TRUNCATEs of its partition it has not applied yet."""
         state, now = self.keys.state(key, event), clock()
         if self.truncations.absorb(
@@ -239,7 +229,7 @@ class BookingBatch:
         state.floor(self._floor(event).version)
         return state
 
-    async def _booking(self, event: Any, key: str, msg: BookingChanged) -> None:
+    async def _booking(self, event: EventT, key: str, msg: BookingChanged) -> None:
         state = self._load(key, event)
         known = state.booking_version
         step = self.processor.booking(key, state, msg, clock())
@@ -300,15 +290,5 @@ class BookingBatch:
 def register(rt: Runtime) -> BookingAgent:
     """The agent of the booking key space on ``rt``'s app."""
     agent = BookingAgent(rt)
-
-    async def bookings(stream: StreamT[Any]) -> None:
-        await agent.serve(cast(Stream[bytes], stream))
-
-    rt.app.agent(rt.topics.inputs("booking"), name=f"{__name__}.bookings")(bookings)
-
-    async def forget_revoked(app: Any, revoked: Any, **kwargs: Any) -> None:
-        # Another worker may change these bookings while we don't own them: reload on return.
-        agent.forget({tp.partition for tp in revoked if tp.topic == agent.topic_name})
-
-    rt.app.on_partitions_revoked.connect(forget_revoked)  # type: ignore[arg-type]
+    add_agent(rt, "booking", f"{__name__}.bookings", lambda: BookingBatch(agent), agent.forget)
     return agent

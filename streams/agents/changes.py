@@ -10,8 +10,7 @@ by column) is forwarded to its key's partition of the key space's topic.
 
 from __future__ import annotations
 
-from typing import Any
-
+from faust.types import EventT
 from pydantic import BaseModel
 
 from streams import metrics, routing, topology
@@ -25,7 +24,7 @@ class Changes:
     def __init__(self, topics: Topics, dead_letter: DeadLetter) -> None:
         self.topics, self.dead_letter = topics, dead_letter
 
-    async def decode(self, event: Any, space: str) -> list[tuple[str, BaseModel]] | None:
+    async def decode(self, event: EventT, space: str) -> list[tuple[str, BaseModel]] | None:
         """The changes ``event`` brings to keys of ``space``: None when it is not a CDC
         event."""
         table = self.topics.table_of.get(event.message.topic)

@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any, Protocol, TypeVar, cast
 
+from faust.streams import Stream
+from faust.types import EventT, StreamT
 from pydantic import BaseModel
 
 from streams.errors import PipelineError
+from streams.runtime import Runtime
 from streams.topology import space_partition
 
 S = TypeVar("S", bound=BaseModel)
 log = logging.getLogger(__name__)
+#: a table of the join: raw keys to pydantic JSON (a Faust table, or a dict in the unit tests)
+Store = MutableMapping[bytes, bytes]
 #: parks an event on the dead-letter topic with a reason (streams.deadletter.DeadLetters)
 DeadLetter = Callable[[Any, str], Awaitable[None]]
 
 
-def key_of(event: Any) -> str:
+def key_of(event: EventT) -> str:
     key = event.key
     return key.decode() if isinstance(key, bytes) else str(key)
 
@@ -28,14 +33,14 @@ def parse(cls: type[S], raw: Any) -> S:
     return cls.model_validate(raw)
 
 
-def load(table: Any, key: str, cls: type[S]) -> S:
+def load(table: Store, key: str, cls: type[S]) -> S:
     """The state of ``key``; tables hold pydantic JSON as raw bytes."""
     raw = table.get(key.encode())
     return cls() if raw is None else parse(cls, raw)
 
 
 async def guarded(
-    event: Any, handler: Callable[[Any], Awaitable[None]], dead_letter: DeadLetter
+    event: EventT, handler: Callable[[Any], Awaitable[None]], dead_letter: DeadLetter
 ) -> None:
     """Run ``handler`` on one event; whatever it raises sends the event to the dead letters.
 
@@ -58,14 +63,14 @@ class StateTooLarge(PipelineError):
     """A key's state would not fit in one changelog message."""
 
 
-def save(table: Any, key: str, state: BaseModel, max_bytes: int | None = None) -> None:
+def save(table: Store, key: str, state: BaseModel, max_bytes: int | None = None) -> None:
     raw = state.model_dump_json().encode()
     if max_bytes is not None and len(raw) > max_bytes:
         raise StateTooLarge(f"its state would be {len(raw):,} bytes, over {max_bytes:,}")
     table[key.encode()] = raw
 
 
-def keys_in_partition(table: Any, partition: int, space: str, partitions: int) -> list[str]:
+def keys_in_partition(table: Store, partition: int, space: str, partitions: int) -> list[str]:
     """The keys of key space ``space`` that ``table`` holds in ``partition``."""
     keys = []
     for raw_key in list(table.keys()):
@@ -73,3 +78,41 @@ def keys_in_partition(table: Any, partition: int, space: str, partitions: int) -
         if space_partition(space, key, partitions) == partition:
             keys.append(key)
     return keys
+
+
+class Batch(Protocol):
+    """One batch of events of an agent: each event handled in turn, then the batch finished
+    (its keys flushed and stored, streams.agents.batch)."""
+
+    async def handle(self, event: EventT) -> None: ...
+
+    async def finish(self) -> None: ...
+
+
+def add_agent(
+    rt: Runtime,
+    space: str,
+    name: str,
+    new_batch: Callable[[], Batch],
+    forget: Callable[[set[int]], None],
+) -> None:
+    """Add to ``rt``'s app the agent of key space ``space``: it reads the key space's inputs
+    (streams.runtime.topics.Topics.inputs) in batches of ``MIS_BATCH_SIZE`` events, handing
+    each to a ``new_batch()``, and calls ``forget`` with the partitions of the key space that
+    a rebalance takes away (another worker may change their keys meanwhile)."""
+    s, topic_name = rt.settings, rt.topics.key_spaces[space].get_topic_name()
+
+    async def agent(stream: StreamT[Any]) -> None:
+        events_of = cast(Stream[bytes], stream).take_events(s.batch_size, s.batch_within_s)
+        async for events in events_of:
+            batch = new_batch()
+            for event in events:
+                await guarded(event, batch.handle, rt.dead_letter)
+            await batch.finish()
+
+    rt.app.agent(rt.topics.inputs(space), name=name)(agent)
+
+    async def forget_revoked(app: Any, revoked: Any, **kwargs: Any) -> None:
+        forget({tp.partition for tp in revoked if tp.topic == topic_name})
+
+    rt.app.on_partitions_revoked.connect(forget_revoked)  # type: ignore[arg-type]

@@ -8,18 +8,17 @@ the processor returns and wakes a partition when a key's window ends (streams.ag
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Any, cast
+from functools import partial
+from typing import Any
 
-from faust.streams import Stream
-from faust.types import StreamT, TableT, TopicT
+from faust.types import EventT, TableT, TopicT
 from pydantic import TypeAdapter, ValidationError
 
 from streams import metrics
 from streams.agents.batch import Deliveries, KeyedBatch
 from streams.agents.changes import Changes
-from streams.agents.common import guarded, key_of, parse
+from streams.agents.common import add_agent, key_of, parse
 from streams.agents.truncation import Truncations
 from streams.agents.waker import Waker
 from streams.clock import clock
@@ -86,14 +85,6 @@ class KeySpaceAgent:
                 len(entries),
             )
 
-    async def serve(self, stream: Stream[bytes]) -> None:
-        s = self.rt.settings
-        async for events in stream.take_events(s.batch_size, s.batch_within_s):
-            batch = KeySpaceBatch(self)
-            for event in events:
-                await guarded(event, batch.handle, self.rt.dead_letter)
-            await batch.finish()
-
     def forget(self, partitions: set[int]) -> None:
         """Partitions revoked: another worker may change their keys meanwhile."""
         self.deliveries.forget(partitions)
@@ -117,7 +108,7 @@ class KeySpaceBatch:
         self.changed: set[str] = set()
         self.applied: dict[str, list[tuple[Any, Any]]] = {}  # key -> its (event, change)s
 
-    async def handle(self, event: Any) -> None:
+    async def handle(self, event: EventT) -> None:
         metrics.EVENTS_IN.labels(topic=event.message.topic).inc()
         self.keys.seen(event)
         changes = await self.agent.changes.decode(event, self.agent.name)
@@ -146,7 +137,7 @@ class KeySpaceBatch:
         for key, change in changes:
             self.apply(event, key, change)
 
-    def apply(self, event: Any, key: str, msg: Any) -> None:
+    def apply(self, event: EventT, key: str, msg: Any) -> None:
         now = clock()
         self.applied.setdefault(key, []).append((event, msg))
         state = self.keys.state(key, event)
@@ -198,25 +189,15 @@ SPACES: tuple[tuple[str, TypeAdapter[Any], type[KeyState]], ...] = (
 )
 
 
-def _served_by(agent: KeySpaceAgent) -> Callable[[StreamT[Any]], Awaitable[None]]:
-    async def serve(stream: StreamT[Any]) -> None:
-        await agent.serve(cast(Stream[bytes], stream))
-
-    return serve
-
-
 def register(rt: Runtime) -> list[KeySpaceAgent]:
     """The agents of the foreign key spaces on ``rt``'s app."""
     agents = [KeySpaceAgent(rt, name, adapter, cls) for name, adapter, cls in SPACES]
     for agent in agents:
-        rt.app.agent(rt.topics.inputs(agent.name), name=f"{__name__}.{agent.name}s")(
-            _served_by(agent)
+        add_agent(
+            rt,
+            agent.name,
+            f"{__name__}.{agent.name}s",
+            partial(KeySpaceBatch, agent),
+            agent.forget,
         )
-
-    async def forget_revoked(app: Any, revoked: Any, **kwargs: Any) -> None:
-        # Another worker may change these keys while we don't own them: reload on return.
-        for agent in agents:
-            agent.forget({tp.partition for tp in revoked if tp.topic == agent.topic_name})
-
-    rt.app.on_partitions_revoked.connect(forget_revoked)  # type: ignore[arg-type]
     return agents

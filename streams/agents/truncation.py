@@ -11,8 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from faust.types import EventT
+
 from streams.agents.batch import KeyedBatch
-from streams.agents.common import keys_in_partition, load, save
+from streams.agents.common import Store, keys_in_partition, load, save
 from streams.messages import Truncated
 from streams.state import TruncationMarks
 
@@ -21,7 +23,7 @@ class Truncations:
     """One batch's view of its partitions' marks, for one key space."""
 
     def __init__(
-        self, space: str, keys: KeyedBatch[Any], key_space: str, marks: Any, partitions: int
+        self, space: str, keys: KeyedBatch[Any], key_space: str, marks: Store, partitions: int
     ) -> None:
         # ``space`` names the marks (kept under their old names) in the table ``marks``;
         # ``key_space`` places the keys.
@@ -29,7 +31,7 @@ class Truncations:
         self._table, self._partitions = marks, partitions
         self._marks: dict[int, TruncationMarks] = {}
 
-    def marks(self, event: Any) -> TruncationMarks:
+    def marks(self, event: EventT) -> TruncationMarks:
         partition = int(event.message.partition)
         if partition not in self._marks:
             self.keys.make_current(event)
@@ -37,7 +39,7 @@ class Truncations:
         return self._marks[partition]
 
     def record(
-        self, msg: Truncated, event: Any, table: Any, apply: Callable[[str, Any], bool]
+        self, msg: Truncated, event: EventT, table: Store, apply: Callable[[str, Any], bool]
     ) -> list[str]:
         """Record the TRUNCATE for the event's partition and apply it to every key stored there;
         return the keys it changed (``apply(key, state)`` says whether it changed one)."""
@@ -53,7 +55,7 @@ class Truncations:
                 changed.append(key)
         return changed
 
-    def absorb(self, event: Any, apply: Callable[[str, str], bool]) -> bool:
+    def absorb(self, event: EventT, apply: Callable[[str, str], bool]) -> bool:
         """Apply the partition's marks to a key just loaded; True when that changed it."""
         changed = False
         for table, version in self.marks(event).versions.items():

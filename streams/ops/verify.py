@@ -1,9 +1,9 @@
 """``mis verify``: every snapshot row and listing against a recomputation from the source tables.
 
 The recomputation does not use the pipeline's builder (streams/builder.py, streams/state.py):
-SQL selects what DESIGN §2 says each part is made of, straight from the five source tables,
-and only the rules that depend on the time are applied here, so that one query answers for
-several instants.
+SQL selects what docs/snapshot-contract.md says each part is made of, straight from the five
+source tables, and only the rules that depend on the time are applied here, so that one query
+answers for several instants.
 
 - ``sensors``: ``DISTINCT ON (location_id, sensor_type)`` by ``reading_time DESC, id DESC``;
 - ``sensor_summary``: the same over ``(location_id, sensor_id, sensor_type)``, then per type

@@ -315,7 +315,8 @@ def test_sensor_summary_over_latest_reading_of_each_sensor() -> None:
 
 
 # A combined device: one sensor_id reporting several types. It counts in each of its types, and
-# its newest reading of one type never hides its latest reading of another (DESIGN §2).
+# its newest reading of one type never hides its latest reading of another
+# (docs/snapshot-contract.md).
 M = timedelta(minutes=1)
 
 
