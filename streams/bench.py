@@ -62,6 +62,45 @@ PROBE_PG = (
 )
 
 
+# What each process of the machine is, by its command line (streams.bench.cpu_seconds).
+ROLES = (
+    ("streams.cli worker", "worker"),
+    ("streams.cli sink", "sinks"),
+    ("kafka.Kafka", "kafka"),
+    ("ConnectDistributed", "connect"),
+    ("ferretdb", "mongo"),
+    ("postgres", "postgres"),
+    ("streams.bench", "bench"),
+)
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds() -> dict[str, float]:
+    """CPU seconds (user + system) each role's processes have used so far."""
+    used: dict[str, float] = defaultdict(float)
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            fields = (proc / "stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        role = next((r for needle, r in ROLES if needle in cmdline), None)
+        if role is not None:
+            used[role] += (int(fields[11]) + int(fields[12])) / _TICKS
+    return used
+
+
+def cores_used(before: dict[str, float], after: dict[str, float], seconds: float) -> str:
+    """The cores each role used between two cpu_seconds() readings, busiest first.
+    (A process that exited meanwhile is not counted; one started meanwhile counts whole.)"""
+    busy = {r: (after[r] - before.get(r, 0.0)) / seconds for r in after}
+    total = sum(busy.values())
+    parts = [f"{r} {c:.2f}" for r, c in sorted(busy.items(), key=lambda rc: -rc[1]) if c >= 0.01]
+    return f"{total:.2f} cores: " + ", ".join(parts)
+
+
 def pct(values: list[float], q: float) -> float | None:
     if not values:
         return None
@@ -145,87 +184,75 @@ class Worker:
             self.proc.wait()
 
 
-class CdcWatch(threading.Thread):
+class TopicTail(threading.Thread):
+    """A topic from its current end, every message handed to ``on_message``."""
+
+    def __init__(self, settings: Settings, topic: str) -> None:
+        super().__init__(daemon=True)
+        self.topic = topic
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": settings.kafka_bootstrap,
+                "group.id": f"bench-{uuid4()}",
+                "enable.auto.commit": False,
+            }
+        )
+        parts = self.consumer.list_topics(self.topic, timeout=10).topics[self.topic].partitions
+        tps = []
+        for p in parts:
+            _, high = self.consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=10)
+            tps.append(TopicPartition(self.topic, p, high))
+        self.consumer.assign(tps)
+        self.stopping = threading.Event()
+
+    def on_message(self, key: bytes | None, value: bytes, at: float) -> None:
+        raise NotImplementedError
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            msg = self.consumer.poll(0.1)
+            raw = None if msg is None or msg.error() else msg.value()
+            if msg is not None and raw is not None:
+                self.on_message(msg.key(), raw, msg.timestamp()[1] / 1000)
+        self.consumer.close()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join(10)
+
+
+class CdcWatch(TopicTail):
     """Debezium's topic of readings from its current end: when each (location, value) arrived
     (the record's timestamp, set by Kafka Connect's producer)."""
 
     def __init__(self, settings: Settings) -> None:
-        super().__init__(daemon=True)
-        self.topic = settings.cdc_topic("sensor_readings")
-        self.consumer = Consumer(
-            {
-                "bootstrap.servers": settings.kafka_bootstrap,
-                "group.id": f"bench-{uuid4()}",
-                "enable.auto.commit": False,
-            }
-        )
-        parts = self.consumer.list_topics(self.topic, timeout=10).topics[self.topic].partitions
-        tps = []
-        for p in parts:
-            _, high = self.consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=10)
-            tps.append(TopicPartition(self.topic, p, high))
-        self.consumer.assign(tps)
+        super().__init__(settings, settings.cdc_topic("sensor_readings"))
         self.arrived: dict[tuple[str, float], float] = {}
-        self.stopping = threading.Event()
 
-    def run(self) -> None:
-        while not self.stopping.is_set():
-            msg = self.consumer.poll(0.1)
-            raw = None if msg is None or msg.error() else msg.value()
-            if msg is None or raw is None:
-                continue
-            after = json.loads(raw).get("after") or {}
-            if "value" in after:
-                stamp = msg.timestamp()[1] / 1000
-                self.arrived[(after["location_id"], float(after["value"]))] = stamp
-        self.consumer.close()
-
-    def stop(self) -> None:
-        self.stopping.set()
-        self.join(10)
+    def on_message(self, key: bytes | None, value: bytes, at: float) -> None:
+        after = json.loads(value).get("after") or {}
+        if "value" in after:
+            self.arrived[(after["location_id"], float(after["value"]))] = at
 
 
-class SnapWatch(threading.Thread):
+class SnapWatch(TopicTail):
     """The snapshot topic from its current end: when each probe booking's snapshot first showed
     a value >= v (the record's timestamp, set by the worker's producer): the join's own output."""
 
     def __init__(self, settings: Settings, app_id: str, probes: dict[UUID, UUID]) -> None:
-        super().__init__(daemon=True)
-        self.topic = topology.snapshot_topic(app_id)
+        super().__init__(settings, topology.snapshot_topic(app_id))
         self.by_key = {str(b).encode(): loc for loc, b in probes.items()}
-        self.consumer = Consumer(
-            {
-                "bootstrap.servers": settings.kafka_bootstrap,
-                "group.id": f"bench-{uuid4()}",
-                "enable.auto.commit": False,
-            }
-        )
-        parts = self.consumer.list_topics(self.topic, timeout=10).topics[self.topic].partitions
-        tps = []
-        for p in parts:
-            _, high = self.consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=10)
-            tps.append(TopicPartition(self.topic, p, high))
-        self.consumer.assign(tps)
         self.seen: dict[UUID, list[tuple[float, float]]] = defaultdict(list)
-        self.stopping = threading.Event()
 
-    def run(self) -> None:
-        while not self.stopping.is_set():
-            msg = self.consumer.poll(0.1)
-            raw = None if msg is None or msg.error() else msg.value()
-            if msg is None or raw is None or msg.key() not in self.by_key:
-                continue
-            sensors = json.loads(raw).get("snapshot", {}).get("sensors") or {}
-            value = (sensors.get("temperature") or {}).get("value")
-            loc = self.by_key[msg.key() or b""]
-            seen = self.seen[loc]
-            if value is not None and (not seen or seen[-1][1] < value):
-                seen.append((msg.timestamp()[1] / 1000, float(value)))
-        self.consumer.close()
-
-    def stop(self) -> None:
-        self.stopping.set()
-        self.join(10)
+    def on_message(self, key: bytes | None, value: bytes, at: float) -> None:
+        loc = self.by_key.get(key or b"")
+        if loc is None:
+            return
+        sensors = json.loads(value).get("snapshot", {}).get("sensors") or {}
+        reading = (sensors.get("temperature") or {}).get("value")
+        seen = self.seen[loc]
+        if reading is not None and (not seen or seen[-1][1] < reading):
+            seen.append((at, float(reading)))
 
 
 class Probe(threading.Thread):
@@ -304,6 +331,8 @@ class Cell:
     mongo: list[float] = field(default_factory=list)
     mongo_missing: int = 0
     drained: bool = True
+    #: the cores each process role used from the cell's start until it was caught up
+    cpu: str = ""
 
     def row(self) -> list[str]:
         span = self.seconds or 1.0
@@ -459,6 +488,7 @@ class Bench:
         tick = 0.02
         per_tick = rate * tick
         owed = 0.0
+        cpu_before = cpu_seconds()
         start = time.monotonic()
         next_at = start
         while time.monotonic() - start < self.seconds:
@@ -484,6 +514,7 @@ class Bench:
             timeout=max(60.0, self.seconds * 4),
         )
         result.drained = drained is not None
+        result.cpu = cores_used(cpu_before, cpu_seconds(), time.monotonic() - start)
         probe.stop()
         watch.stop()
         snaps.stop()
@@ -661,11 +692,12 @@ def profile(pid: int, seconds: float, out: Path) -> str:
 
 
 def summarize(collapsed: str, top: int = 12) -> str:
-    """A collapsed-stack profile as shares of time: by package (outermost match) and by the
-    innermost frames."""
+    """A collapsed-stack profile as shares of time: by package (outermost match), by the
+    innermost frames, and by the pipeline's own functions including what they call."""
     total = 0
     packages: Counter[str] = Counter()
     leaves: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
     order = ("streams/", "pydantic", "rocksdict", "aiokafka", "faust", "mode/", "asyncio", "json")
     for line in collapsed.splitlines():
         stack, _, count = line.rpartition(" ")
@@ -675,6 +707,9 @@ def summarize(collapsed: str, top: int = 12) -> str:
         total += n
         frames = stack.split(";")
         leaves[frames[-1][:90]] += n
+        own = {f.split(" (")[0] for f in frames if "(streams/" in f and "cli.py" not in f}
+        for function in own:
+            inclusive[function] += n
         hit = "other"
         for frame in reversed(frames):
             found = next((p for p in order if p in frame), None)
@@ -688,6 +723,8 @@ def summarize(collapsed: str, top: int = 12) -> str:
     lines += [f"  {k:12} {v / total:6.1%}" for k, v in packages.most_common()]
     lines.append("innermost frames:")
     lines += [f"  {v / total:6.1%}  {k}" for k, v in leaves.most_common(top)]
+    lines.append("the pipeline's functions, with what they call:")
+    lines += [f"  {v / total:6.1%}  {k}" for k, v in inclusive.most_common(top + 6)]
     return "\n".join(lines)
 
 
@@ -731,6 +768,8 @@ def run(args: argparse.Namespace) -> None:
                 "wait after the cell"
             )
             report.append(table(header, [c.row() for c in cells]))
+            report.append("CPU from the start of each cell until caught up:")
+            report += [f"  {c.rate:,}/s x {c.fanout}: {c.cpu}" for c in cells]
             if not args.no_sustained:
                 one = bench.burst(args.burst, args.burst_fanout)
                 prof = ""

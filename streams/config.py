@@ -86,6 +86,10 @@ class Settings(BaseSettings):
     # A key that changes often sends at most one message per window with its newest content
     # (a location answering its subscribers, a booking emitting its snapshot; streams.conflate).
     conflate_window_s: float = Field(default=0.25, ge=0)
+    # A key's state names its last send until Kafka confirmed it (streams.agents.batch). The
+    # confirmation is stored with the key's next write, or with a write of its own when the
+    # key is not written again within this long: under load, not one extra write per send.
+    confirm_after_s: float = Field(default=1.0, ge=0)
     # A change that would make a key's part (or its stored state, twice as much) larger than
     # this goes to the dead letters instead: the producer refuses messages over 1 MB, and a key
     # whose part or changelog entry cannot be sent would stop answering altogether.

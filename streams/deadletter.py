@@ -37,6 +37,18 @@ def dead_letter_record(
     }
 
 
+def parked(
+    reason: str, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None
+) -> bytes:
+    """Log and count a message going to the dead letters; the dead-letter topic's value."""
+    log.warning(
+        "dead letter topic=%s partition=%s offset=%s reason=%s", topic, partition, offset, reason
+    )
+    metrics.DEAD_LETTERS.labels(topic=topic).inc()
+    record = dead_letter_record(reason, topic, partition, offset, key, value)
+    return json.dumps(record).encode()
+
+
 class DeadLetters:
     """Parks what could not be processed on the dead-letter topic; the stream goes on."""
 
@@ -46,15 +58,5 @@ class DeadLetters:
     async def __call__(self, event: Any, reason: str) -> None:
         """Park ``event`` (a faust Event) with ``reason``."""
         msg = event.message
-        log.warning(
-            "dead letter topic=%s partition=%s offset=%s reason=%s",
-            msg.topic,
-            msg.partition,
-            msg.offset,
-            reason,
-        )
-        record = dead_letter_record(
-            reason, msg.topic, msg.partition, msg.offset, msg.key, msg.value
-        )
-        metrics.DEAD_LETTERS.labels(topic=msg.topic).inc()
-        await self._topic.send(key=msg.key, value=json.dumps(record).encode())
+        value = parked(reason, msg.topic, msg.partition, msg.offset, msg.key, msg.value)
+        await self._topic.send(key=msg.key, value=value)

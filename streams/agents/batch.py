@@ -31,6 +31,7 @@ import itertools
 import logging
 import os
 import signal
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -61,15 +62,22 @@ class _Sends:
     token: str
     outstanding: int = 0
     failed: bool = False
+    settled_at: float = 0.0  # time.monotonic() when the last outstanding send completed
 
 
 class Deliveries:
     """The sends of one table's keys, from when they are handed to the producer until the
     store shows them confirmed. Later sends of a key join its entry: it is delivered when all
-    of them are, failed when any failed, and named by the newest token."""
+    of them are, failed when any failed, and named by the newest token.
 
-    def __init__(self) -> None:
+    A delivered send is stored as confirmed by the key's next write, or, if the key is not
+    written again within ``confirm_after`` seconds, by a write of its own then: under load a
+    key's confirmation rides on its next change instead of costing a write (and a changelog
+    message) per send. A failed send is made again at the next batch of its partition."""
+
+    def __init__(self, confirm_after: float = 0.0) -> None:
         self._sends: dict[int, dict[str, _Sends]] = {}
+        self._confirm_after = confirm_after
 
     @staticmethod
     def token() -> str:
@@ -88,6 +96,7 @@ class Deliveries:
     @staticmethod
     def _done(entry: _Sends, key: str, future: asyncio.Future[Any]) -> None:
         entry.outstanding -= 1
+        entry.settled_at = time.monotonic()
         if future.cancelled() or future.exception() is not None:
             entry.failed = True
             reason = "cancelled" if future.cancelled() else repr(future.exception())
@@ -102,8 +111,14 @@ class Deliveries:
         return "failed" if entry.failed else "delivered"
 
     def settled(self, partition: int) -> list[str]:
-        """The keys of ``partition`` whose sends have all completed."""
-        return [k for k, e in self._sends.get(partition, {}).items() if not e.outstanding]
+        """The keys of ``partition`` whose sends have all completed and are to be stored so
+        now: failed, or delivered at least ``confirm_after`` seconds ago."""
+        before = time.monotonic() - self._confirm_after
+        return [
+            k
+            for k, e in self._sends.get(partition, {}).items()
+            if not e.outstanding and (e.failed or e.settled_at <= before)
+        ]
 
     def discard(self, partition: int, key: str) -> None:
         entries = self._sends.get(partition, {})

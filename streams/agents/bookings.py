@@ -69,7 +69,7 @@ class BookingAgent:
         self.changes = Changes(rt.topics, rt.dead_letter)
         self.deadlines = DeadlineIndex()
         self.pending = DueIndex()
-        self.deliveries = Deliveries()
+        self.deliveries = Deliveries(confirm_after=s.confirm_after_s)
         self.waker = Waker(rt.topics.bookings, encode(Tick()))
 
     def load_index(self, partition: int) -> None:

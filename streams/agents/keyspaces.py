@@ -62,7 +62,7 @@ class KeySpaceAgent:
         self.topic_name = self.topic.get_topic_name()
         self.changes = Changes(rt.topics, rt.dead_letter)
         self.pending = DueIndex()
-        self.deliveries = Deliveries()
+        self.deliveries = Deliveries(confirm_after=s.confirm_after_s)
         self.waker = Waker(self.topic, _TICK)
 
     def load_pending(self, partition: int) -> None:

@@ -22,7 +22,6 @@ the worker (or of ``mis sink``): it shares neither the event loop nor a connecti
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -38,7 +37,7 @@ from schemas.snapshot import SnapshotRecord
 from streams import metrics, topology
 from streams.clock import clock
 from streams.config import Settings
-from streams.deadletter import dead_letter_record
+from streams.deadletter import parked
 from streams.errors import SinkUnavailable
 from streams.sinks.base import Item, Origin, Refusal, SnapshotSink, conflate
 
@@ -257,22 +256,12 @@ class Follower:
         self._send_dead_letter(item.origin, f"{self.sink.name}: {reason}")
 
     def _send_dead_letter(self, origin: Origin, reason: str) -> None:
-        log.warning(
-            "dead letter topic=%s partition=%s offset=%s reason=%s",
-            origin.topic,
-            origin.partition,
-            origin.offset,
-            reason,
-        )
-        record = dead_letter_record(
+        value = parked(
             reason, origin.topic, origin.partition, origin.offset, origin.key, origin.value
         )
-        metrics.DEAD_LETTERS.labels(topic=origin.topic).inc()
         assert self._producer is not None
         self._producer.produce(
-            topology.dead_letter_topic(self.settings.app_id),
-            key=origin.key,
-            value=json.dumps(record),
+            topology.dead_letter_topic(self.settings.app_id), key=origin.key, value=value
         )
         # Before the offsets move past it: a dead letter is never lost to a crash.
         self._producer.flush(30)

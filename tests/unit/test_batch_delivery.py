@@ -67,12 +67,24 @@ class Topic:
         return future
 
 
+class Table(dict[bytes, bytes]):
+    """The key-value store of a table: a dict that counts the writes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        self.writes.append(key)
+        super().__setitem__(key, value)
+
+
 class Agent:
     """A key space the way the agents drive it: a change makes the key due, the flush sends
     what is due (streams.agents.bookings.emit, keyspaces.answer)."""
 
     def __init__(self) -> None:
-        self.table: dict[bytes, bytes] = {}
+        self.table = Table()
         self.deliveries = Deliveries()
         self.topic = Topic()
         self.sent: list[str] = []
@@ -141,6 +153,35 @@ def test_a_failed_delivery_sends_the_key_again() -> None:
         assert agent.sent == ["a", "a"]
         assert agent.stored("a").n == 1
         agent.topic.futures[1].set_result(None)
+        await asyncio.sleep(0)
+        await agent.batch([])
+        assert agent.stored("a").outbox.unconfirmed is None
+
+    _run(scenario)
+
+
+def test_a_delivered_send_is_confirmed_by_the_next_change_or_after_confirm_after() -> None:
+    async def scenario() -> None:
+        agent = Agent()
+        agent.deliveries = Deliveries(confirm_after=3600)
+        await agent.batch(["a"])
+        agent.topic.futures[0].set_result(None)
+        await asyncio.sleep(0)
+        writes = len(agent.table.writes)
+        await agent.batch([])  # delivered, but not long enough ago for a write of its own
+        assert len(agent.table.writes) == writes
+        assert agent.stored("a").outbox.unconfirmed is not None
+        await agent.batch(["a"])  # the key's next change stores the confirmation with it
+        assert agent.sent == ["a", "a"] and len(agent.table.writes) == writes + 1
+        token = agent.stored("a").outbox.unconfirmed
+        agent.topic.futures[1].set_exception(ConnectionError("broker gone"))
+        await asyncio.sleep(0)
+        await agent.batch([])  # a failure is not held back: the key leaves again at once
+        assert agent.sent == ["a", "a", "a"]
+        assert agent.stored("a").outbox.unconfirmed not in (None, token)
+
+        agent.deliveries._confirm_after = 0  # the time has passed
+        agent.topic.futures[2].set_result(None)
         await asyncio.sleep(0)
         await agent.batch([])
         assert agent.stored("a").outbox.unconfirmed is None

@@ -261,7 +261,7 @@ def test_refused_and_unreadable_messages_are_dead_lettered_once_and_the_rest_com
     consumer, sink = FakeConsumer([batch]), FakeSink(refuse={a})
     f, producer = follower(sink, consumer)
     f.step(consumer)  # type: ignore[arg-type]
-    reasons = [value for _, _, value in producer.sent]
+    reasons = [value.decode() for _, _, value in producer.sent]
     assert len(reasons) == 2
     assert any("unreadable snapshot" in r for r in reasons)
     assert any("fake: refused" in r for r in reasons)
@@ -281,7 +281,7 @@ def test_a_defect_in_a_sink_isolates_the_item_it_is_about() -> None:
     f, producer = follower(sink, consumer)
     f.step(consumer)  # type: ignore[arg-type]
     assert [[i.booking_id for i in w] for w in sink.written] == [[b]]
-    assert len(producer.sent) == 1 and "KeyError" in producer.sent[0][2]
+    assert len(producer.sent) == 1 and "KeyError" in producer.sent[0][2].decode()
     assert consumer.commits == [[(0, 3)]]
 
 
