@@ -31,6 +31,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 import uuid
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -41,11 +42,13 @@ from uuid import UUID, uuid4
 
 import psycopg
 from confluent_kafka import Consumer, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
 from pymongo import MongoClient
 
 from schemas.entities import Booking, Certificate, PestDetection, SensorReading
 from schemas.snapshot import snapshot_id
 from streams import builder, source_db, topology
+from streams.api.auth import entry, new_token
 from streams.config import REPO_ROOT, Settings, get_settings
 from streams.ops.kafka import Kafka
 
@@ -101,6 +104,26 @@ def cores_used(before: dict[str, float], after: dict[str, float], seconds: float
     return f"{total:.2f} cores: " + ", ".join(parts)
 
 
+def input_delay_summary(
+    before: dict[str, dict[float, float]], after: dict[str, dict[float, float]]
+) -> str:
+    """p50 and p99 (bucket upper bounds) of the input delays observed between two readings."""
+    parts = []
+    for topic, buckets in sorted(after.items()):
+        counts = {le: n - before.get(topic, {}).get(le, 0.0) for le, n in buckets.items()}
+        total = counts.get(float("inf"), 0.0)
+        if total <= 0:
+            continue
+
+        def bound(q: float, counts: dict[float, float] = counts, total: float = total) -> str:
+            le = min(le for le, n in counts.items() if n >= q * total)
+            return "inf" if le == float("inf") else f"<={ms(le)}"
+
+        short = topic.rsplit(".", 1)[-1].rsplit("-by-", 1)[-1]
+        parts.append(f"{short} p50 {bound(0.5)} p99 {bound(0.99)} ({total:,.0f})")
+    return ", ".join(parts) or "-"
+
+
 def pct(values: list[float], q: float) -> float | None:
     if not values:
         return None
@@ -133,7 +156,7 @@ def peak_rss_mib(pid: int) -> float:
 
 class Worker:
     def __init__(self, name: str, env: dict[str, str], workdir: Path, port: int) -> None:
-        self.name = name
+        self.name, self.port = name, port
         self.log = workdir / f"{name}.log"
         self.env = {
             **env,
@@ -333,6 +356,8 @@ class Cell:
     drained: bool = True
     #: the cores each process role used from the cell's start until it was caught up
     cpu: str = ""
+    #: how long worker0's messages waited for their agent, per topic
+    inputs: str = ""
 
     def row(self) -> list[str]:
         span = self.seconds or 1.0
@@ -365,7 +390,15 @@ class Bench:
         self.settings, self.workdir, self.seconds = settings, workdir, seconds
         self.pg = psycopg.connect(settings.pg_dsn, autocommit=True)
         self.app_id = f"mis-bench-{uuid.uuid4().hex[:8]}"
-        self.env = {**os.environ, "MIS_APP_ID": self.app_id}
+        # A metrics token of its own: each cell reads worker0's input delays (/metrics).
+        self.token = new_token()
+        tokens = " ".join(
+            filter(
+                None,
+                (settings.api_tokens.get_secret_value(), entry("bench", self.token, {"metrics"})),
+            )
+        )
+        self.env = {**os.environ, "MIS_APP_ID": self.app_id, "MIS_API_TOKENS": tokens}
         self.workers: list[Worker] = []
         self.retired: list[Worker] = []
         self.sets: dict[int, dict[UUID, list[UUID]]] = {}
@@ -374,6 +407,28 @@ class Bench:
 
     def say(self, text: str) -> None:
         print(f"bench: {text}", flush=True)
+
+    def input_delays(self) -> dict[str, dict[float, float]]:
+        """worker0's input-delay histogram (mis_input_delay_seconds): per topic, the count at
+        or below each bucket's upper bound."""
+        if not self.workers:
+            return {}
+        url = f"http://127.0.0.1:{self.workers[0].port}/metrics"
+        request = urllib.request.Request(url, headers={"Authorization": f"Bearer {self.token}"})
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                text = response.read().decode()
+        except OSError:
+            return {}
+        found: dict[str, dict[float, float]] = defaultdict(dict)
+        for family in text_string_to_metric_families(text):
+            if family.name != "mis_input_delay_seconds":
+                continue
+            for sample in family.samples:
+                if sample.name.endswith("_bucket"):
+                    le = float(sample.labels["le"])
+                    found[sample.labels["topic"]][le] = sample.value
+        return found
 
     def worker(self) -> Worker:
         n = len(self.workers) + len(self.retired)
@@ -488,6 +543,7 @@ class Bench:
         tick = 0.02
         per_tick = rate * tick
         owed = 0.0
+        delays_before = self.input_delays()
         cpu_before = cpu_seconds()
         start = time.monotonic()
         next_at = start
@@ -515,6 +571,7 @@ class Bench:
         )
         result.drained = drained is not None
         result.cpu = cores_used(cpu_before, cpu_seconds(), time.monotonic() - start)
+        result.inputs = input_delay_summary(delays_before, self.input_delays())
         probe.stop()
         watch.stop()
         snaps.stop()
@@ -770,6 +827,11 @@ def run(args: argparse.Namespace) -> None:
             report.append(table(header, [c.row() for c in cells]))
             report.append("CPU from the start of each cell until caught up:")
             report += [f"  {c.rate:,}/s x {c.fanout}: {c.cpu}" for c in cells]
+            report.append(
+                "how long messages waited for their agent in worker0 (ms; Kafka timestamp to "
+                "the batch that took them), per topic:"
+            )
+            report += [f"  {c.rate:,}/s x {c.fanout}: {c.inputs}" for c in cells]
             if not args.no_sustained:
                 one = bench.burst(args.burst, args.burst_fanout)
                 prof = ""

@@ -23,6 +23,12 @@ EVENTS_OUT = Counter("mis_events_out_total", "Messages produced", ["topic"])
 DEAD_LETTERS = Counter(
     "mis_dead_letters_total", "Messages sent to the dead-letter topic", ["topic"]
 )
+INPUT_DELAY = Histogram(
+    "mis_input_delay_seconds",
+    "From a message's Kafka timestamp (when it was produced) to when its agent took it",
+    ["topic"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
 SNAPSHOTS_EMITTED = Counter("mis_snapshots_emitted_total", "Snapshots whose content changed")
 SINK_WRITES = Counter("mis_sink_writes_total", "Rows or documents written", ["sink"])
 SINK_LATENCY = Histogram("mis_sink_latency_seconds", "Time to write one batch", ["sink"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Protocol, TypeVar, cast
 
@@ -10,6 +11,7 @@ from faust.streams import Stream
 from faust.types import EventT, StreamT
 from pydantic import BaseModel
 
+from streams import metrics
 from streams.errors import PipelineError
 from streams.runtime import Runtime
 from streams.topology import space_partition
@@ -105,8 +107,13 @@ def add_agent(
     async def agent(stream: StreamT[Any]) -> None:
         events_of = cast(Stream[bytes], stream).take_events(s.batch_size, s.batch_within_s)
         async for events in events_of:
-            batch = new_batch()
+            batch, taken = new_batch(), time.time()
             for event in events:
+                message = event.message
+                if message.timestamp:
+                    metrics.INPUT_DELAY.labels(topic=message.topic).observe(
+                        max(0.0, taken - message.timestamp)
+                    )
                 await guarded(event, batch.handle, rt.dead_letter)
             await batch.finish()
 

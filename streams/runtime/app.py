@@ -27,6 +27,12 @@ def create_app(settings: Settings) -> faust.App:
         # Waiting 5 ms for a batch to fill costs little delay and saves about a third of a busy
         # worker's CPU (and most of the broker's) against sending every message on its own.
         producer_linger=0.005,
+        # aiokafka fills one batch per partition and, when a message does not fit, waits for
+        # that batch to reach the broker; Faust sends every table write through one queue, so
+        # with the default 16 kB a burst of state writes advanced one broker round trip at a
+        # time and held the consumer behind it. Batches up to 512 kB (under the broker's 1 MB)
+        # carry a burst's changelog in a few requests.
+        producer_max_batch_size=512 * 1024,
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
         web_bind=settings.web_host,
