@@ -197,6 +197,15 @@ class KeyedBatch(Generic[S]):
     def seen(self, event: EventT) -> None:
         self._partitions[int(event.message.partition)] = event
 
+    def touch_due(self, due: Callable[[int, datetime], list[str]], now: datetime) -> None:
+        """Bring up the keys that ``due(partition, now)`` names in each partition this batch
+        went through (those the table holds), to be flushed with the batch."""
+        for partition, event in self._partitions.items():
+            for key in due(partition, now):
+                if self.stored(key, event):
+                    self.state(key, event, own=False)
+                    self.touch(key)
+
     def partitions(self) -> dict[int, Any]:
         """The partitions this batch went through, each with one of its events."""
         return dict(self._partitions)

@@ -24,7 +24,15 @@ from pydantic import ValidationError
 from streams import metrics
 from streams.agents.batch import Deliveries, KeyedBatch
 from streams.agents.changes import Changes
-from streams.agents.common import Store, add_agent, key_of, load, parse, save
+from streams.agents.common import (
+    Store,
+    add_agent,
+    key_of,
+    load,
+    parse,
+    save,
+    stored_in_partition,
+)
 from streams.agents.truncation import Truncations
 from streams.agents.waker import Waker
 from streams.clock import clock
@@ -46,7 +54,6 @@ from streams.processors.booking import BookingProcessor
 from streams.processors.step import SNAPSHOTS, Step
 from streams.runtime import Runtime
 from streams.state import PART_SPACE, BookingState, Part, PartitionFloor, PartOf, Shelf, Space
-from streams.topology import space_partition
 
 log = logging.getLogger(__name__)
 
@@ -77,12 +84,11 @@ class BookingAgent:
             return
         p = self.processor
         entries, owed = [], []
-        for raw_key, raw in self.rt.tables.booking_state.items():
-            key = raw_key.decode() if isinstance(raw_key, bytes) else str(raw_key)
-            if space_partition("booking", key, p.partitions) == partition:
-                state = parse(BookingState, raw)
-                entries.append((key, state.wake_at(p.retention, p.ask_again_after)))
-                owed.append((key, state.outbox.owed_at))
+        table = self.rt.tables.booking_state
+        for key, raw in stored_in_partition(table, partition, "booking", p.partitions):
+            state = parse(BookingState, raw)
+            entries.append((key, state.wake_at(p.retention, p.ask_again_after)))
+            owed.append((key, state.outbox.owed_at))
         self.deadlines.load(partition, entries)
         self.pending.load(partition, owed)
 
@@ -266,12 +272,7 @@ class BookingBatch:
             self.agent.pending.set(partition, key, None)
 
     async def finish(self) -> None:
-        now = clock()
-        for partition, event in self.keys.partitions().items():
-            for key in self.agent.pending.due(partition, now):
-                if self.keys.stored(key, event):
-                    self.keys.state(key, event, own=False)
-                    self.keys.touch(key)
+        self.keys.touch_due(self.agent.pending.due, clock())
         await self.keys.flush(self.emit)
 
     async def emit(self, key: str, state: BookingState) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from typing import Any, Protocol, TypeVar, cast
 
 from faust.streams import Stream
@@ -72,14 +72,20 @@ def save(table: Store, key: str, state: BaseModel, max_bytes: int | None = None)
     table[key.encode()] = raw
 
 
-def keys_in_partition(table: Store, partition: int, space: str, partitions: int) -> list[str]:
-    """The keys of key space ``space`` that ``table`` holds in ``partition``."""
-    keys = []
-    for raw_key in list(table.keys()):
+def stored_in_partition(
+    table: Store, partition: int, space: str, partitions: int
+) -> Iterator[tuple[str, bytes]]:
+    """The keys of key space ``space`` that ``table`` holds in ``partition``, with their
+    stored values."""
+    for raw_key, raw in table.items():
         key = raw_key.decode() if isinstance(raw_key, bytes) else str(raw_key)
         if space_partition(space, key, partitions) == partition:
-            keys.append(key)
-    return keys
+            yield key, raw
+
+
+def keys_in_partition(table: Store, partition: int, space: str, partitions: int) -> list[str]:
+    """The keys of key space ``space`` that ``table`` holds in ``partition``."""
+    return [key for key, _ in stored_in_partition(table, partition, space, partitions)]
 
 
 class Batch(Protocol):

@@ -18,7 +18,7 @@ from pydantic import TypeAdapter, ValidationError
 from streams import metrics
 from streams.agents.batch import Deliveries, KeyedBatch
 from streams.agents.changes import Changes
-from streams.agents.common import add_agent, key_of, parse
+from streams.agents.common import add_agent, key_of, parse, stored_in_partition
 from streams.agents.truncation import Truncations
 from streams.agents.waker import Waker
 from streams.clock import clock
@@ -34,7 +34,6 @@ from streams.messages import (
 from streams.processors.keyspace import KeySpaceProcessor
 from streams.runtime import Runtime
 from streams.state import InspectionState, KeyState, LocationState, VendorState
-from streams.topology import space_partition
 
 log = logging.getLogger(__name__)
 _TICK = encode(Tick())
@@ -69,13 +68,13 @@ class KeySpaceAgent:
         """What the table says is pending in ``partition`` (a restart leaves it there)."""
         if self.pending.loaded(partition):
             return
-        entries = []
-        for raw_key, raw in self.table.items():
-            if b'"due":"' not in raw and b'"unconfirmed":"' not in raw:
-                continue
-            key = raw_key.decode() if isinstance(raw_key, bytes) else str(raw_key)
-            if space_partition(self.name, key, self.rt.settings.partitions) == partition:
-                entries.append((key, parse(self.cls, raw).outbox.owed_at))
+        entries = [
+            (key, parse(self.cls, raw).outbox.owed_at)
+            for key, raw in stored_in_partition(
+                self.table, partition, self.name, self.rt.settings.partitions
+            )
+            if b'"due":"' in raw or b'"unconfirmed":"' in raw
+        ]
         self.pending.load(partition, entries)
         if entries:
             log.info(
@@ -159,12 +158,7 @@ class KeySpaceBatch:
         return state
 
     async def finish(self) -> None:
-        now = clock()
-        for partition, event in self.keys.partitions().items():
-            for key in self.agent.pending.due(partition, now):
-                if self.keys.stored(key, event):
-                    self.keys.state(key, event, own=False)
-                    self.keys.touch(key)
+        self.keys.touch_due(self.agent.pending.due, clock())
         await self.keys.flush(self.answer, self.retry)
 
     async def answer(self, key: str, state: KeyState) -> None:
