@@ -266,8 +266,15 @@ class SnapWatch(TopicTail):
         super().__init__(settings, topology.snapshot_topic(app_id))
         self.by_key = {str(b).encode(): loc for loc, b in probes.items()}
         self.seen: dict[UUID, list[tuple[float, float]]] = defaultdict(list)
+        self.stamps: list[float] = []  # of every snapshot on the topic, probe or not
+
+    def rate(self, since: float) -> float:
+        """Snapshots per second on the topic from ``since`` (epoch seconds) to the last."""
+        after = [t for t in self.stamps if t >= since]
+        return len(after) / (max(after) - since) if len(after) > 1 else 0.0
 
     def on_message(self, key: bytes | None, value: bytes, at: float) -> None:
+        self.stamps.append(at)
         loc = self.by_key.get(key or b"")
         if loc is None:
             return
@@ -358,6 +365,8 @@ class Cell:
     cpu: str = ""
     #: how long worker0's messages waited for their agent, per topic
     inputs: str = ""
+    #: snapshots per second on the snapshot topic, from the cell's start to the last one
+    snapshots: float = 0.0
 
     def row(self) -> list[str]:
         span = self.seconds or 1.0
@@ -545,6 +554,7 @@ class Bench:
         owed = 0.0
         delays_before = self.input_delays()
         cpu_before = cpu_seconds()
+        started_at = time.time()
         start = time.monotonic()
         next_at = start
         while time.monotonic() - start < self.seconds:
@@ -572,6 +582,7 @@ class Bench:
         result.drained = drained is not None
         result.cpu = cores_used(cpu_before, cpu_seconds(), time.monotonic() - start)
         result.inputs = input_delay_summary(delays_before, self.input_delays())
+        result.snapshots = snaps.rate(started_at)
         probe.stop()
         watch.stop()
         snaps.stop()
@@ -825,8 +836,14 @@ def run(args: argparse.Namespace) -> None:
                 "wait after the cell"
             )
             report.append(table(header, [c.row() for c in cells]))
-            report.append("CPU from the start of each cell until caught up:")
-            report += [f"  {c.rate:,}/s x {c.fanout}: {c.cpu}" for c in cells]
+            report.append(
+                "snapshots/s on the topic, and the CPU used, from the start of each cell "
+                "until caught up:"
+            )
+            report += [
+                f"  {c.rate:,}/s x {c.fanout}: {c.snapshots:,.0f} snapshots/s; {c.cpu}"
+                for c in cells
+            ]
             report.append(
                 "how long messages waited for their agent in worker0 (ms; Kafka timestamp to "
                 "the batch that took them), per topic:"
