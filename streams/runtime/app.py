@@ -33,6 +33,9 @@ def create_app(settings: Settings) -> faust.App:
         # time and held the consumer behind it. Batches up to 512 kB (under the broker's 1 MB)
         # carry a burst's changelog in a few requests.
         producer_max_batch_size=512 * 1024,
+        # The tables' changelogs carry whole states (a location's is tens of kB of JSON) once
+        # per batch: compressed, the broker stores and serves a fraction of the bytes.
+        producer_compression_type="lz4",
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
         web_bind=settings.web_host,

@@ -96,6 +96,14 @@ def check() -> None:
         raise IncompatibleRuntime(
             "the installed Faust/aiokafka differ from what this pipeline's fixes of their "
             f"internals were written for: {'; '.join(problems)}. Install the versions pinned in "
-            "pyproject.toml (make install), or review streams/compat.py's list of private uses "
-            "against the new release and extend SUPPORTED."
+            "pyproject.toml (make install), or review streams/runtime/compat.py's list of "
+            "private uses against the new release and extend SUPPORTED."
+        )
+    from aiokafka.codec import has_lz4
+
+    if not has_lz4():
+        raise IncompatibleRuntime(
+            "aiokafka cannot compress with lz4 (the workers' producer does, streams.runtime.app): "
+            "cramjam is not installed. Install the versions pinned in pyproject.toml "
+            "(make install)."
         )

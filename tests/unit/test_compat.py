@@ -32,3 +32,14 @@ def test_a_private_name_that_has_gone_is_named(monkeypatch: pytest.MonkeyPatch) 
     with pytest.raises(compat.IncompatibleRuntime) as err:
         compat.check()
     assert "Recovery._set_recovery_ended is gone" in str(err.value)
+
+
+def test_a_producer_that_cannot_compress_is_refused_with_what_to_do(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import aiokafka.codec
+
+    monkeypatch.setattr(aiokafka.codec, "has_lz4", lambda: False)
+    with pytest.raises(compat.IncompatibleRuntime) as err:
+        compat.check()
+    assert "cramjam" in str(err.value) and "make install" in str(err.value)
