@@ -1,4 +1,4 @@
-"""Small helpers the agents share: table (de)serialisation and key handling."""
+"""What the agents share: the batched agent loop (add_agent), table (de)serialisation, keys."""
 
 from __future__ import annotations
 
