@@ -91,9 +91,11 @@ class Settings(BaseSettings):
     # (a location answering its subscribers, a booking emitting its snapshot; streams.conflate).
     conflate_window_s: float = Field(default=0.25, ge=0)
     # A key's state names its last send until Kafka confirmed it (streams.agents.batch). The
-    # confirmation is stored with the key's next write, or with a write of its own when the
-    # key is not written again within this long: under load, not one extra write per send.
-    confirm_after_s: float = Field(default=1.0, ge=0)
+    # confirmation is stored with the key's next write, or with a write of its own by the next
+    # batch of its partition at least this long after the delivery. 0: at the next batch. More
+    # saves a write per send under load, but a worker stopped within that time leaves its last
+    # sends unconfirmed, and the next one repeats them (duplicates the receivers ignore).
+    confirm_after_s: float = Field(default=0.0, ge=0)
     # A change that would make a key's part (or its stored state, twice as much) larger than
     # this goes to the dead letters instead: the producer refuses messages over 1 MB, and a key
     # whose part or changelog entry cannot be sent would stop answering altogether.
