@@ -65,7 +65,7 @@ PROBE_PG = (
 )
 
 
-# What each process of the machine is, by its command line (streams.bench.cpu_seconds).
+# What each process of the machine is, by its command line (streams.bench.cpu_by_role).
 ROLES = (
     ("streams.cli worker", "worker"),
     ("streams.cli sink", "sinks"),
@@ -75,10 +75,9 @@ ROLES = (
     ("postgres", "postgres"),
     ("streams.bench", "bench"),
 )
-_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds() -> dict[str, float]:
+def cpu_by_role() -> dict[str, float]:
     """CPU seconds (user + system) each role's processes have used so far."""
     used: dict[str, float] = defaultdict(float)
     for proc in Path("/proc").iterdir():
@@ -86,17 +85,27 @@ def cpu_seconds() -> dict[str, float]:
             continue
         try:
             cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            fields = (proc / "stat").read_text().rpartition(")")[2].split()
         except OSError:
             continue
         role = next((r for needle, r in ROLES if needle in cmdline), None)
         if role is not None:
-            used[role] += (int(fields[11]) + int(fields[12])) / _TICKS
+            used[role] += cpu_seconds(int(proc.name))
     return used
 
 
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU time of the process (its threads included), 0 if unknown."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def cores_used(before: dict[str, float], after: dict[str, float], seconds: float) -> str:
-    """The cores each role used between two cpu_seconds() readings, busiest first.
+    """The cores each role used between two cpu_by_role() readings, busiest first.
     (A process that exited meanwhile is not counted; one started meanwhile counts whole.)"""
     busy = {r: (after[r] - before.get(r, 0.0)) / seconds for r in after}
     total = sum(busy.values())
@@ -553,7 +562,7 @@ class Bench:
         per_tick = rate * tick
         owed = 0.0
         delays_before = self.input_delays()
-        cpu_before = cpu_seconds()
+        cpu_before = cpu_by_role()
         started_at = time.time()
         start = time.monotonic()
         next_at = start
@@ -580,7 +589,7 @@ class Bench:
             timeout=max(60.0, self.seconds * 4),
         )
         result.drained = drained is not None
-        result.cpu = cores_used(cpu_before, cpu_seconds(), time.monotonic() - start)
+        result.cpu = cores_used(cpu_before, cpu_by_role(), time.monotonic() - start)
         result.inputs = input_delay_summary(delays_before, self.input_delays())
         result.snapshots = snaps.rate(started_at)
         probe.stop()

@@ -110,6 +110,8 @@ def add_agent(
     a rebalance takes away (another worker may change their keys meanwhile)."""
     s, topic_name = rt.settings, rt.topics.key_spaces[space].get_topic_name()
 
+    delays: dict[str, Any] = {}  # topic -> its child of metrics.INPUT_DELAY
+
     async def agent(stream: StreamT[Any]) -> None:
         events_of = cast(Stream[bytes], stream).take_events(s.batch_size, s.batch_within_s)
         async for events in events_of:
@@ -117,9 +119,12 @@ def add_agent(
             for event in events:
                 message = event.message
                 if message.timestamp:
-                    metrics.INPUT_DELAY.labels(topic=message.topic).observe(
-                        max(0.0, taken - message.timestamp)
-                    )
+                    delay = delays.get(message.topic)
+                    if delay is None:
+                        delay = delays[message.topic] = metrics.INPUT_DELAY.labels(
+                            topic=message.topic
+                        )
+                    delay.observe(max(0.0, taken - message.timestamp))
                 await guarded(event, batch.handle, rt.dead_letter)
             await batch.finish()
 

@@ -41,6 +41,7 @@ from pymongo import MongoClient, ReplaceOne
 from pymongo.errors import PyMongoError
 
 from launcher import ferretdb
+from streams.bench import cpu_seconds
 from streams.config import Settings, get_settings
 from streams.samples import NOW, full_record
 from streams.sinks.mongo import listing_document
@@ -167,18 +168,6 @@ def _pg_database(settings: Settings, *, create: bool) -> None:
         conn.execute(f"DROP DATABASE IF EXISTS {PG_DATABASE} WITH (FORCE)")
         if create:
             conn.execute(f"CREATE DATABASE {PG_DATABASE}")
-
-
-def cpu_seconds(pid: int | None) -> float:
-    """User + system CPU time of the process (its threads included), 0 if unknown."""
-    if pid is None:
-        return 0.0
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _stack_pid(settings: Settings) -> int | None:
