@@ -822,7 +822,9 @@ def run(args: argparse.Namespace) -> None:
         f"{settings.conflate_window_s}"
     ]
     with tempfile.TemporaryDirectory(prefix="mis-bench-") as tmp:
-        bench = Bench(settings, Path(tmp), args.seconds)
+        workdir = outdir / f"run-{stamp}" if args.keep else Path(tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
+        bench = Bench(settings, workdir, args.seconds)
         try:
             bench.worker()
             bench.make_bookings(tuple(sorted(set(fanouts) | {args.burst_fanout})))
@@ -920,6 +922,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-sustained", action="store_true")
     p.add_argument("--no-replay", action="store_true")
     p.add_argument("--profile", action="store_true", help="py-spy one worker during a burst")
+    p.add_argument(
+        "--keep", action="store_true", help="keep the workers' logs in build/bench/run-<stamp>"
+    )
     # SIGTERM (make's trap, a kill) unwinds like Ctrl-C, so the workers are stopped too.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     run(p.parse_args(argv))

@@ -90,6 +90,11 @@ class Settings(BaseSettings):
     # A key that changes often sends at most one message per window with its newest content
     # (a location answering its subscribers, a booking emitting its snapshot; streams.conflate).
     conflate_window_s: float = Field(default=0.25, ge=0)
+    # While a worker is behind (its agents' oldest messages waited longer than a batch normally
+    # does) the window widens to that wait, up to this (streams.pace): the work of a storm then
+    # shrinks until the worker catches up, and the window narrows back. At or under
+    # conflate_window_s: the window never widens.
+    conflate_max_window_s: float = Field(default=2.0, ge=0)
     # A key's state names its last send until Kafka confirmed it (streams.agents.batch). The
     # confirmation is stored with the key's next write, or with a write of its own by the next
     # batch of its partition at least this long after the delivery. 0: at the next batch. More

@@ -29,6 +29,14 @@ INPUT_DELAY = Histogram(
     ["topic"],
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
+CONFLATE_WINDOW = Gauge(
+    "mis_conflate_window_seconds",
+    "The conflation window the agents use now: MIS_CONFLATE_WINDOW_S, wider while behind",
+)
+CONFLATE_WINDOW_WIDEST = Gauge(
+    "mis_conflate_window_widest_seconds",
+    "The widest conflation window the agents used since the worker started",
+)
 SNAPSHOTS_EMITTED = Counter("mis_snapshots_emitted_total", "Snapshots whose content changed")
 SINK_WRITES = Counter("mis_sink_writes_total", "Rows or documents written", ["sink"])
 SINK_LATENCY = Histogram("mis_sink_latency_seconds", "Time to write one batch", ["sink"])

@@ -16,6 +16,7 @@ bookings it answers.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from datetime import timedelta
 
 from faust.types import EventT
@@ -78,6 +79,13 @@ class BookingAgent:
         self.pending = DueIndex()
         self.deliveries = Deliveries(confirm_after=s.confirm_after_s)
         self.waker = Waker(rt.topics.bookings, encode(Tick()))
+
+    def paced(self) -> BookingProcessor:
+        """The processor with the window as this worker's pace has it now (streams.pace)."""
+        window = self.rt.pace.window()
+        if window == self.processor.window:
+            return self.processor
+        return replace(self.processor, window=window)
 
     def load_index(self, partition: int) -> None:
         if self.deadlines.loaded(partition):
@@ -142,7 +150,7 @@ class BookingBatch:
 
     def __init__(self, agent: BookingAgent) -> None:
         rt = agent.rt
-        self.agent, self.processor, self.tables = agent, agent.processor, rt.tables
+        self.agent, self.processor, self.tables = agent, agent.paced(), rt.tables
         self.keys: KeyedBatch[BookingState] = KeyedBatch(
             rt.tables.booking_state,
             BookingState,

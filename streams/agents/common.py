@@ -115,7 +115,7 @@ def add_agent(
     async def agent(stream: StreamT[Any]) -> None:
         events_of = cast(Stream[bytes], stream).take_events(s.batch_size, s.batch_within_s)
         async for events in events_of:
-            batch, taken = new_batch(), time.time()
+            taken, oldest = time.time(), None
             for event in events:
                 message = event.message
                 if message.timestamp:
@@ -125,6 +125,14 @@ def add_agent(
                             topic=message.topic
                         )
                     delay.observe(max(0.0, taken - message.timestamp))
+                    if oldest is None or message.timestamp < oldest:
+                        oldest = message.timestamp
+            if oldest is not None:
+                rt.pace.observe(taken - oldest, time.monotonic())
+                metrics.CONFLATE_WINDOW.set(rt.pace.seconds)
+                metrics.CONFLATE_WINDOW_WIDEST.set(rt.pace.widest_given)
+            batch = new_batch()
+            for event in events:
                 await guarded(event, batch.handle, rt.dead_letter)
             await batch.finish()
 

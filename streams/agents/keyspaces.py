@@ -8,6 +8,7 @@ the processor returns and wakes a partition when a key's window ends (streams.ag
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from datetime import timedelta
 from functools import partial
 from typing import Any
@@ -64,6 +65,13 @@ class KeySpaceAgent:
         self.deliveries = Deliveries(confirm_after=s.confirm_after_s)
         self.waker = Waker(self.topic, _TICK)
 
+    def paced(self) -> KeySpaceProcessor:
+        """The processor with the window as this worker's pace has it now (streams.pace)."""
+        window = self.rt.pace.window()
+        if window == self.processor.window:
+            return self.processor
+        return replace(self.processor, window=window)
+
     def load_pending(self, partition: int) -> None:
         """What the table says is pending in ``partition`` (a restart leaves it there)."""
         if self.pending.loaded(partition):
@@ -93,7 +101,7 @@ class KeySpaceAgent:
 class KeySpaceBatch:
     def __init__(self, agent: KeySpaceAgent) -> None:
         rt = agent.rt
-        self.agent, self.processor = agent, agent.processor
+        self.agent, self.processor = agent, agent.paced()
         self.keys: KeyedBatch[KeyState] = KeyedBatch(
             agent.table,
             agent.cls,

@@ -20,6 +20,7 @@ import faust
 
 from streams.config import Settings
 from streams.deadletter import DeadLetters
+from streams.pace import Pace
 from streams.runtime.app import create_app
 from streams.runtime.tables import Tables
 from streams.runtime.topics import Topics
@@ -32,6 +33,8 @@ class Runtime:
     topics: Topics
     tables: Tables
     dead_letter: DeadLetters
+    #: the conflation window of this worker's agents, widened while it is behind
+    pace: Pace
     #: what streams.agents registered, by name (for the API and the tests)
     parts: dict[str, Any] = field(default_factory=dict)
 
@@ -41,7 +44,13 @@ def build(settings: Settings, *, agents: bool = True, web: bool = False) -> Runt
     tasks of a worker, with ``web`` the HTTP API on the worker's web server."""
     app = create_app(settings)
     topics = Topics(app, settings)
-    rt = Runtime(settings, app, topics, Tables(app, settings), DeadLetters(topics.dead_letters))
+    pace = Pace(
+        base=settings.conflate_window_s,
+        widest=max(settings.conflate_window_s, settings.conflate_max_window_s),
+    )
+    rt = Runtime(
+        settings, app, topics, Tables(app, settings), DeadLetters(topics.dead_letters), pace
+    )
     if agents:
         from streams.agents import register
 

@@ -1,0 +1,61 @@
+"""The conflation window under load. Pure: no Faust, no I/O.
+
+A key's messages are conflated over a window (streams.conflate): under a storm the work is up
+to keys / window a second whatever the rate of changes, at every hop after it and in the sinks.
+A fixed window that is too short for the machine leaves more work than the worker can do: the
+messages wait longer and longer for their agent, and the delay grows with the storm.
+
+``Pace`` widens the window while the worker is behind. Each batch reports how long its oldest
+message waited for the agent (its *lag*: the batch's start minus the message's Kafka
+timestamp). The window is that lag, smoothed, between ``base`` and ``widest``: a message that
+has already waited a second is not made much later by a window of a second, while the work
+the window saves lets the worker catch up. Once caught up, the window narrows back to ``base``.
+
+The lag is smoothed with a fast attack and a slow release: a batch that waited longer than the
+current estimate raises it at once, and the estimate decays toward shorter lags with a
+half-life of ``release_s``, so that one quick batch in a backlog does not snap the window
+shut. A lag under ``slack_s`` (the wait for a batch to fill, a tick) counts as none.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+
+@dataclass
+class Pace:
+    #: the window when the worker keeps up (MIS_CONFLATE_WINDOW_S)
+    base: float
+    #: the widest it gets while the worker is behind (MIS_CONFLATE_MAX_WINDOW_S)
+    widest: float
+    #: a lag under this is how batches normally wait, not a backlog
+    slack_s: float = 0.25
+    #: the half-life of the estimate's decay toward a shorter lag
+    release_s: float = 2.0
+    lag: float = field(default=0.0, init=False)
+    #: the widest window given since the start
+    widest_given: float = field(default=0.0, init=False)
+    _at: float | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        if self.widest < self.base:
+            raise ValueError(f"widest ({self.widest}) is under base ({self.base})")
+
+    def observe(self, lag_s: float, at: float) -> None:
+        """A batch started at ``at`` (seconds, monotonic) whose oldest message had waited
+        ``lag_s`` for it."""
+        lag = max(0.0, lag_s - self.slack_s)
+        if self._at is not None and at > self._at:
+            self.lag *= math.pow(0.5, (at - self._at) / self.release_s)
+        self._at = at if self._at is None else max(self._at, at)
+        self.lag = max(self.lag, lag)
+        self.widest_given = max(self.widest_given, self.seconds)
+
+    @property
+    def seconds(self) -> float:
+        return min(self.widest, max(self.base, self.lag))
+
+    def window(self) -> timedelta:
+        return timedelta(seconds=self.seconds)

@@ -1,0 +1,58 @@
+"""The conflation window under load (streams.pace), without a broker."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from streams.pace import Pace
+
+
+def test_a_worker_that_keeps_up_uses_the_base_window() -> None:
+    pace = Pace(base=0.25, widest=2.0)
+    assert pace.window() == timedelta(seconds=0.25)
+    for i in range(20):
+        pace.observe(0.2, at=i * 0.1)  # batches wait for their messages as usual
+    assert pace.seconds == 0.25
+
+
+def test_a_backlog_widens_the_window_to_the_wait_at_once_up_to_the_widest() -> None:
+    pace = Pace(base=0.25, widest=2.0, slack_s=0.25)
+    pace.observe(1.25, at=0.0)
+    assert pace.seconds == pytest.approx(1.0)
+    pace.observe(10.0, at=0.1)
+    assert pace.seconds == 2.0
+    assert pace.widest_given == 2.0
+
+
+def test_the_window_narrows_back_gradually_once_caught_up() -> None:
+    pace = Pace(base=0.25, widest=4.0, slack_s=0.0, release_s=2.0)
+    pace.observe(4.0, at=0.0)
+    pace.observe(0.0, at=2.0)  # one quick batch: half of the estimate is left
+    assert pace.seconds == pytest.approx(2.0)
+    pace.observe(0.0, at=4.0)
+    assert pace.seconds == pytest.approx(1.0)
+    pace.observe(0.0, at=20.0)
+    assert pace.seconds == 0.25
+    assert pace.widest_given == 4.0
+
+
+def test_batches_reported_out_of_order_do_not_decay_the_estimate_twice() -> None:
+    pace = Pace(base=0.0, widest=10.0, slack_s=0.0, release_s=1.0)
+    pace.observe(4.0, at=5.0)
+    pace.observe(1.0, at=4.0)  # an agent whose batch started earlier reports later
+    assert pace.seconds == pytest.approx(4.0)
+    pace.observe(0.0, at=6.0)
+    assert pace.seconds == pytest.approx(2.0)
+
+
+def test_a_widest_at_the_base_never_widens() -> None:
+    pace = Pace(base=0.25, widest=0.25)
+    pace.observe(30.0, at=0.0)
+    assert pace.seconds == 0.25
+
+
+def test_a_widest_under_the_base_is_refused() -> None:
+    with pytest.raises(ValueError, match="under base"):
+        Pace(base=1.0, widest=0.5)
