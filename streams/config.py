@@ -106,6 +106,10 @@ class Settings(BaseSettings):
     # whose part or changelog entry cannot be sent would stop answering altogether.
     max_part_bytes: int = Field(default=450_000, ge=1024)
     reading_history_per_sensor: int = Field(default=16, ge=1)
+    # The parsed states of this many location, vendor and inspection keys (each key space its
+    # own) are kept between batches, so that a key written by one batch is not parsed again by
+    # the next (streams.agents.batch.Parsed); a location's is about 160 KiB in memory. 0: none.
+    state_cache_keys: int = Field(default=128, ge=0)
     cleanup_after_days: int = Field(default=90, ge=1)
     # A booking that asked for a part and got no answer within this long asks again.
     ask_again_after_s: float = Field(default=30.0, gt=0)

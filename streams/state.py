@@ -153,6 +153,14 @@ def _pair(item: Any) -> tuple[str, str]:
     return str(row["sensor_id"]), str(row["sensor_type"])
 
 
+def _one_series(key: str, items: Any) -> bool:
+    """Whether ``items`` are all of one series, the one ``key`` names."""
+    if not isinstance(items, list) or not items:
+        return False
+    first = _pair(items[0])
+    return series_key(*first) == key and all(_pair(item) == first for item in items[1:])
+
+
 class LocationState(KeyState):
     # series_key(sensor_id, sensor_type) -> those readings, newest first, at most `history`.
     # Kept per type so that a combined device's readings of one type never push its latest of
@@ -171,6 +179,8 @@ class LocationState(KeyState):
         """
         if not isinstance(value, dict):
             return value
+        if all(_one_series(key, items) for key, items in value.items()):
+            return value  # already per (sensor_id, sensor_type), as every state stored since
         grouped: dict[str, list[Any]] = {}
         for items in value.values():
             for item in items:

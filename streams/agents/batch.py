@@ -33,6 +33,7 @@ import os
 import signal
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -43,7 +44,7 @@ from faust.types import EventT
 from pydantic import BaseModel
 
 from streams import conflate
-from streams.agents.common import DeadLetter, Store, load, save
+from streams.agents.common import DeadLetter, Store, load, parse, save
 from streams.clock import clock
 from streams.conflate import Delivery, Outbox
 from streams.runtime.internals import make_current
@@ -151,6 +152,42 @@ def _maybe_killed(topics: Iterable[str]) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+class Parsed:
+    """The parsed states of one table's most recently written keys, kept between batches.
+
+    A location's state (its readings' history) takes a millisecond to parse and is loaded by
+    nearly every batch of a storm. The state a batch stored is kept here, with the bytes it was
+    stored as, and the next batch that loads the key takes it instead of parsing the bytes
+    again, if the table still holds those bytes. A state taken belongs to the batch (it
+    changes it); the cache holds it again only once it is stored again, so a key whose flush
+    fails is parsed from the table next time. At most ``size`` keys, the least recently
+    stored dropped first; 0 keeps none."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._states: OrderedDict[str, tuple[bytes, BaseModel]] = OrderedDict()
+
+    def take(self, key: str, raw: bytes) -> BaseModel | None:
+        entry = self._states.pop(key, None)
+        if entry is None or (entry[0] is not raw and entry[0] != raw):
+            return None
+        return entry[1]
+
+    def keep(self, key: str, raw: bytes, state: BaseModel) -> None:
+        if self._size <= 0:
+            return
+        self._states[key] = (raw, state)
+        self._states.move_to_end(key)
+        while len(self._states) > self._size:
+            self._states.popitem(last=False)
+
+    def discard(self, key: str) -> None:
+        self._states.pop(key, None)
+
+    def clear(self) -> None:
+        self._states.clear()
+
+
 def _outbox(state: Any) -> Outbox | None:
     outbox = getattr(state, "outbox", None)
     return outbox if isinstance(outbox, Outbox) else None
@@ -168,8 +205,10 @@ class KeyedBatch(Generic[S]):
         deliveries: Deliveries,
         dead_letter: DeadLetter,
         max_bytes: int | None = None,
+        parsed: Parsed | None = None,
     ) -> None:
         self._table, self._cls, self._max_bytes = table, cls, max_bytes
+        self._parsed = parsed
         self._deliveries, self._dead_letter = deliveries, dead_letter
         self._sent: dict[str, list[tuple[str, Awaitable[Any]]]] = {}  # key -> (topic, delivery)
         self._owed: set[str] = set()  # keys whose last send must be made again (_settle)
@@ -226,9 +265,19 @@ class KeyedBatch(Generic[S]):
                 state = self._cls()
             else:
                 self.make_current(event)
-                state = load(self._table, key, self._cls)
+                state = self._load(key)
             self._states[key] = state
         return state
+
+    def _load(self, key: str) -> S:
+        if self._parsed is None:
+            return load(self._table, key, self._cls)
+        raw = self._table.get(key.encode())
+        if raw is None:
+            self._parsed.discard(key)
+            return self._cls()
+        kept = self._parsed.take(key, raw)
+        return kept if isinstance(kept, self._cls) else parse(self._cls, raw)
 
     def touch(self, key: str) -> None:
         self._dirty[key] = None
@@ -276,11 +325,15 @@ class KeyedBatch(Generic[S]):
             try:
                 if state is None:
                     self._table.pop(key.encode(), None)
+                    if self._parsed is not None:
+                        self._parsed.discard(key)
                     continue
                 owed = self._settle(key, state, now)
                 await before_write(key, state)
                 if self._states[key] is None:  # dropped by before_write (an eviction)
                     self._table.pop(key.encode(), None)
+                    if self._parsed is not None:
+                        self._parsed.discard(key)
                     continue
                 self._write(key, state, owed)
             except Exception as exc:
@@ -335,7 +388,9 @@ class KeyedBatch(Generic[S]):
                 token = outbox.unconfirmed = self._deliveries.token()
             elif owed and outbox.due is None:
                 outbox.unconfirmed = None  # it was owed again, and the agent found nothing to send
-        save(self._table, key, state, self._max_bytes)
+        raw = save(self._table, key, state, self._max_bytes)
+        if self._parsed is not None:
+            self._parsed.keep(key, raw, state)
         if token is not None:
             futures = [delivery for _, delivery in sent]
             self._deliveries.track(self.partition(key), key, token, futures)

@@ -65,11 +65,13 @@ class StateTooLarge(PipelineError):
     """A key's state would not fit in one changelog message."""
 
 
-def save(table: Store, key: str, state: BaseModel, max_bytes: int | None = None) -> None:
+def save(table: Store, key: str, state: BaseModel, max_bytes: int | None = None) -> bytes:
+    """Store ``state`` as ``key``'s; returns what was stored."""
     raw = state.model_dump_json().encode()
     if max_bytes is not None and len(raw) > max_bytes:
         raise StateTooLarge(f"its state would be {len(raw):,} bytes, over {max_bytes:,}")
     table[key.encode()] = raw
+    return raw
 
 
 def stored_in_partition(

@@ -17,7 +17,7 @@ from faust.types import EventT, TableT, TopicT
 from pydantic import TypeAdapter, ValidationError
 
 from streams import metrics
-from streams.agents.batch import Deliveries, KeyedBatch
+from streams.agents.batch import Deliveries, KeyedBatch, Parsed
 from streams.agents.changes import Changes
 from streams.agents.common import add_agent, key_of, parse, stored_in_partition
 from streams.agents.truncation import Truncations
@@ -63,6 +63,7 @@ class KeySpaceAgent:
         self.changes = Changes(rt.topics, rt.dead_letter)
         self.pending = DueIndex()
         self.deliveries = Deliveries(confirm_after=s.confirm_after_s)
+        self.parsed = Parsed(s.state_cache_keys)
         self.waker = Waker(self.topic, _TICK)
 
     def paced(self) -> KeySpaceProcessor:
@@ -96,6 +97,7 @@ class KeySpaceAgent:
         """Partitions revoked: another worker may change their keys meanwhile."""
         self.deliveries.forget(partitions)
         self.pending.forget(partitions)
+        self.parsed.clear()
 
 
 class KeySpaceBatch:
@@ -108,6 +110,7 @@ class KeySpaceBatch:
             deliveries=agent.deliveries,
             dead_letter=rt.dead_letter,
             max_bytes=2 * rt.settings.max_part_bytes,
+            parsed=agent.parsed,
         )
         self.truncations = Truncations(
             agent.cls.__name__, self.keys, agent.name, rt.tables.truncations, rt.settings.partitions

@@ -15,7 +15,7 @@ import pytest
 from faust.streams import _current_event
 from pydantic import BaseModel
 
-from streams.agents.batch import Deliveries, KeyedBatch
+from streams.agents.batch import Deliveries, KeyedBatch, Parsed
 from streams.deadlines import DeadlineIndex
 
 
@@ -131,14 +131,73 @@ class Parked(list[tuple[int, str]]):
         self.append((event.message.offset, reason))
 
 
-def _batch(table: Table, max_bytes: int | None = None, parked: Parked | None = None) -> Any:
+def _batch(
+    table: Table,
+    max_bytes: int | None = None,
+    parked: Parked | None = None,
+    parsed: Parsed | None = None,
+) -> Any:
     return KeyedBatch(
         table,
         Count,
         deliveries=Deliveries(),
         dead_letter=Parked() if parked is None else parked,
         max_bytes=max_bytes,
+        parsed=parsed,
     )
+
+
+def _add(table: Table, parsed: Parsed, key: str, n: int, parked: Parked | None = None) -> Count:
+    """One batch that adds ``n`` to ``key``; the state object it stored."""
+    batch = _batch(table, max_bytes=12, parked=parked, parsed=parsed)
+    state: Count = batch.state(key, Event(0, 1))
+    state.n += n
+    batch.touch(key)
+    asyncio.run(batch.flush(_nothing))
+    return state
+
+
+def test_a_stored_state_is_taken_by_the_next_batch_without_parsing_it_again() -> None:
+    table, parsed = Table(), Parsed(size=8)
+    first = _add(table, parsed, "k", 1)
+    second = _add(table, parsed, "k", 1)
+    assert second is first  # the same object: not parsed from the table
+    assert _stored(table, "k") == 2
+
+
+def test_a_state_changed_in_the_table_meanwhile_is_parsed_from_the_table() -> None:
+    # A rebalance: another worker stored the key since.
+    table, parsed = Table(), Parsed(size=8)
+    first = _add(table, parsed, "k", 1)
+    dict.__setitem__(table, b"k", Count(n=40).model_dump_json().encode())
+    second = _add(table, parsed, "k", 1)
+    assert second is not first and _stored(table, "k") == 41
+
+
+def test_a_refused_key_is_parsed_from_the_table_next_time(parked: Parked) -> None:
+    table, parsed = Table(), Parsed(size=8)
+    first = _add(table, parsed, "k", 1)
+    refused = _add(table, parsed, "k", 10**9, parked)  # over max_bytes: refused
+    assert refused is first and refused.n == 10**9 + 1  # the batch changed the object...
+    assert _stored(table, "k") == 1 and len(parked) == 1
+    again = _add(table, parsed, "k", 1)  # ...so it is not taken again
+    assert again is not first and _stored(table, "k") == 2
+
+
+def test_the_cache_keeps_the_most_recently_stored_keys_and_forgets_deleted_ones() -> None:
+    table, parsed = Table(), Parsed(size=2)
+    a = _add(table, parsed, "a", 1)
+    b = _add(table, parsed, "b", 1)
+    c = _add(table, parsed, "c", 1)
+    assert _add(table, parsed, "a", 1) is not a  # dropped, the least recently stored
+    assert _add(table, parsed, "c", 1) is c
+    batch = _batch(table, parsed=parsed)
+    batch.state("b", Event(0, 2))
+    batch.drop("b")
+    asyncio.run(batch.flush(_nothing))
+    assert b"b" not in table
+    fresh = _add(table, parsed, "b", 1)
+    assert fresh is not b and _stored(table, "b") == 1
 
 
 @pytest.fixture
