@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import (
     REGISTRY,
@@ -55,6 +57,12 @@ HTTP_REQUESTS = Counter(
     "mis_http_requests_total", "HTTP requests answered by the API", ["route", "method", "status"]
 )
 HTTP_LATENCY = Histogram("mis_http_request_seconds", "Time to answer an HTTP request", ["route"])
+
+
+@functools.cache
+def of_topic(metric: Any, topic: str) -> Any:
+    """``metric.labels(topic=topic)``, looked up once (a label lookup takes a lock)."""
+    return metric.labels(topic=topic)
 
 
 # --- metrics of other processes (a worker's sink processes, streams.sinks.processes)

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, PrivateAttr, field_validator
 
 from schemas.entities import Booking, Certificate, Inspection, PestDetection, Row, SensorReading
 from schemas.envelope import ZERO_VERSION
@@ -167,6 +167,10 @@ class LocationState(KeyState):
     # another out of the history.
     readings: dict[str, list[Versioned[SensorReading]]] = {}
     pests: dict[str, Versioned[PestDetection]] = {}
+    # reading id -> the series holding it, for the ``readings`` dict it was built from (a
+    # reading is looked up by id on every change; the history holds tens of rows)
+    _series_of: dict[int, list[str]] = PrivateAttr(default_factory=dict)
+    _indexed: Any = PrivateAttr(default=None)
 
     @field_validator("readings", mode="before")
     @classmethod
@@ -206,13 +210,18 @@ class LocationState(KeyState):
     def apply_reading(self, msg: ReadingChanged, *, history: int) -> bool:
         if self._before_truncate("sensor_readings", msg.version):
             return False
-        rid = f"r:{msg.row.id}"
+        row_id, rid = msg.row.id, f"r:{msg.row.id}"
+        index = self._index()
         found = [
-            (key, v) for key, rows in self.readings.items() for v in rows if v.row.id == msg.row.id
+            (key, v)
+            for key in index.get(row_id, ())
+            for v in self.readings.get(key, ())
+            if v.row.id == row_id
         ]
         current = found[0][1].version if found else None
         if self._seen(rid, current, msg.version):
             return False
+        index.pop(row_id, None)
         for key, old in found:
             self.readings[key] = [v for v in self.readings[key] if v is not old]
             if not self.readings[key]:
@@ -224,9 +233,22 @@ class LocationState(KeyState):
             rows = [*self.readings.get(key, []), Versioned(version=msg.version, row=msg.row)]
             rows.sort(key=lambda v: (v.row.reading_time, v.row.id), reverse=True)
             self.readings[key] = rows[:history]
+            index[row_id] = [key]
+            for dropped in rows[history:]:
+                index.pop(dropped.row.id, None)
             self.tombstones.pop(rid, None)
         self._advance(msg.version)
         return True
+
+    def _index(self) -> dict[int, list[str]]:
+        """Reading id -> its series, rebuilt when ``readings`` was replaced since."""
+        if self._indexed is not self.readings:
+            index: dict[int, list[str]] = {}
+            for key, rows in self.readings.items():
+                for v in rows:
+                    index.setdefault(v.row.id, []).append(key)
+            self._series_of, self._indexed = index, self.readings
+        return self._series_of
 
     def apply_pest(self, msg: PestChanged, *, now: datetime) -> bool:
         if self._before_truncate("pest_detections", msg.version):

@@ -179,7 +179,6 @@ class BookingBatch:
         self.keys.touch(key)
 
     async def handle(self, event: EventT) -> None:
-        metrics.EVENTS_IN.labels(topic=event.message.topic).inc()
         self.keys.seen(event)
         changes = await self.agent.changes.decode(event, "booking")
         if changes is not None:
@@ -264,7 +263,7 @@ class BookingBatch:
                         key, topics.snapshots, key=out.key.encode(), value=out.value
                     )
                     metrics.SNAPSHOTS_EMITTED.inc()
-                    metrics.EVENTS_OUT.labels(topic=topics.snapshots.get_topic_name()).inc()
+                    metrics.of_topic(metrics.EVENTS_OUT, topics.snapshots.get_topic_name()).inc()
                 else:
                     await topics.snapshots.send(key=out.key.encode(), value=out.value)
             else:

@@ -50,5 +50,5 @@ class Changes:
                 continue
             else:
                 await self.topics.send_to_space(target, fk, encode(message))
-            metrics.EVENTS_OUT.labels(topic=topic.get_topic_name()).inc()
+            metrics.of_topic(metrics.EVENTS_OUT, topic.get_topic_name()).inc()
         return mine

@@ -112,23 +112,21 @@ def add_agent(
     a rebalance takes away (another worker may change their keys meanwhile)."""
     s, topic_name = rt.settings, rt.topics.key_spaces[space].get_topic_name()
 
-    delays: dict[str, Any] = {}  # topic -> its child of metrics.INPUT_DELAY
-
     async def agent(stream: StreamT[Any]) -> None:
         events_of = cast(Stream[bytes], stream).take_events(s.batch_size, s.batch_within_s)
         async for events in events_of:
             taken, oldest = time.time(), None
+            counts: dict[str, int] = {}
             for event in events:
                 message = event.message
+                counts[message.topic] = counts.get(message.topic, 0) + 1
                 if message.timestamp:
-                    delay = delays.get(message.topic)
-                    if delay is None:
-                        delay = delays[message.topic] = metrics.INPUT_DELAY.labels(
-                            topic=message.topic
-                        )
+                    delay = metrics.of_topic(metrics.INPUT_DELAY, message.topic)
                     delay.observe(max(0.0, taken - message.timestamp))
                     if oldest is None or message.timestamp < oldest:
                         oldest = message.timestamp
+            for topic, n in counts.items():
+                metrics.of_topic(metrics.EVENTS_IN, topic).inc(n)
             if oldest is not None:
                 rt.pace.observe(taken - oldest, time.monotonic())
                 metrics.CONFLATE_WINDOW.set(rt.pace.seconds)

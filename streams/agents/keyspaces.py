@@ -119,7 +119,6 @@ class KeySpaceBatch:
         self.applied: dict[str, list[tuple[Any, Any]]] = {}  # key -> its (event, change)s
 
     async def handle(self, event: EventT) -> None:
-        metrics.EVENTS_IN.labels(topic=event.message.topic).inc()
         self.keys.seen(event)
         changes = await self.agent.changes.decode(event, self.agent.name)
         if changes is None:
@@ -180,7 +179,7 @@ class KeySpaceBatch:
             await self.keys.send(
                 key, bookings, key=out.key.encode(), value=out.value, partition=out.partition
             )
-            metrics.EVENTS_OUT.labels(topic=bookings.get_topic_name()).inc()
+            metrics.of_topic(metrics.EVENTS_OUT, bookings.get_topic_name()).inc()
         partition = self.keys.partition(key)
         self.agent.pending.set(partition, key, step.due)
         if step.due is not None:

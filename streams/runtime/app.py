@@ -2,16 +2,61 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import faust
+from faust.sensors.monitor import Monitor
 
 from streams.config import Settings
 from streams.runtime import faustfix
+
+
+class LeanMonitor(Monitor):
+    """Faust's monitor without its per-message bookkeeping.
+
+    Faust calls its monitor for every message in and out, every event of a stream, every table
+    read and write and every send: counters, timings and deques that only its own web pages
+    show, and those are off (the pipeline's metrics are streams.metrics). What Faust itself
+    reads back is kept: when a stream last took an event of a partition (its stalled-stream
+    warnings), the partitions' end offsets and the committed ones."""
+
+    def on_message_in(self, tp: Any, offset: int, message: Any) -> None:
+        pass
+
+    def on_stream_event_in(self, tp: Any, offset: int, stream: Any, event: Any) -> None:
+        self.stream_inbound_time[tp] = self.time()
+
+    def on_stream_event_out(
+        self, tp: Any, offset: int, stream: Any, event: Any, state: Any = None
+    ) -> None:
+        pass
+
+    def on_message_out(self, tp: Any, offset: int, message: Any) -> None:
+        pass
+
+    def on_table_get(self, table: Any, key: Any) -> None:
+        pass
+
+    def on_table_set(self, table: Any, key: Any, value: Any) -> None:
+        pass
+
+    def on_table_del(self, table: Any, key: Any) -> None:
+        pass
+
+    def on_send_initiated(
+        self, producer: Any, topic: str, message: Any, keysize: int, valsize: int
+    ) -> None:
+        pass
+
+    def on_send_completed(self, producer: Any, state: Any, metadata: Any) -> None:
+        pass
 
 
 def create_app(settings: Settings) -> faust.App:
     faustfix.apply()
     return faust.App(
         settings.app_id,
+        monitor=LeanMonitor(),
         broker=f"kafka://{settings.kafka_bootstrap}",
         broker_client_id=settings.app_id,
         store=settings.store,
