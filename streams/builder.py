@@ -32,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Hashable, Iterable
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_HALF_UP, Context, Decimal, localcontext
 from typing import TypeVar
@@ -52,12 +53,18 @@ __all__ = [
     "ALERT_SEVERITIES",
     "PEST_WINDOW",
     "SENSOR_STALE_AFTER",
+    "LocationView",
+    "SharedViews",
+    "VendorView",
+    "assemble",
     "build_snapshot",
     "content_hash",
     "effective_certificate_status",
     "latest_per_sensor",
     "latest_per_sensor_type",
+    "location_view",
     "next_deadline",
+    "vendor_view",
 ]
 
 PEST_WINDOW = timedelta(days=7)
@@ -183,6 +190,136 @@ def effective_certificate_status(certificate: Certificate, now: datetime) -> str
 # --- the builder ---------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class LocationView:
+    """What a snapshot takes from its location's rows at one instant: the same for every
+    booking at the location (``location_view``)."""
+
+    sensors: dict[str, SensorValue]
+    sensor_summary: dict[str, float]
+    pest_events: list[PestEvent]
+    has_pest_alerts: bool
+    sensor_health: SensorHealth
+    #: the first instant after which the view differs (see ``next_deadline``)
+    deadline: datetime | None
+
+
+@dataclass(frozen=True)
+class VendorView:
+    """What a snapshot takes from its vendor's certificates at one instant."""
+
+    certificates: list[CertificateView]
+    certification_types: list[str]
+    deadline: datetime | None
+
+
+def location_view(
+    readings: Iterable[SensorReading], pests: Iterable[PestDetection], now: datetime
+) -> LocationView:
+    """The location's share of a snapshot as of ``now``: its sensors, their summary and
+    health, and its pest events in the window."""
+    now = _utc(now)
+    readings = _dedupe(readings)
+    latest = latest_per_sensor(readings)
+    in_window = [p for p in _dedupe(pests) if _in_window(p, now)]
+    events = sorted(in_window, key=lambda p: (p.detected_at, p.id), reverse=True)
+
+    candidates: list[datetime] = [p.detected_at + PEST_WINDOW + _RESOLUTION for p in in_window]
+    stale_at = [r.reading_time + SENSOR_STALE_AFTER for r in latest.values() if _is_fresh(r, now)]
+    health = _sensor_health(latest.values(), now)
+    if health == "ok":
+        candidates.append(min(stale_at))
+    elif health == "degraded":
+        candidates.append(max(stale_at))
+
+    return LocationView(
+        sensors={
+            sensor_type: SensorValue(
+                value=r.value, unit=r.unit, reading_time=r.reading_time, status=r.status
+            )
+            for sensor_type, r in _latest_by(readings, lambda r: r.sensor_type).items()
+        },
+        sensor_summary=_summary(latest_per_sensor_type(readings).values()),
+        pest_events=[
+            PestEvent(
+                pest_type=p.pest_type,
+                severity=p.severity,
+                confidence=p.confidence,
+                detected_at=p.detected_at,
+            )
+            for p in events
+        ],
+        has_pest_alerts=any(p.severity in ALERT_SEVERITIES for p in events),
+        sensor_health=health,
+        deadline=min(candidates, default=None),
+    )
+
+
+def vendor_view(certificates: Iterable[Certificate], now: datetime) -> VendorView:
+    """The vendor's share of a snapshot as of ``now``: its certificates with their effective
+    status, and the types it holds valid."""
+    now = _utc(now)
+    rows = _dedupe(certificates)
+    views = [
+        CertificateView(
+            id=c.id,
+            type=c.type,
+            issuer=c.issuer,
+            status=effective_certificate_status(c, now),
+            expiry_date=c.expiry_date,
+            document_url=c.document_url,
+            score=c.score,
+        )
+        for c in sorted(rows, key=lambda c: (c.type, c.id))
+    ]
+    candidates: list[datetime] = []
+    for c in rows:
+        if c.expiry_date is None or c.status == "expired":
+            continue
+        expires_at = _expires_at(c.expiry_date)
+        if expires_at is not None and expires_at > now:
+            candidates.append(expires_at)
+    return VendorView(
+        certificates=views,
+        certification_types=sorted({v.type for v in views if v.status == "valid"}),
+        deadline=min(candidates, default=None),
+    )
+
+
+class SharedViews:
+    """The views of the parts that several bookings evaluated at one instant share: each
+    computed once. Keyed by the part object itself, so that a part is never mistaken for
+    another; it lives as long as one batch's evaluations."""
+
+    def __init__(self) -> None:
+        self._location: dict[int, tuple[object, datetime, LocationView]] = {}
+        self._vendor: dict[int, tuple[object, datetime, VendorView]] = {}
+
+    def location(
+        self,
+        part: object,
+        readings: Iterable[SensorReading],
+        pests: Iterable[PestDetection],
+        now: datetime,
+    ) -> LocationView:
+        held = self._location.get(id(part))
+        if held is not None and held[0] is part and held[1] == now:
+            return held[2]
+        view = location_view(readings, pests, now)
+        self._location[id(part)] = (part, now, view)
+        return view
+
+    def vendor(
+        self, part: object, certificates: Iterable[Certificate], now: datetime
+    ) -> VendorView:
+        held = self._vendor.get(id(part))
+        if held is not None and held[0] is part and held[1] == now:
+            return held[2]
+        view = vendor_view(certificates, now)
+        self._vendor[id(part)] = (part, now, view)
+        return view
+
+
 def build_snapshot(
     booking: Booking,
     *,
@@ -199,40 +336,33 @@ def build_snapshot(
     of its vendor, in any order; ``inspection`` counts only when it is the booking's
     ``ai_inspection_id``. ``deleted`` says the booking row itself was deleted.
     """
-    now = _utc(now)
-    readings = _dedupe(readings)
-    latest = latest_per_sensor(readings)
+    return assemble(
+        booking,
+        inspection=inspection,
+        location=location_view(readings, pests, now),
+        vendor=vendor_view(certificates, now),
+        deleted=deleted,
+    )
 
+
+def assemble(
+    booking: Booking,
+    *,
+    inspection: Inspection | None,
+    location: LocationView,
+    vendor: VendorView,
+    deleted: bool,
+) -> Snapshot:
+    """The snapshot of ``booking`` from the views of its location and vendor (taken at the
+    same instant) and its inspection."""
     matches = inspection is not None and inspection.id == booking.ai_inspection_id
     quality = inspection if matches else None
     score = None
     if quality is not None and quality.quality_score is not None:
         score = float(quality.quality_score)  # numeric(5,2): 5 digits round-trip a double
 
-    events = sorted(
-        (p for p in _dedupe(pests) if _in_window(p, now)),
-        key=lambda p: (p.detected_at, p.id),
-        reverse=True,
-    )
-    has_pest_alerts = any(p.severity in ALERT_SEVERITIES for p in events)
-
-    views = [
-        CertificateView(
-            id=c.id,
-            type=c.type,
-            issuer=c.issuer,
-            status=effective_certificate_status(c, now),
-            expiry_date=c.expiry_date,
-            document_url=c.document_url,
-            score=c.score,
-        )
-        for c in sorted(_dedupe(certificates), key=lambda c: (c.type, c.id))
-    ]
-    valid_types = sorted({v.type for v in views if v.status == "valid"})
-    is_certified = bool(valid_types)
-
+    is_certified = bool(vendor.certification_types)
     status: SnapshotStatus = "withdrawn" if deleted else _STATUS_BY_BOOKING[booking.status]
-
     return Snapshot(
         id=snapshot_id(booking.id),
         booking_id=booking.id,
@@ -251,32 +381,19 @@ def build_snapshot(
         freshness=quality.freshness if quality is not None else None,
         visual_defects=quality.visual_defects if quality is not None else None,
         shelf_life_days=quality.shelf_life_days if quality is not None else None,
-        sensors={
-            sensor_type: SensorValue(
-                value=r.value, unit=r.unit, reading_time=r.reading_time, status=r.status
-            )
-            for sensor_type, r in _latest_by(readings, lambda r: r.sensor_type).items()
-        },
-        sensor_summary=_summary(latest_per_sensor_type(readings).values()),
-        pest_events=[
-            PestEvent(
-                pest_type=p.pest_type,
-                severity=p.severity,
-                confidence=p.confidence,
-                detected_at=p.detected_at,
-            )
-            for p in events
-        ],
-        has_pest_alerts=has_pest_alerts,
-        pest_count=len(events),
-        certificates=views,
+        sensors=dict(location.sensors),
+        sensor_summary=dict(location.sensor_summary),
+        pest_events=list(location.pest_events),
+        has_pest_alerts=location.has_pest_alerts,
+        pest_count=len(location.pest_events),
+        certificates=list(vendor.certificates),
         is_certified=is_certified,
-        certification_types=valid_types,
+        certification_types=list(vendor.certification_types),
         status=status,
         metadata=SnapshotMetadata(
             is_certified=is_certified,
-            pest_alert_active=has_pest_alerts,
-            sensor_health=_sensor_health(latest.values(), now),
+            pest_alert_active=location.has_pest_alerts,
+            sensor_health=location.sensor_health,
         ),
     )
 
@@ -296,27 +413,13 @@ def next_deadline(
     sensor health changing category (``ok`` ends when the first fresh sensor goes stale,
     ``degraded`` when the last one does); a certificate not stored as ``expired`` expiring.
     """
-    now = _utc(now)
-    candidates: list[datetime] = [
-        p.detected_at + PEST_WINDOW + _RESOLUTION for p in _dedupe(pests) if _in_window(p, now)
-    ]
+    return earliest(
+        location_view(readings, pests, now).deadline, vendor_view(certificates, now).deadline
+    )
 
-    latest = list(latest_per_sensor(readings).values())
-    stale_at = [r.reading_time + SENSOR_STALE_AFTER for r in latest if _is_fresh(r, now)]
-    health = _sensor_health(latest, now)
-    if health == "ok":
-        candidates.append(min(stale_at))
-    elif health == "degraded":
-        candidates.append(max(stale_at))
 
-    for c in _dedupe(certificates):
-        if c.expiry_date is None or c.status == "expired":
-            continue
-        expires_at = _expires_at(c.expiry_date)
-        if expires_at is not None and expires_at > now:
-            candidates.append(expires_at)
-
-    return min(candidates, default=None)
+def earliest(*instants: datetime | None) -> datetime | None:
+    return min((t for t in instants if t is not None), default=None)
 
 
 def content_hash(snapshot: Snapshot) -> str:

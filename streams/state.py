@@ -566,9 +566,12 @@ class BookingState(_State):
         """Carry at least ``version`` (a rebuild's VersionFloor), whatever reached the booking."""
         self.watermark = max(self.watermark, version)
 
-    def evaluate(self, now: datetime, parts: PartOf) -> SnapshotRecord | None:
+    def evaluate(
+        self, now: datetime, parts: PartOf, views: builder.SharedViews | None = None
+    ) -> SnapshotRecord | None:
         """Build the snapshot as of ``now`` from the parts ``parts`` gives (the partition's
-        shelf); return it only if its content changed."""
+        shelf); return it only if its content changed. ``views``: the parts' views shared with
+        the other bookings evaluated at ``now``."""
         b = self.booking
         if b is None:
             return None
@@ -587,24 +590,19 @@ class BookingState(_State):
             held.get("vendor"),
             held.get("inspection"),
         )
+        views = views or builder.SharedViews()
         readings = location.readings if isinstance(location, LocationPart) else []
         pests = location.pests if isinstance(location, LocationPart) else []
         certs = vendor.certificates if isinstance(vendor, VendorPart) else []
         inspection = (
             inspection_part.inspection if isinstance(inspection_part, InspectionPart) else None
         )
-        snap = builder.build_snapshot(
-            b,
-            inspection=inspection,
-            readings=readings,
-            pests=pests,
-            certificates=certs,
-            deleted=self.deleted,
-            now=now,
+        at_location = views.location(location, readings, pests, now)
+        at_vendor = views.vendor(vendor, certs, now)
+        snap = builder.assemble(
+            b, inspection=inspection, location=at_location, vendor=at_vendor, deleted=self.deleted
         ).model_copy(update={"finished_at": self.finished_at})
-        self.deadline = builder.next_deadline(
-            readings=readings, pests=pests, certificates=certs, now=now
-        )
+        self.deadline = builder.earliest(at_location.deadline, at_vendor.deadline)
         digest = builder.content_hash(snap)
         if digest == self.last_hash:
             return None

@@ -36,6 +36,7 @@ from streams.agents.common import (
 )
 from streams.agents.truncation import Truncations
 from streams.agents.waker import Waker
+from streams.builder import SharedViews
 from streams.clock import clock
 from streams.conflate import DueIndex
 from streams.deadlines import DeadlineIndex
@@ -163,6 +164,7 @@ class BookingBatch:
         )
         self.shelves = _Shelves(self.keys, rt.tables.booking_parts)
         self._floors: dict[int, PartitionFloor] = {}
+        self._now, self._views = clock(), SharedViews()
 
     def _floor(self, event: EventT) -> PartitionFloor:
         # Kept beside the TRUNCATE marks: per partition, in the partition's own store.
@@ -279,14 +281,22 @@ class BookingBatch:
             self.agent.pending.set(partition, key, None)
 
     async def finish(self) -> None:
-        self.keys.touch_due(self.agent.pending.due, clock())
+        # One instant for the whole flush: the bookings of a location evaluated together
+        # share its view (builder.SharedViews), computed once.
+        self._now, self._views = clock(), SharedViews()
+        self.keys.touch_due(self.agent.pending.due, self._now)
         await self.keys.flush(self.emit)
 
     async def emit(self, key: str, state: BookingState) -> None:
         partition = self.keys.partition(key)
         parts = self.shelves.of(self.keys.last_event(key))
         step = self.processor.flush(
-            key, state, parts, clock(), owed_again=self.keys.owed_again(key)
+            key,
+            state,
+            parts,
+            self._now,
+            owed_again=self.keys.owed_again(key),
+            views=self._views,
         )
         await self._send(key, step, partition, flushing=True)
         if not step.evaluated:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from streams import conflate
+from streams.builder import SharedViews
 from streams.messages import BookingChanged, Truncated, encode
 from streams.processors.step import SNAPSHOTS, Out, Step
 from streams.state import BookingState, Command, Part, PartOf, Space
@@ -81,10 +82,18 @@ class BookingProcessor:
         return Step(messages=messages, evaluated=True, drop=True)
 
     def flush(
-        self, key: str, state: BookingState, parts: PartOf, now: datetime, *, owed_again: bool
+        self,
+        key: str,
+        state: BookingState,
+        parts: PartOf,
+        now: datetime,
+        *,
+        owed_again: bool,
+        views: SharedViews | None = None,
     ) -> Step:
         """Evaluate the booking if its window has passed, and emit its snapshot if the content
         changed, or if ``owed_again`` (its last send failed or is unknown to this worker).
+        ``views``: what the bookings flushed at ``now`` share of their parts (computed once).
         A booking whose retention has passed is evicted instead; one whose part is missing
         from the shelf, or unanswered too long, asks for it again."""
         outbox = state.outbox
@@ -100,7 +109,7 @@ class BookingProcessor:
         if again:
             log.info("booking asks for its parts again booking_id=%s parts=%s", key, again)
             step.messages += self._commands(state.ask_again(key, again, now))
-        record = state.evaluate(now, parts)
+        record = state.evaluate(now, parts, views)
         step.wake_at = state.wake_at(self.retention, self.ask_again_after)
         if record is not None:
             step.messages.append(Out(SNAPSHOTS, key, record.model_dump_json().encode()))

@@ -152,3 +152,31 @@ def test_a_part_unanswered_too_long_is_asked_for_again() -> None:
         ("vendor", str(b.vendor_id), "subscribe"),
     ]
     assert step.wake_at == NOW + 2 * P.ask_again_after
+
+
+def test_bookings_flushed_together_share_their_location_view_and_get_their_own_snapshot() -> None:
+    from streams.builder import SharedViews, build_snapshot
+
+    key, state, shelf, b = answered_booking()
+    other = booking(location_id=b.location_id, vendor_id=b.vendor_id, crop_type="kale")
+    other_key, other_state = str(other.id), BookingState()
+    P.booking(other_key, other_state, BookingChanged(deleted=False, version=v(11), row=other), NOW)
+    assert P.part(other_state, "location", shelf.get("location", str(b.location_id)), NOW)
+    assert P.part(other_state, "vendor", shelf.get("vendor", str(b.vendor_id)), NOW)
+    views = SharedViews()
+    later = NOW + timedelta(seconds=1)
+    records = [
+        snapshots(P.flush(k, s, shelf.get, later, owed_again=False, views=views))[0]
+        for k, s in ((key, state), (other_key, other_state))
+    ]
+    for record, row in zip(records, (b, other), strict=True):
+        alone = build_snapshot(
+            row, inspection=None, readings=[], pests=[], certificates=[], deleted=False, now=later
+        )
+        assert record.snapshot.model_dump() == alone.model_dump()
+    location = shelf.get("location", str(b.location_id))
+    assert views.location(location, [], [], later) is views.location(location, [], [], later)
+    # another instant, or another part of the key (newer content), is computed anew
+    assert views.location(location, [], [], NOW) is not views.location(location, [], [], later)
+    newer = LocationState().part(str(b.location_id))
+    assert views.location(newer, [], [], later) is not views.location(location, [], [], later)
