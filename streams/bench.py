@@ -376,6 +376,15 @@ class Cell:
     inputs: str = ""
     #: snapshots per second on the snapshot topic, from the cell's start to the last one
     snapshots: float = 0.0
+    #: worker0's conflation window, sampled every 2 s of the cell (streams.pace)
+    windows: list[float] = field(default_factory=list)
+
+    @property
+    def window(self) -> str:
+        if not self.windows:
+            return "window not read"
+        mean = sum(self.windows) / len(self.windows)
+        return f"window {mean:.2f} s mean, {max(self.windows):.2f} s widest"
 
     def row(self) -> list[str]:
         span = self.seconds or 1.0
@@ -426,18 +435,29 @@ class Bench:
     def say(self, text: str) -> None:
         print(f"bench: {text}", flush=True)
 
-    def input_delays(self) -> dict[str, dict[float, float]]:
-        """worker0's input-delay histogram (mis_input_delay_seconds): per topic, the count at
-        or below each bucket's upper bound."""
+    def _metrics(self) -> str:
+        """worker0's /metrics, or "" if it did not answer."""
         if not self.workers:
-            return {}
+            return ""
         url = f"http://127.0.0.1:{self.workers[0].port}/metrics"
         request = urllib.request.Request(url, headers={"Authorization": f"Bearer {self.token}"})
         try:
             with urllib.request.urlopen(request, timeout=5) as response:
-                text = response.read().decode()
+                return str(response.read().decode())
         except OSError:
-            return {}
+            return ""
+
+    def window(self) -> float | None:
+        """worker0's conflation window now (mis_conflate_window_seconds, streams.pace)."""
+        for family in text_string_to_metric_families(self._metrics()):
+            if family.name == "mis_conflate_window_seconds":
+                return float(family.samples[0].value) if family.samples else None
+        return None
+
+    def input_delays(self) -> dict[str, dict[float, float]]:
+        """worker0's input-delay histogram (mis_input_delay_seconds): per topic, the count at
+        or below each bucket's upper bound."""
+        text = self._metrics()
         found: dict[str, dict[float, float]] = defaultdict(dict)
         for family in text_string_to_metric_families(text):
             if family.name != "mis_input_delay_seconds":
@@ -566,7 +586,13 @@ class Bench:
         started_at = time.time()
         start = time.monotonic()
         next_at = start
+        sampled_at = start
         while time.monotonic() - start < self.seconds:
+            if time.monotonic() - sampled_at >= 2.0:  # the window, every 2 s
+                sampled_at = time.monotonic()
+                window = self.window()
+                if window is not None:
+                    result.windows.append(window)
             owed += per_tick
             n = int(owed)
             owed -= n
@@ -848,11 +874,11 @@ def run(args: argparse.Namespace) -> None:
             )
             report.append(table(header, [c.row() for c in cells]))
             report.append(
-                "snapshots/s on the topic, and the CPU used, from the start of each cell "
-                "until caught up:"
+                "snapshots/s on the topic, the conflation window during the cell, and the CPU "
+                "used, from the start of each cell until caught up:"
             )
             report += [
-                f"  {c.rate:,}/s x {c.fanout}: {c.snapshots:,.0f} snapshots/s; {c.cpu}"
+                f"  {c.rate:,}/s x {c.fanout}: {c.snapshots:,.0f} snapshots/s; {c.window}; {c.cpu}"
                 for c in cells
             ]
             report.append(

@@ -504,15 +504,18 @@ class BookingState(_State):
         return True
 
     def missing(self, parts: PartOf) -> list[Space]:
-        """The answered slots whose part the shelf does not hold (a state written before the
-        parts were shelved, or a shelf lost): the booking must ask for them again."""
-        return [
-            space
-            for space in SPACES
-            if (slot := getattr(self, space)) is not None
-            and slot.ready
-            and parts(space, slot.fk) is None
-        ]
+        """The answered slots whose part the shelf does not hold, or holds older than the one
+        the booking was answered with (a state written before the parts were shelved, a shelf
+        or a write of it lost with a worker): the booking must ask for them again."""
+        found = []
+        for space in SPACES:
+            slot: Slot | None = getattr(self, space)
+            if slot is None or slot.version is None:
+                continue
+            part = parts(space, slot.fk)
+            if part is None or part.version < slot.version:
+                found.append(space)
+        return found
 
     def unanswered(self, now: datetime, after: timedelta) -> list[Space]:
         """The slots asked for longer than ``after`` ago and still not answered: the

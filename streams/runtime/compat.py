@@ -4,10 +4,12 @@ The pipeline reaches past the public API of faust-streaming and aiokafka in a fe
 for a reason given where it is used:
 
 - ``streams.runtime.faustfix``: replaces ``faust.tables.recovery.Recovery.on_recovery_completed``,
-  ``faust.transport.consumer.Consumer.perform_seek`` and
-  ``faust.transport.drivers.aiokafka.AIOKafkaConsumerThread._fetch_records``, and calls
+  ``faust.transport.consumer.Consumer.perform_seek``,
+  ``faust.transport.drivers.aiokafka.AIOKafkaConsumerThread._fetch_records`` and
+  ``faust.transport.producer.ProducerBuffer.flush`` (calling its ``flush_atmost``), and calls
   ``Recovery._set_recovery_ended``, ``Recovery._wait``, ``Recovery._is_changelog_tp``,
   ``App._fetcher`` and the consumer's ``_read_offset``;
+- ``streams.runtime.app``: gives the app a ``faust.sensors.monitor.Monitor`` subclass;
 - ``streams.runtime.internals``: sets ``faust.streams._current_event``, the context variable
   the table stores read the current event's partition from (for streams.agents.batch), and
   reads the consumer's ``_committed_offset`` (for the lag gauge, streams.api.lag).
@@ -37,6 +39,7 @@ def _missing() -> list[str]:
     from faust.tables.recovery import Recovery
     from faust.transport import consumer
     from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Consumer
+    from faust.transport.producer import ProducerBuffer
 
     missing = []
     for klass, name in (
@@ -44,6 +47,9 @@ def _missing() -> list[str]:
         (consumer.Consumer, "seek_wait"),
         (consumer.Consumer, "earliest_offsets"),
         (AIOKafkaConsumerThread, "_fetch_records"),
+        (ProducerBuffer, "flush"),
+        (ProducerBuffer, "flush_atmost"),
+        (ProducerBuffer, "size"),
     ):
         if not hasattr(klass, name):
             missing.append(f"{klass.__module__}.{klass.__qualname__}.{name}")

@@ -33,16 +33,31 @@ an empty set of partitions as "all of them", and Faust hands it its live set of 
 partitions, which a rebalance empties while the fetch waits: the records of every partition
 come back, and Faust drops them as not active. The fetch gets a copy, and nothing when the
 copy is empty.
+
+4. A commit waits until every buffered changelog message is handed to the producer. A table
+write is a changelog message put in Faust's producer buffer, which a task of its own hands to
+aiokafka one message at a time; before committing the offsets, Faust flushes the buffer and the
+producer. But the buffer's flush gives up as soon as no message left it within 0.1 s, and a
+worker whose event loop is held longer than that by a batch (a storm's batches are) commits the
+offsets of events whose state writes are still in the buffer: a worker killed then has lost
+those writes, and the worker that takes its partitions over recovers the older state and never
+sees the events again. Seen on this pipeline as bookings left with older certificates and
+readings than the source after one of two workers was SIGKILLed five times under load
+(`make faults`, "one of two workers"). The flush now waits until the buffer is empty; should no
+message leave it for ``_FLUSH_STALLED_S`` it raises, so that the commit fails rather than
+commits past what was not written.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from faust.tables.recovery import Recovery
 from faust.transport.consumer import Consumer, ensure_TP
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+from faust.transport.producer import ProducerBuffer
 
 from streams.runtime import compat
 
@@ -135,6 +150,32 @@ async def _fetch_only_active(
     )
 
 
+#: how long a flush waits for the buffer to move before it gives up (raises)
+_FLUSH_STALLED_S = 60.0
+
+
+class BufferStalled(RuntimeError):
+    """Faust's producer buffer did not move for _FLUSH_STALLED_S: nothing is committed."""
+
+
+async def _flush_until_empty(self: Any) -> None:
+    """ProducerBuffer.flush: hand every buffered message to the producer before returning."""
+    stalled_since: float | None = None
+    while self.size:
+        if self.state != "running":
+            raise RuntimeError("Cannot flush: Producer not Running")
+        if await self.flush_atmost(self.size):  # returns after 0.1 s with nothing sent
+            stalled_since = None
+            continue
+        now = time.monotonic()
+        stalled_since = now if stalled_since is None else stalled_since
+        if now - stalled_since >= _FLUSH_STALLED_S:
+            raise BufferStalled(
+                f"{self.size} changelog messages not handed to the producer in "
+                f"{_FLUSH_STALLED_S:.0f} s: the offsets are not committed"
+            )
+
+
 def apply() -> None:
     """Install the fixes (idempotent); streams.runtime.app calls it before building an app."""
     global _applied
@@ -143,4 +184,5 @@ def apply() -> None:
         Recovery.on_recovery_completed = _on_recovery_completed  # type: ignore[method-assign]
         Consumer.perform_seek = _perform_seek  # type: ignore[method-assign]
         AIOKafkaConsumerThread._fetch_records = _fetch_only_active  # type: ignore[method-assign]
+        ProducerBuffer.flush = _flush_until_empty  # type: ignore[method-assign]
         _applied = True

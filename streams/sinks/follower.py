@@ -104,6 +104,11 @@ class Follower:
                 "session.timeout.ms": int(self.settings.session_timeout_s * 1000),
                 "max.poll.interval.ms": 300_000,
                 "topic.metadata.refresh.interval.ms": 5000,
+                # A fetch is answered once 64 kB are there or 25 ms have passed, not at every
+                # message: under a storm the broker answers a few fetches a second per sink
+                # instead of one per produce request of the workers.
+                "fetch.min.bytes": 65536,
+                "fetch.wait.max.ms": 25,
             }
         )
         self._producer = Producer(

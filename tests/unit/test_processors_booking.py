@@ -180,3 +180,24 @@ def test_bookings_flushed_together_share_their_location_view_and_get_their_own_s
     assert views.location(location, [], [], NOW) is not views.location(location, [], [], later)
     newer = LocationState().part(str(b.location_id))
     assert views.location(newer, [], [], later) is not views.location(location, [], [], later)
+
+
+def test_a_shelf_older_than_the_answer_the_booking_applied_makes_it_ask_again() -> None:
+    # The booking's state was stored with the newer answer, the shelf's write of that part was
+    # lost with a worker: the shelf still holds the older part.
+    key, state, shelf, b = answered_booking()
+    P.flush(key, state, shelf.get, NOW, owed_again=False)
+    loc = LocationState()
+    loc.apply_reading(
+        ReadingChanged(deleted=False, version=v(20), row=reading(b.location_id, 1)), history=4
+    )
+    newer = loc.part(str(b.location_id))
+    assert P.part(state, "location", newer, NOW + WINDOW)  # not offered to the shelf
+    step = P.flush(key, state, shelf.get, NOW + 2 * WINDOW, owed_again=False)
+    assert snapshots(step) == []  # nothing built from the older part
+    assert commands(step) == [("location", str(b.location_id), "subscribe")]
+    # The location's answer to that subscription brings the booking its newest content.
+    shelf.offer(newer)
+    assert P.part(state, "location", newer, NOW + 2 * WINDOW)
+    (record,) = snapshots(P.flush(key, state, shelf.get, NOW + 3 * WINDOW, owed_again=False))
+    assert record.source_version == v(20) and record.snapshot.sensors
