@@ -365,12 +365,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", action="append", default=[], help="a fault's name (substring)")
     parser.add_argument("--times", type=int, default=1, help="runs of each fault")
     parser.add_argument("--rate", type=float, default=20.0, help="source changes per second")
+    parser.add_argument(
+        "--keep", type=Path, default=None, help="keep the workers' logs and data in this directory"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     settings = Settings()
     names = [n for n in FAULTS if not args.only or any(o in n for o in args.only)]
     results: dict[str, list[Outcome]] = {}
-    with tempfile.TemporaryDirectory(prefix="mis-faults-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="mis-faults-") as scratch:
+        tmp = args.keep or scratch
+        Path(tmp).mkdir(parents=True, exist_ok=True)
         for name in names:
             for i in range(args.times):
                 workdir = Path(tmp) / f"{len(results)}-{i}"
