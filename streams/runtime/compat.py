@@ -5,8 +5,9 @@ for a reason given where it is used:
 
 - ``streams.runtime.faustfix``: replaces ``faust.tables.recovery.Recovery.on_recovery_completed``,
   ``faust.transport.consumer.Consumer.perform_seek``,
-  ``faust.transport.drivers.aiokafka.AIOKafkaConsumerThread._fetch_records`` and
-  ``faust.transport.producer.ProducerBuffer.flush`` (calling its ``flush_atmost``), and calls
+  ``faust.transport.drivers.aiokafka.AIOKafkaConsumerThread._fetch_records``,
+  ``faust.transport.producer.ProducerBuffer.flush`` (calling its ``flush_atmost``),
+  ``Consumer._add_gap`` and ``Consumer.getmany`` (calling ``Consumer.seek``), and calls
   ``Recovery._set_recovery_ended``, ``Recovery._wait``, ``Recovery._is_changelog_tp``,
   ``App._fetcher`` and the consumer's ``_read_offset``;
 - ``streams.runtime.app``: gives the app a ``faust.sensors.monitor.Monitor`` subclass;
@@ -46,6 +47,9 @@ def _missing() -> list[str]:
         (consumer.Consumer, "perform_seek"),
         (consumer.Consumer, "seek_wait"),
         (consumer.Consumer, "earliest_offsets"),
+        (consumer.Consumer, "_add_gap"),
+        (consumer.Consumer, "getmany"),
+        (consumer.Consumer, "seek"),
         (AIOKafkaConsumerThread, "_fetch_records"),
         (ProducerBuffer, "flush"),
         (ProducerBuffer, "flush_atmost"),

@@ -46,11 +46,24 @@ readings than the source after one of two workers was SIGKILLed five times under
 (`make faults`, "one of two workers"). The flush now waits until the buffer is empty; should no
 message leave it for ``_FLUSH_STALLED_S`` it raises, so that the commit fails rather than
 commits past what was not written.
+
+5. A hole in a stream partition's offsets is read again before it counts as a gap. Faust
+records the offsets between the last one it read and the next one it receives as a gap (a
+compacted topic's removed records, a transaction's markers) and counts them as acknowledged.
+But the topics the agents read are neither compacted nor transactional, and a hole in them means
+records that were fetched, dropped across a rebalance and not fetched again: the position the
+fetcher resumed from was past them. Counted as acknowledged, they were committed unprocessed.
+Seen on this pipeline as a CDC partition whose changes of ten seconds around a rebalance never
+reached a booking while the group's commit moved past them (`make faults`, "one of two workers",
+about one run in seven). A hole now puts the partition back to its start at the next fetch
+(``Rewinds``), and only the same hole found again (the records really are not there) counts as
+a gap; meanwhile nothing past the hole is committed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any
 
@@ -62,6 +75,7 @@ from faust.transport.producer import ProducerBuffer
 from streams.runtime import compat
 
 _applied = False
+log = logging.getLogger(__name__)
 
 
 async def _on_recovery_completed(self: Any, generation_id: int = 0) -> None:
@@ -104,6 +118,7 @@ async def _on_recovery_completed(self: Any, generation_id: int = 0) -> None:
 
 async def _perform_seek(self: Any) -> None:
     """Faust's ``Consumer.perform_seek``, and a stream partition without a commit to its start."""
+    _rewinds(self).forget()
     read_offset = self._read_offset
     _committed_offsets = await self.seek_to_committed()
     read_offset.update(
@@ -176,6 +191,86 @@ async def _flush_until_empty(self: Any) -> None:
             )
 
 
+class Rewinds:
+    """The holes found in stream partitions, and where each partition is to be read again from.
+
+    ``hole`` is told of each hole as Faust finds it (the offsets ``first`` to ``last``, not
+    received) with the partition's committed offset; it answers whether the hole counts as a
+    gap. The first time a hole ending at ``last`` is found it does not: the partition is to go
+    back to the committed offset (or ``first``, if lower, or if nothing is committed), which
+    ``due`` hands out once. Found again after that, the records are not there, and it counts."""
+
+    def __init__(self) -> None:
+        self._pending: dict[Any, int] = {}
+        self._rewound: dict[Any, int] = {}  # partition -> the last offset of the hole read again
+
+    def hole(self, tp: Any, first: int, last: int, committed: int | None) -> bool:
+        if tp in self._pending:
+            return False  # found again before the partition went back: it will be read
+        if self._rewound.get(tp) == last:
+            del self._rewound[tp]
+            return True
+        start = first if committed is None else min(first, committed)
+        self._pending[tp] = start
+        self._rewound[tp] = last
+        return False
+
+    def due(self) -> dict[Any, int]:
+        pending, self._pending = self._pending, {}
+        return pending
+
+    def forget(self) -> None:
+        """A rebalance positioned every partition again (perform_seek)."""
+        self._pending.clear()
+        self._rewound.clear()
+
+
+def _rewinds(consumer: Any) -> Rewinds:
+    rewinds = consumer.__dict__.get("_mis_rewinds")
+    if rewinds is None:
+        rewinds = consumer.__dict__["_mis_rewinds"] = Rewinds()
+    return rewinds
+
+
+_add_gap = Consumer._add_gap
+
+
+async def _add_gap_or_rewind(self: Any, tp: Any, offset_from: int, offset_to: int) -> None:
+    """Consumer._add_gap: a hole is read again once before it counts as a gap (Rewinds)."""
+    committed = self._committed_offset[tp]
+    if _rewinds(self).hole(tp, offset_from, offset_to, committed):
+        log.warning(
+            "offsets %s-%s of %s not there when read again: counted as a gap",
+            offset_from,
+            offset_to,
+            tp,
+        )
+        await _add_gap(self, tp, offset_from, offset_to)
+    else:
+        log.warning(
+            "offsets %s-%s of %s skipped (committed %s): reading the partition again from there",
+            offset_from,
+            offset_to,
+            tp,
+            committed,
+        )
+
+
+_getmany = Consumer.getmany
+
+
+async def _getmany_after_rewinds(self: Any, timeout: float) -> Any:
+    """Consumer.getmany, after putting back the partitions a hole was found in (Rewinds)."""
+    due = _rewinds(self).due()
+    if due:
+        assigned = self.assignment()
+        for tp, start in due.items():
+            if tp in assigned:
+                await self.seek(tp, start)  # the fetch position, and the read offset with it
+    async for item in _getmany(self, timeout):
+        yield item
+
+
 def apply() -> None:
     """Install the fixes (idempotent); streams.runtime.app calls it before building an app."""
     global _applied
@@ -185,4 +280,6 @@ def apply() -> None:
         Consumer.perform_seek = _perform_seek  # type: ignore[method-assign]
         AIOKafkaConsumerThread._fetch_records = _fetch_only_active  # type: ignore[method-assign]
         ProducerBuffer.flush = _flush_until_empty  # type: ignore[method-assign]
+        Consumer._add_gap = _add_gap_or_rewind  # type: ignore[method-assign]
+        Consumer.getmany = _getmany_after_rewinds  # type: ignore[method-assign]
         _applied = True

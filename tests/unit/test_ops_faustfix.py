@@ -183,3 +183,77 @@ def test_the_buffer_fix_is_installed() -> None:
     from faust.transport.producer import ProducerBuffer
 
     assert ProducerBuffer.flush is faustfix._flush_until_empty
+
+
+def test_a_hole_is_read_again_before_it_counts_as_a_gap() -> None:
+    rewinds = faustfix.Rewinds()
+    # offsets 272-293 never received; 271 is committed (the next to read) and not received either
+    assert rewinds.hole("tp", 272, 293, committed=271) is False
+    assert rewinds.due() == {"tp": 271}
+    assert rewinds.due() == {}  # handed out once
+    # read again from 271, the same hole: the records are not there
+    assert rewinds.hole("tp", 272, 293, committed=271) is True
+    # a later hole is read again too
+    assert rewinds.hole("tp", 400, 410, committed=350) is False
+    assert rewinds.due() == {"tp": 350}
+
+
+def test_a_hole_without_a_commit_goes_back_to_its_first_offset() -> None:
+    rewinds = faustfix.Rewinds()
+    assert rewinds.hole("tp", 10, 20, committed=None) is False
+    assert rewinds.hole("tp", 11, 20, committed=None) is False  # still pending: not a gap yet
+    assert rewinds.due() == {"tp": 10}
+    assert rewinds.hole("tp", 11, 20, committed=None) is True
+
+
+def test_a_rebalance_forgets_the_holes() -> None:
+    rewinds = faustfix.Rewinds()
+    rewinds.hole("tp", 5, 9, committed=4)
+    rewinds.forget()
+    assert rewinds.due() == {}
+    assert rewinds.hole("tp", 5, 9, committed=4) is False  # read again after the rebalance
+
+
+class _GapConsumer:
+    """What Consumer._add_gap and getmany touch, for the patched versions."""
+
+    def __init__(self) -> None:
+        self._committed_offset = {"tp": 271}
+        self._gap: dict[str, list[tuple[int, int]]] = {}
+        self.seeks: list[tuple[str, int]] = []
+
+    def assignment(self) -> set[str]:
+        return {"tp"}
+
+    async def seek(self, tp: str, offset: int) -> None:
+        self.seeks.append((tp, offset))
+
+
+def test_the_consumer_goes_back_at_its_next_fetch(monkeypatch: pytest.MonkeyPatch) -> None:
+    from faust.transport.consumer import Consumer
+
+    assert Consumer._add_gap is faustfix._add_gap_or_rewind
+    assert Consumer.getmany is faustfix._getmany_after_rewinds
+    added: list[tuple[str, int, int]] = []
+
+    async def original_add_gap(self: Any, tp: str, first: int, last: int) -> None:
+        added.append((tp, first, last))
+
+    async def original_getmany(self: Any, timeout: float) -> Any:
+        yield ("tp", "a message")
+
+    monkeypatch.setattr(faustfix, "_add_gap", original_add_gap)
+    monkeypatch.setattr(faustfix, "_getmany", original_getmany)
+    consumer = _GapConsumer()
+
+    async def scenario() -> list[Any]:
+        await faustfix._add_gap_or_rewind(consumer, "tp", 272, 293)
+        assert added == [] and consumer.seeks == []
+        got = [item async for item in faustfix._getmany_after_rewinds(consumer, 1.0)]
+        assert consumer.seeks == [("tp", 271)]
+        await faustfix._add_gap_or_rewind(consumer, "tp", 272, 293)
+        return got
+
+    assert asyncio.run(scenario()) == [("tp", "a message")]
+    assert added == [("tp", 272, 293)]
+    assert consumer.seeks == [("tp", 271)]
