@@ -376,9 +376,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="mis-faults-") as scratch:
         tmp = args.keep or scratch
         Path(tmp).mkdir(parents=True, exist_ok=True)
-        for name in names:
+        for n, name in enumerate(names):
             for i in range(args.times):
-                workdir = Path(tmp) / f"{len(results)}-{i}"
+                workdir = Path(tmp) / f"{n}-{i}"
                 workdir.mkdir()
                 print(f"fault: {name} (run {i + 1}/{args.times})", flush=True)
                 outcome = run(settings, name, workdir, rate=args.rate, seed=i)
