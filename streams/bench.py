@@ -679,7 +679,13 @@ class Bench:
         if rebuild:
             args.append("--rebuild-tables")
         log = self.workdir / f"replay-{'rebuild' if rebuild else 'plain'}.log"
-        time.sleep(2)
+        # A worker that had to be killed stays a member until its session times out.
+        kafka = Kafka(self.settings.kafka_bootstrap)
+        self.wait(
+            "the workers to leave the group",
+            lambda: not kafka.members(self.app_id),
+            timeout=self.settings.session_timeout_s * 3 + 30,
+        )
         proc = subprocess.Popen(
             args, cwd=REPO_ROOT, env=self.env, stdout=log.open("wb"), stderr=subprocess.STDOUT
         )
