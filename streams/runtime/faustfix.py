@@ -54,10 +54,11 @@ But the topics the agents read are neither compacted nor transactional, and a ho
 records that were fetched, dropped across a rebalance and not fetched again: the position the
 fetcher resumed from was past them. Counted as acknowledged, they were committed unprocessed.
 Seen on this pipeline as a CDC partition whose changes of ten seconds around a rebalance never
-reached a booking while the group's commit moved past them (`make faults`, "one of two workers",
-about one run in seven). A hole now puts the partition back to its start at the next fetch
-(``Rewinds``), and only the same hole found again (the records really are not there) counts as
-a gap; meanwhile nothing past the hole is committed.
+reached a booking while the group's commit moved past them (`make faults`, "one of two workers").
+A hole now puts the partition back to its start at the next fetch (``Rewinds``), and only the
+same hole found again (the records really are not there) counts as a gap; meanwhile nothing past
+the hole is committed. This is one way that fault lost changes, not the only one (README,
+"Faults").
 """
 
 from __future__ import annotations
@@ -216,6 +217,8 @@ class Rewinds:
         return False
 
     def due(self) -> dict[Any, int]:
+        if not self._pending:  # every fetch asks: nothing to allocate when nothing is due
+            return {}
         pending, self._pending = self._pending, {}
         return pending
 

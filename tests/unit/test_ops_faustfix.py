@@ -219,7 +219,6 @@ class _GapConsumer:
 
     def __init__(self) -> None:
         self._committed_offset = {"tp": 271}
-        self._gap: dict[str, list[tuple[int, int]]] = {}
         self.seeks: list[tuple[str, int]] = []
 
     def assignment(self) -> set[str]:
