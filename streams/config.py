@@ -69,6 +69,11 @@ class Settings(BaseSettings):
     # How long the group waits for a silent worker before handing its partitions to the others.
     session_timeout_s: float = Field(default=15.0, ge=6)
     tick_interval_s: float = Field(default=5.0, gt=0)
+    # A stream partition with messages past its committed offset whose committed and read
+    # offsets did not move for this long is read again from its commit (streams.runtime.stalls);
+    # 0: never. Longer than any batch's wait in a storm, so that a busy partition is not taken
+    # for a stalled one.
+    stall_after_s: float = Field(default=60.0, ge=0)
     # Agents take up to batch_size events at a time, waiting at most batch_within_s for more.
     # Every key a batch touches is written once per batch (a changelog message each): longer
     # batches cost up to that much delay per hop at a low rate, and save most of the writes of

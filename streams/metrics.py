@@ -53,6 +53,12 @@ CONSUMER_LAG = Gauge(
     "Messages between the log end and the committed offset, per assigned partition",
     ["topic", "partition"],
 )
+PARTITION_STALLS = Counter(
+    "mis_partition_stalls_total",
+    "Stream partitions found with messages past their commit and no progress for "
+    "MIS_STALL_AFTER_S, and read again from their committed offset (streams.runtime.stalls)",
+    ["topic"],
+)
 HTTP_REQUESTS = Counter(
     "mis_http_requests_total", "HTTP requests answered by the API", ["route", "method", "status"]
 )

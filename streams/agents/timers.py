@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 
 from streams.clock import clock
 from streams.messages import Evict, Tick, encode
 from streams.retry import retrying
-from streams.runtime import Runtime
+from streams.runtime import Runtime, stalls
 from streams.sinks.postgres import expired_terminal, prune_history
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,13 @@ async def cleanup(rt: Runtime) -> Cleaned:
 
 
 def register(rt: Runtime) -> None:
+    if rt.settings.stall_after_s:
+        progress = stalls.Progress(rt.settings.stall_after_s)
+
+        @rt.app.timer(interval=min(rt.settings.stall_after_s / 4, 5.0))
+        async def find_stalls() -> None:
+            await stalls.check(rt.app, progress, time.monotonic())
+
     @rt.app.timer(interval=rt.settings.tick_interval_s, on_leader=True)
     async def tick() -> None:
         # The key spaces are ticked too: the first tick of a partition on a worker finds what a

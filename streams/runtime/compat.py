@@ -7,9 +7,13 @@ for a reason given where it is used:
   ``faust.transport.consumer.Consumer.perform_seek``,
   ``faust.transport.drivers.aiokafka.AIOKafkaConsumerThread._fetch_records``,
   ``faust.transport.producer.ProducerBuffer.flush`` (calling its ``flush_atmost``),
-  ``Consumer._add_gap`` and ``Consumer.getmany`` (calling ``Consumer.seek``), and calls
+  ``Consumer._add_gap`` and ``Consumer.getmany`` (calling ``Consumer.seek_wait``), and calls
   ``Recovery._set_recovery_ended``, ``Recovery._wait``, ``Recovery._is_changelog_tp``,
   ``App._fetcher`` and the consumer's ``_read_offset``;
+- ``streams.runtime.stalls``: reads the consumer's offsets and partition sets (``_read_offset``,
+  ``_committed_offset``, ``_acked``, ``_gap``, ``_active_partitions``, ``_paused_partitions``,
+  ``_buffered_partitions``) and puts a stalled partition back among the active ones
+  (``Consumer._get_active_partitions``), and reads aiokafka's fetch state of it where it can;
 - ``streams.runtime.app``: gives the app a ``faust.sensors.monitor.Monitor`` subclass;
 - ``streams.runtime.internals``: sets ``faust.streams._current_event``, the context variable
   the table stores read the current event's partition from (for streams.agents.batch), and
@@ -49,7 +53,7 @@ def _missing() -> list[str]:
         (consumer.Consumer, "earliest_offsets"),
         (consumer.Consumer, "_add_gap"),
         (consumer.Consumer, "getmany"),
-        (consumer.Consumer, "seek"),
+        (consumer.Consumer, "_get_active_partitions"),
         (AIOKafkaConsumerThread, "_fetch_records"),
         (ProducerBuffer, "flush"),
         (ProducerBuffer, "flush_atmost"),
@@ -62,30 +66,40 @@ def _missing() -> list[str]:
             missing.append(f"faust.tables.recovery.Recovery.{name}")
     if not hasattr(faust.streams, "_current_event"):
         missing.append("faust.streams._current_event")
-    for attribute in ("_committed_offset", "_read_offset"):
+    for attribute in (
+        "_committed_offset",
+        "_read_offset",
+        "_acked",
+        "_gap",
+        "_active_partitions",
+        "_paused_partitions",
+        "_buffered_partitions",
+    ):
         if attribute not in _attributes_set_by(Consumer):
             missing.append(f"faust consumer attribute {attribute}")
     return missing
 
 
 def _attributes_set_by(cls: type) -> set[str]:
-    """Names the class hierarchy's __init__ methods assign to ``self`` (read from the source)."""
+    """Names the class hierarchy's __init__ and _reset_state methods assign to ``self`` (read
+    from the source)."""
     import inspect
 
     names: set[str] = set()
     for klass in cls.__mro__:
-        init = klass.__dict__.get("__init__")
-        if init is None:
-            continue
-        try:
-            source = inspect.getsource(init)
-        except (OSError, TypeError):
-            continue
-        names |= {
-            part.split("=")[0].strip().split(":")[0].strip()[len("self.") :]
-            for part in source.splitlines()
-            if part.strip().startswith("self.") and "=" in part
-        }
+        for method in ("__init__", "_reset_state"):
+            init = klass.__dict__.get(method)
+            if init is None:
+                continue
+            try:
+                source = inspect.getsource(init)
+            except (OSError, TypeError):
+                continue
+            names |= {
+                part.split("=")[0].strip().split(":")[0].strip()[len("self.") :]
+                for part in source.splitlines()
+                if part.strip().startswith("self.") and "=" in part
+            }
     return names
 
 

@@ -267,9 +267,11 @@ async def _getmany_after_rewinds(self: Any, timeout: float) -> Any:
     due = _rewinds(self).due()
     if due:
         assigned = self.assignment()
-        for tp, start in due.items():
-            if tp in assigned:
-                await self.seek(tp, start)  # the fetch position, and the read offset with it
+        # seek_wait, not seek: in the consumer's own thread (Consumer.seek calls aiokafka from
+        # this one), and it sets the read offset with the fetch position.
+        positions = {tp: start for tp, start in due.items() if tp in assigned}
+        if positions:
+            await self.seek_wait(positions)
     async for item in _getmany(self, timeout):
         yield item
 

@@ -224,8 +224,8 @@ class _GapConsumer:
     def assignment(self) -> set[str]:
         return {"tp"}
 
-    async def seek(self, tp: str, offset: int) -> None:
-        self.seeks.append((tp, offset))
+    async def seek_wait(self, positions: dict[str, int]) -> None:
+        self.seeks.extend(positions.items())
 
 
 def test_the_consumer_goes_back_at_its_next_fetch(monkeypatch: pytest.MonkeyPatch) -> None:
