@@ -7,7 +7,8 @@ for a reason given where it is used:
   ``faust.transport.consumer.Consumer.perform_seek``,
   ``faust.transport.drivers.aiokafka.AIOKafkaConsumerThread._fetch_records``,
   ``faust.transport.producer.ProducerBuffer.flush`` (calling its ``flush_atmost``),
-  ``Consumer._add_gap`` and ``Consumer.getmany`` (calling ``Consumer.seek_wait``), and calls
+  ``Consumer._add_gap``, ``Consumer.getmany`` (calling ``Consumer.seek_wait``) and
+  ``Consumer._new_offset`` (reading ``_acked`` and ``_gap``), and calls
   ``Recovery._set_recovery_ended``, ``Recovery._wait``, ``Recovery._is_changelog_tp``,
   ``App._fetcher`` and the consumer's ``_read_offset``;
 - ``streams.runtime.stalls``: reads the consumer's offsets and partition sets (``_read_offset``,
@@ -54,6 +55,7 @@ def _missing() -> list[str]:
         (consumer.Consumer, "_add_gap"),
         (consumer.Consumer, "getmany"),
         (consumer.Consumer, "_get_active_partitions"),
+        (consumer.Consumer, "_new_offset"),
         (AIOKafkaConsumerThread, "_fetch_records"),
         (ProducerBuffer, "flush"),
         (ProducerBuffer, "flush_atmost"),

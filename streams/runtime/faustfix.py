@@ -59,6 +59,13 @@ A hole now puts the partition back to its start at the next fetch (``Rewinds``),
 same hole found again (the records really are not there) counts as a gap; meanwhile nothing past
 the hole is committed. This is one way that fault lost changes, not the only one (README,
 "Faults").
+
+6. Nothing is committed past an offset that was neither acknowledged nor a gap. Faust's
+``Consumer._new_offset`` refuses to commit while the lowest acknowledged offset is more than one
+past the committed one, meant as "while the next offset to commit is missing"; but the committed
+offset already is the next one to read, so a single missing offset there is committed past. The
+missing offset is now always waited for; a partition that waits too long is read again
+(streams.runtime.stalls).
 """
 
 from __future__ import annotations
@@ -259,6 +266,23 @@ async def _add_gap_or_rewind(self: Any, tp: Any, offset_from: int, offset_to: in
         )
 
 
+_new_offset = Consumer._new_offset
+
+
+def _new_offset_after_the_committed(self: Any, tp: Any) -> int | None:
+    """Consumer._new_offset, and None while the committed offset itself is missing."""
+    acked = self._acked[tp]
+    committed = self._committed_offset[tp]
+    if acked and committed is not None:
+        lowest = min(acked)
+        gaps = self._gap[tp]
+        if gaps:
+            lowest = min(lowest, gaps.begin())
+        if lowest > committed:
+            return None
+    return _new_offset(self, tp)
+
+
 _getmany = Consumer.getmany
 
 
@@ -287,4 +311,5 @@ def apply() -> None:
         ProducerBuffer.flush = _flush_until_empty  # type: ignore[method-assign]
         Consumer._add_gap = _add_gap_or_rewind  # type: ignore[method-assign]
         Consumer.getmany = _getmany_after_rewinds  # type: ignore[method-assign]
+        Consumer._new_offset = _new_offset_after_the_committed  # type: ignore[method-assign]
         _applied = True

@@ -366,7 +366,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--times", type=int, default=1, help="runs of each fault")
     parser.add_argument("--rate", type=float, default=20.0, help="source changes per second")
     parser.add_argument(
-        "--keep", type=Path, default=None, help="keep the workers' logs and data in this directory"
+        "--keep",
+        type=Path,
+        default=None,
+        help="keep the workers' logs and data under this directory (a subdirectory per invocation)",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
@@ -374,11 +377,14 @@ def main(argv: list[str] | None = None) -> int:
     names = [n for n in FAULTS if not args.only or any(o in n for o in args.only)]
     results: dict[str, list[Outcome]] = {}
     with tempfile.TemporaryDirectory(prefix="mis-faults-") as scratch:
-        tmp = args.keep or scratch
-        Path(tmp).mkdir(parents=True, exist_ok=True)
+        tmp = Path(scratch)
+        if args.keep is not None:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=time.strftime("%Y%m%dT%H%M%S-"), dir=args.keep))
+            print(f"workers' logs and data kept in {tmp}", flush=True)
         for n, name in enumerate(names):
             for i in range(args.times):
-                workdir = Path(tmp) / f"{n}-{i}"
+                workdir = tmp / f"{n}-{i}"
                 workdir.mkdir()
                 print(f"fault: {name} (run {i + 1}/{args.times})", flush=True)
                 outcome = run(settings, name, workdir, rate=args.rate, seed=i)

@@ -256,3 +256,37 @@ def test_the_consumer_goes_back_at_its_next_fetch(monkeypatch: pytest.MonkeyPatc
     assert asyncio.run(scenario()) == [("tp", "a message")]
     assert added == [("tp", 272, 293)]
     assert consumer.seeks == [("tp", 271)]
+
+
+class _OffsetsConsumer:
+    """What Consumer._new_offset reads: the acknowledged offsets, the gaps, the commit."""
+
+    def __init__(self, committed: int | None, acked: list[int]) -> None:
+        from collections import defaultdict
+
+        from intervaltree import IntervalTree
+
+        self._committed_offset = {"tp": committed}
+        self._acked = {"tp": list(acked)}
+        self._acked_index = {"tp": set(acked)}
+        self._gap: dict[str, Any] = defaultdict(IntervalTree)
+
+
+def test_nothing_is_committed_past_a_missing_committed_offset() -> None:
+    from faust.transport.consumer import Consumer
+
+    assert Consumer._new_offset is faustfix._new_offset_after_the_committed
+    # 31 is the next offset to read: with it missing, Faust alone would commit 35
+    assert faustfix._new_offset(_OffsetsConsumer(31, [32, 33, 34]), "tp") == 35
+    new_offset = faustfix._new_offset_after_the_committed
+    assert new_offset(_OffsetsConsumer(31, [32, 33, 34]), "tp") is None
+    # with it there, the same
+    assert new_offset(_OffsetsConsumer(31, [31, 32, 34]), "tp") == 33
+    # nothing committed yet: as Faust does
+    assert new_offset(_OffsetsConsumer(None, [7, 8]), "tp") == 9
+
+
+def test_a_gap_at_the_committed_offset_counts_as_there() -> None:
+    consumer = _OffsetsConsumer(31, [33, 34])
+    consumer._gap["tp"].addi(31, 33)  # 31 and 32 counted as a gap (Rewinds found them twice)
+    assert faustfix._new_offset_after_the_committed(consumer, "tp") == 35
