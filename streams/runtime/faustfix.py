@@ -28,11 +28,17 @@ position at the partition's end, its Faust read offset unset and the group's com
 With ``consumer_auto_offset_reset="earliest"`` no commit means the beginning, so that is where
 such a partition is put.
 
-3. A fetch never drains partitions it was not asked for. aiokafka's ``fetched_records`` takes
-an empty set of partitions as "all of them", and Faust hands it its live set of active
-partitions, which a rebalance empties while the fetch waits: the records of every partition
-come back, and Faust drops them as not active. The fetch gets a copy, and nothing when the
-copy is empty.
+3. A fetch never drains partitions it was not asked for, nor those no longer active when it
+returns. aiokafka's ``fetched_records`` takes an empty set of partitions as "all of them", and
+Faust hands it its live set of active partitions, which a rebalance empties while the fetch
+waits: the records of every partition come back, and Faust drops them as not active. The fetch
+gets a copy, and nothing when the copy is empty. And a fetch that waited across a rebalance
+comes back with records, read from the offsets the rebalance seeked to, of partitions paused
+until the recovery resumes them: Faust drops them as well, and aiokafka is past them. Those
+partitions go back to their first record returned. Seen on this pipeline as CDC partitions
+whose last records after a rebalance were never read while the worker held them
+(streams.runtime.stalls logged them: aiokafka's position at the log end, Faust's read offset at
+the commit, nothing acknowledged).
 
 4. A commit waits until every buffered changelog message is handed to the producer. A table
 write is a changelog message put in Faust's producer buffer, which a task of its own hands to
@@ -154,7 +160,7 @@ async def _perform_seek(self: Any) -> None:
             read_offset[ensure_TP(tp)] = None
 
 
-_fetch_records = AIOKafkaConsumerThread._fetch_records
+_fetch_records: Any = AIOKafkaConsumerThread._fetch_records
 
 
 async def _fetch_only_active(
@@ -164,13 +170,34 @@ async def _fetch_only_active(
     timeout: float | None = None,
     max_records: int | None = None,
 ) -> Any:
-    if active_partitions is not None:  # None: a client-only app, which reads everything
-        active_partitions = frozenset(active_partitions)
-        if not active_partitions:
-            return {}
-    return await _fetch_records(
-        self, consumer, active_partitions, timeout=timeout, max_records=max_records
-    )
+    if active_partitions is None:  # a client-only app, which reads everything
+        return await _fetch_records(self, consumer, None, timeout=timeout, max_records=max_records)
+    asked = frozenset(active_partitions)
+    if not asked:
+        return {}
+    records = await _fetch_records(self, consumer, asked, timeout=timeout, max_records=max_records)
+    return _put_back_inactive(self.consumer, consumer, records)
+
+
+def _put_back_inactive(faust_consumer: Any, client: Any, records: Any) -> Any:
+    """The fetched records of the partitions still to be delivered; the others go back.
+
+    A fetch waits up to a second for records of the partitions it was asked for. One that
+    began before a rebalance can come back after it, with records from the offsets the
+    rebalance seeked to, for partitions that are paused until the recovery resumes them: Faust
+    drops those (not active), and aiokafka's position is past them already. Nothing would read
+    them again, and the partition's commits would stop there. Each such partition is put back
+    to its first record (here, in the consumer's own thread)."""
+    active = faust_consumer._active_partitions
+    if active is None or not records:
+        return records
+    buffered = faust_consumer._buffered_partitions
+    inactive = [tp for tp in records if tp not in active and tp not in buffered]
+    for tp in inactive:
+        first = records.pop(tp)[0].offset
+        client.seek(tp, first)
+        log.info("%s[%s] fetched while not active: from %s again", tp.topic, tp.partition, first)
+    return records
 
 
 #: how long a flush waits for the buffer to move before it gives up (raises)

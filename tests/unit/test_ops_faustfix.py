@@ -126,23 +126,69 @@ def test_a_partition_without_a_commit_goes_back_to_its_start_when_seeking_to_com
     }
 
 
+class _Record:
+    def __init__(self, offset: int) -> None:
+        self.offset = offset
+
+
+class _TP(tuple):  # what aiokafka's TopicPartition offers the fix: a topic and a partition
+    topic = property(lambda self: self[0])
+    partition = property(lambda self: self[1])
+
+
+class _FetchingThread:
+    """The consumer thread's view the fetch fix reads: Faust's partition sets."""
+
+    def __init__(self, active: set[Any] | None, buffered: set[Any] = frozenset()) -> None:
+        self.consumer = type("FaustConsumer", (), {})()
+        self.consumer._active_partitions = active
+        self.consumer._buffered_partitions = set(buffered)
+
+
+class _Client:
+    def __init__(self) -> None:
+        self.seeks: list[tuple[Any, int]] = []
+
+    def seek(self, tp: Any, offset: int) -> None:
+        self.seeks.append((tp, offset))
+
+
 def test_a_fetch_never_drains_partitions_it_was_not_asked_for() -> None:
     asked: list[Any] = []
+    a = _TP(("t", 0))
 
-    async def fetch(self: Any, consumer: Any, active: Any, **kwargs: Any) -> dict[str, list[int]]:
+    async def fetch(self: Any, consumer: Any, active: Any, **kwargs: Any) -> dict[Any, Any]:
         asked.append(active)
-        return {"tp": [1]}
+        return {a: [_Record(1)]}
 
     original, faustfix._fetch_records = faustfix._fetch_records, fetch  # type: ignore[assignment]
     try:
-        live = {"tp"}
-        assert asyncio.run(faustfix._fetch_only_active(None, None, live)) == {"tp": [1]}
-        assert asked[-1] == frozenset({"tp"}) and asked[-1] is not live
-        assert asyncio.run(faustfix._fetch_only_active(None, None, set())) == {}
+        live = {a}
+        thread, client = _FetchingThread(live), _Client()
+        got = asyncio.run(faustfix._fetch_only_active(thread, client, live))
+        assert [r.offset for r in got[a]] == [1]
+        assert asked[-1] == frozenset({a}) and asked[-1] is not live
+        assert asyncio.run(faustfix._fetch_only_active(thread, client, set())) == {}
         assert len(asked) == 1
-        assert asyncio.run(faustfix._fetch_only_active(None, None, None)) == {"tp": [1]}
+        assert a in asyncio.run(faustfix._fetch_only_active(thread, client, None))
+        assert client.seeks == []
     finally:
         faustfix._fetch_records = original  # type: ignore[assignment]
+
+
+def test_records_of_a_partition_paused_while_the_fetch_waited_are_fetched_again() -> None:
+    """A fetch asked for before a rebalance returns, after its seek, records of partitions
+    paused until the recovery resumes them: they go back instead of being dropped."""
+    paused, active, buffered = _TP(("cdc", 0)), _TP(("cdc", 1)), _TP(("cdc", 2))
+    thread, client = _FetchingThread({active}, buffered={buffered}), _Client()
+    records = {
+        paused: [_Record(429), _Record(430)],
+        active: [_Record(7)],
+        buffered: [_Record(3)],
+    }
+    got = faustfix._put_back_inactive(thread.consumer, client, records)
+    assert set(got) == {active, buffered}
+    assert client.seeks == [(paused, 429)]
 
 
 class _Buffer:
