@@ -78,6 +78,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from typing import Any
 
@@ -176,7 +177,28 @@ async def _fetch_only_active(
     if not asked:
         return {}
     records = await _fetch_records(self, consumer, asked, timeout=timeout, max_records=max_records)
+    _maybe_drop(records)
     return _put_back_inactive(self.consumer, consumer, records)
+
+
+# A fault for the tests (tests/integration/test_stalls.py): the path of a file which, while it
+# exists, holds a topic name; the next fetch with records of that topic removes the file and
+# drops them as Faust drops records it does not deliver: the fetcher's position past them,
+# nothing read, nothing acknowledged. Only streams.runtime.stalls reads them again.
+_DROP_FETCHED = os.environ.get("MIS_FAULT_DROP_FETCHED", "")
+
+
+def _maybe_drop(records: Any) -> None:
+    if not _DROP_FETCHED or not records or not os.path.exists(_DROP_FETCHED):
+        return
+    with open(_DROP_FETCHED) as f:
+        topic = f.read().strip()
+    dropped = [tp for tp in records if tp.topic == topic]
+    if dropped:
+        os.remove(_DROP_FETCHED)
+        for tp in dropped:
+            n = len(records.pop(tp))
+            log.warning("fault: %d fetched records of %s[%s] dropped", n, tp.topic, tp.partition)
 
 
 def _put_back_inactive(faust_consumer: Any, client: Any, records: Any) -> Any:
