@@ -63,8 +63,8 @@ Seen on this pipeline as a CDC partition whose changes of ten seconds around a r
 reached a booking while the group's commit moved past them (`make faults`, "one of two workers").
 A hole now puts the partition back to its start at the next fetch (``Rewinds``), and only the
 same hole found again (the records really are not there) counts as a gap; meanwhile nothing past
-the hole is committed. This is one way that fault lost changes, not the only one (README,
-"Faults").
+the hole is committed. The holes seen came from the fetches fix 3 now puts back; this stays as a
+guard for any other way to drop records.
 
 6. Nothing is committed past an offset that was neither acknowledged nor a gap. Faust's
 ``Consumer._new_offset`` refuses to commit while the lowest acknowledged offset is more than one
