@@ -2,12 +2,14 @@
 
 A partition with messages past its committed offset should see that offset, or the offset last
 read, move. When neither moved for ``MIS_STALL_AFTER_S`` while the worker was neither
-rebalancing nor recovering, its messages are going nowhere: Faust took the partition out of
-the fetch and never put it back, or it drops what it fetches as read already, or the fetcher's
-position is lost. Whatever the cause, the remedy is the same and safe: read the partition again
-from its committed offset (every agent's handling is idempotent, so what is read twice changes
-nothing). The warning says what the consumer's state was (``describe``), so the cause can be
-read off the log; ``mis_partition_stalls_total`` counts them.
+rebalancing nor recovering, and none of its messages is delivered and waiting for an agent (a
+storm's queues are busy, not stalled), its messages are going nowhere: Faust took the partition
+out of the fetch and never put it back, or it drops what it fetches as read already, or the
+fetcher's position is past records it never delivered. Whatever the cause, the remedy is the
+same and safe: read the partition again from its committed offset (every agent's handling is
+idempotent, so what is read twice changes nothing). The warning says what the consumer's state
+was (``describe``), so the cause can be read off the log; ``mis_partition_stalls_total`` counts
+them.
 
 ``Progress`` is the pure part: what was seen of each partition, and when it last moved.
 """
@@ -35,22 +37,30 @@ class Progress:
     """When each partition's committed and read offsets last moved.
 
     ``stalled`` is told each partition's offsets at ``now``: it answers True when the partition
-    has messages past its committed offset (``end`` is the offset after its last message) and
-    neither offset moved for ``after_s``. A partition found stalled starts over, so that it is
-    found again only ``after_s`` later."""
+    has messages past its committed offset (``end`` is the offset after its last message), none
+    of them delivered and waiting for an agent (``in_flight``: a busy partition is not a stalled
+    one, however long its messages wait), and neither offset moved for ``after_s``. A partition
+    found stalled starts over, so that it is found again only ``after_s`` later."""
 
     def __init__(self, after_s: float) -> None:
         self.after_s = after_s
         self._seen: dict[Hashable, _Seen] = {}
 
     def stalled(
-        self, tp: Hashable, committed: int | None, read: int | None, end: int | None, now: float
+        self,
+        tp: Hashable,
+        committed: int | None,
+        read: int | None,
+        end: int | None,
+        now: float,
+        in_flight: bool = False,
     ) -> bool:
         seen = self._seen.get(tp)
         if seen is None or (seen.committed, seen.read) != (committed, read):
             self._seen[tp] = _Seen(committed, read, now)
             return False
-        if end is None or end <= (committed or 0):  # nothing past the commit: idle
+        # Nothing past the commit (idle), or messages delivered and waiting for an agent (busy).
+        if end is None or end <= (committed or 0) or in_flight:
             seen.since = now
             return False
         if now - seen.since < self.after_s:
@@ -105,11 +115,13 @@ async def check(app: Any, progress: Progress, now: float) -> int:
     changelogs = app.tables.changelog_topics
     assigned = [tp for tp in consumer.assignment() if tp.topic not in changelogs]
     progress.keep(assigned)
+    in_flight = {m.tp for m in list(consumer._unacked_messages) if not m.acked}
     stalled = []
     for tp in assigned:
         committed = consumer._committed_offset.get(tp)
         read = consumer._read_offset.get(tp)
-        if progress.stalled(tp, committed, read, consumer.highwater(tp), now):
+        end = consumer.highwater(tp)
+        if progress.stalled(tp, committed, read, end, now, in_flight=tp in in_flight):
             stalled.append((tp, committed))
     for tp, committed in stalled:
         start = committed

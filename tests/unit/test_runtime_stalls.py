@@ -62,3 +62,12 @@ def test_a_rebalance_and_a_revocation_start_the_time_over() -> None:
     progress.stalled("b", 1, 0, 9, now=60)
     progress.keep(["a"])
     assert progress.stalled("b", 1, 0, 9, now=90) is False  # seen anew
+
+
+def test_a_partition_with_messages_waiting_for_an_agent_is_busy_not_stalled() -> None:
+    progress = Progress(after_s=30)
+    progress.stalled("tp", 222, 260, 300, now=0, in_flight=True)
+    assert progress.stalled("tp", 222, 260, 300, now=100, in_flight=True) is False
+    # the waiting messages gone and nothing acknowledged: from then on
+    assert progress.stalled("tp", 222, 260, 300, now=101) is False
+    assert progress.stalled("tp", 222, 260, 300, now=131) is True
