@@ -82,6 +82,7 @@ import os
 import time
 from typing import Any
 
+from aiokafka.errors import IllegalStateError
 from faust.tables.recovery import Recovery
 from faust.transport.consumer import Consumer, ensure_TP
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
@@ -217,7 +218,10 @@ def _put_back_inactive(faust_consumer: Any, client: Any, records: Any) -> Any:
     inactive = [tp for tp in records if tp not in active and tp not in buffered]
     for tp in inactive:
         first = records.pop(tp)[0].offset
-        client.seek(tp, first)
+        try:
+            client.seek(tp, first)
+        except IllegalStateError:  # no longer assigned: its next owner reads from the commit
+            continue
         log.info("%s[%s] fetched while not active: from %s again", tp.topic, tp.partition, first)
     return records
 

@@ -146,10 +146,15 @@ class _FetchingThread:
 
 
 class _Client:
-    def __init__(self) -> None:
+    def __init__(self, assigned: set[Any] | None = None) -> None:
         self.seeks: list[tuple[Any, int]] = []
+        self.assigned = assigned
 
     def seek(self, tp: Any, offset: int) -> None:
+        from aiokafka.errors import IllegalStateError
+
+        if self.assigned is not None and tp not in self.assigned:
+            raise IllegalStateError(f"No current assignment for partition {tp}")
         self.seeks.append((tp, offset))
 
 
@@ -336,3 +341,12 @@ def test_a_gap_at_the_committed_offset_counts_as_there() -> None:
     consumer = _OffsetsConsumer(31, [33, 34])
     consumer._gap["tp"].addi(31, 33)  # 31 and 32 counted as a gap (Rewinds found them twice)
     assert faustfix._new_offset_after_the_committed(consumer, "tp") == 35
+
+
+def test_records_of_a_partition_revoked_meanwhile_are_dropped_without_a_seek() -> None:
+    revoked, active = _TP(("cdc", 0)), _TP(("cdc", 1))
+    thread, client = _FetchingThread({active}), _Client(assigned={active})
+    got = faustfix._put_back_inactive(
+        thread.consumer, client, {revoked: [_Record(5)], active: [_Record(7)]}
+    )
+    assert set(got) == {active} and client.seeks == []
