@@ -114,7 +114,12 @@ class Follower:
         self._producer = Producer(
             {"bootstrap.servers": self.settings.kafka_bootstrap, "linger.ms": 5}
         )
-        consumer.subscribe([self.topic], on_revoke=self._on_revoke, on_lost=self._on_revoke)
+        consumer.subscribe(
+            [self.topic],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_revoke,
+        )
         log.info("sink following topic=%s group=%s", self.topic, self.group)
         try:
             while not self.stop.is_set():
@@ -129,9 +134,16 @@ class Follower:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._revoked |= {tp.partition for tp in partitions}
 
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # A partition revoked and given back (a rebalance revokes every partition, then assigns
+        # them again, most to the same members) is this follower's again: the messages of it
+        # the batch holds are written and committed. Left out, they would be past the
+        # consumer's position and never committed: the next batch would commit past them, and
+        # a booking whose newest message was among them would keep an older listing.
+        self._revoked -= {tp.partition for tp in partitions}
+
     def step(self, consumer: Consumer) -> None:
         """One batch: consume, conflate, write (retrying), dead-letter, commit."""
-        self._revoked.clear()
         room = max(1, self._room - len(self._carry))
         fresh = consumer.consume(num_messages=room, timeout=self.settings.sink_batch_within_s)
         # A full batch means the sink is behind: the next one may be twice as large, so that

@@ -147,10 +147,19 @@ class FakeConsumer:
     batches: list[list[Msg]]
     follower: Follower | None = None
     revoke_on_poll: set[int] = field(default_factory=set)
+    #: a rebalance within the next consume: revoke these partitions, then assign them again
+    rebalance_on_consume: set[int] = field(default_factory=set)
     commits: list[list[tuple[int, int]]] = field(default_factory=list)
     polls: int = 0
 
     def consume(self, num_messages: int, timeout: float) -> list[Msg]:
+        if self.rebalance_on_consume and self.follower is not None:
+            from confluent_kafka import TopicPartition
+
+            tps = [TopicPartition(TOPIC, p) for p in self.rebalance_on_consume]
+            self.follower._on_revoke(self, tps)  # type: ignore[arg-type]
+            self.follower._on_assign(self, tps)  # type: ignore[arg-type]
+            self.rebalance_on_consume = set()
         return self.batches.pop(0) if self.batches else []
 
     def poll(self, timeout: float) -> None:
@@ -240,6 +249,33 @@ def test_items_of_partitions_taken_away_meanwhile_are_neither_written_nor_commit
     (written,) = sink.written
     assert [i.booking_id for i in written] == [a]
     assert consumer.commits == [[(0, 2)]]
+
+
+def test_items_of_partitions_revoked_and_given_back_are_written_and_committed() -> None:
+    """An eager rebalance within a consume: every partition revoked, then assigned again."""
+    a, b = uuid4(), uuid4()
+    consumer, sink = FakeConsumer([[msg(0, 1, record(a, 1)), msg(1, 7, record(b, 1))]]), FakeSink()
+    consumer.rebalance_on_consume = {0, 1}
+    f, _ = follower(sink, consumer)
+    f.step(consumer)  # type: ignore[arg-type]
+    (written,) = sink.written
+    assert {i.booking_id for i in written} == {a, b}
+    assert consumer.commits == [[(0, 2), (1, 8)]]
+
+
+def test_a_partition_taken_away_stays_away_across_batches_until_given_back() -> None:
+    a, b = uuid4(), uuid4()
+    consumer, sink = FakeConsumer([[msg(1, 1, record(a, 1))]], revoke_on_poll={1}), FakeSink(1)
+    f, _ = follower(sink, consumer)
+    f.step(consumer)  # type: ignore[arg-type]
+    assert sink.written == [] and consumer.commits == []
+    consumer.batches.append([msg(1, 2, record(b, 1))])  # fetched before the revoke took effect
+    f.step(consumer)  # type: ignore[arg-type]
+    assert sink.written == [] and consumer.commits == []
+    consumer.rebalance_on_consume = {1}
+    consumer.batches.append([msg(1, 1, record(a, 1))])
+    f.step(consumer)  # type: ignore[arg-type]
+    assert [i.booking_id for i in sink.written[0]] == [a] and consumer.commits == [[(1, 2)]]
 
 
 def test_a_follower_told_to_stop_while_retrying_commits_nothing() -> None:
