@@ -90,11 +90,11 @@ def _attributes_set_by(cls: type) -> set[str]:
     names: set[str] = set()
     for klass in cls.__mro__:
         for method in ("__init__", "_reset_state"):
-            init = klass.__dict__.get(method)
-            if init is None:
+            function = klass.__dict__.get(method)
+            if function is None:
                 continue
             try:
-                source = inspect.getsource(init)
+                source = inspect.getsource(function)
             except (OSError, TypeError):
                 continue
             names |= {

@@ -12,13 +12,12 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 from typing import Any
-from uuid import uuid4
 
 import pytest
 
 from tests.integration.workers import (
     Worker,
-    insert_booking,
+    booking_at_temperature_1,
     insert_temperature,
     synced_temperature,
     wait_for,
@@ -33,13 +32,10 @@ def test_a_message_lost_in_the_producer_is_sent_after_the_restart(
     app_id = f"mis-itk-{uuid.uuid4().hex[:8]}"
     arm = tmp_path / "kill-after-send"
     env = {"MIS_FAULT_KILL_AFTER_SEND": str(arm)}
-    location, booking = uuid4(), uuid4()
     worker = Worker("k1", app_id, tmp_path, env).start()
     try:
         worker.wait_ready()
-        insert_temperature(pg, location, 1.0)
-        insert_booking(pg, booking, location, uuid4())
-        wait_for("the first snapshot", lambda: synced_temperature(pg, booking) == 1.0, timeout=60)
+        location, booking = booking_at_temperature_1(pg)
 
         arm.write_text(topic)
         insert_temperature(pg, location, 2.0)

@@ -11,12 +11,11 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 from typing import Any
-from uuid import uuid4
 
 from streams.config import Settings
 from tests.integration.workers import (
     Worker,
-    insert_booking,
+    booking_at_temperature_1,
     insert_temperature,
     synced_temperature,
     wait_for,
@@ -29,13 +28,10 @@ def test_records_dropped_after_the_fetch_are_read_again(
     app_id = f"mis-its-{uuid.uuid4().hex[:8]}"
     arm = tmp_path / "drop-fetched"
     env = {"MIS_FAULT_DROP_FETCHED": str(arm), "MIS_STALL_AFTER_S": "4"}
-    location, booking = uuid4(), uuid4()
     worker = Worker("s1", app_id, tmp_path, env).start()
     try:
         worker.wait_ready()
-        insert_temperature(pg, location, 1.0)
-        insert_booking(pg, booking, location, uuid4())
-        wait_for("the first snapshot", lambda: synced_temperature(pg, booking) == 1.0, timeout=60)
+        location, booking = booking_at_temperature_1(pg)
 
         arm.write_text(Settings().cdc_topic("sensor_readings"))
         insert_temperature(pg, location, 2.0)

@@ -167,3 +167,13 @@ def synced_temperature(pg: Any, booking: UUID) -> float | None:
     if row is None or row["synced_hash"] != row["content_hash"] or not row["sensors"]:
         return None
     return float(row["sensors"]["temperature"]["value"])
+
+
+def booking_at_temperature_1(pg: Any) -> tuple[UUID, UUID]:
+    """A new location with a temperature of 1.0 and a booking there, once the booking's row and
+    listing show it: (location, booking)."""
+    location, booking = uuid4(), uuid4()
+    insert_temperature(pg, location, 1.0)
+    insert_booking(pg, booking, location, uuid4())
+    wait_for("the first snapshot", lambda: synced_temperature(pg, booking) == 1.0, timeout=60)
+    return location, booking
