@@ -2,14 +2,14 @@
 
 A partition with messages past its committed offset should see that offset, or the offset last
 read, move. When neither moved for ``MIS_STALL_AFTER_S`` while the worker was neither
-rebalancing nor recovering, and none of its messages is delivered and waiting for an agent (a
-storm's queues are busy, not stalled), its messages are going nowhere: Faust took the partition
-out of the fetch and never put it back, or it drops what it fetches as read already, or the
-fetcher's position is past records it never delivered. Whatever the cause, the remedy is the
-same and safe: read the partition again from its committed offset (every agent's handling is
-idempotent, so what is read twice changes nothing). The warning says what the consumer's state
-was (``describe``), so the cause can be read off the log; ``mis_partition_stalls_total`` counts
-them.
+rebalancing nor recovering, and none of its messages is delivered and waiting for an agent or
+fetched and waiting for the worker to take them (a storm's queues are busy, not stalled), its
+messages are going nowhere: Faust took the partition out of the fetch and never put it back, or
+it drops what it fetches as read already, or the fetcher's position is past records it never
+delivered. Whatever the cause, the remedy is the same and safe: read the partition again from
+its committed offset (every agent's handling is idempotent, so what is read twice changes
+nothing). The warning says what the consumer's state was (``describe``), so the cause can be
+read off the log; ``mis_partition_stalls_total`` counts them.
 
 ``Progress`` is the pure part: what was seen of each partition, and when it last moved.
 """
@@ -105,6 +105,19 @@ def describe(consumer: Any, tp: Any) -> dict[str, Any]:
     return detail
 
 
+def waiting_in_fetcher(consumer: Any, tp: Any) -> bool:
+    """Whether ``tp``'s records wait in aiokafka's fetcher for the worker to take them: the
+    partition is active and not paused, so the next fetch hands them out. The worker is behind
+    (Faust delivers to its agents one message at a time, so one slow agent holds back the
+    others' partitions too); reading such a partition again would only fetch it twice."""
+    if tp not in (consumer._active_partitions or ()) or tp in consumer._paused_partitions:
+        return False
+    try:
+        return consumer._thread._consumer._fetcher._records.get(tp) is not None
+    except AttributeError:
+        return False
+
+
 async def check(app: Any, progress: Progress, now: float) -> int:
     """Find the worker's stalled stream partitions and read each again from its committed
     offset; returns how many were."""
@@ -121,7 +134,8 @@ async def check(app: Any, progress: Progress, now: float) -> int:
         committed = consumer._committed_offset.get(tp)
         read = consumer._read_offset.get(tp)
         end = consumer.highwater(tp)
-        if progress.stalled(tp, committed, read, end, now, in_flight=tp in in_flight):
+        busy = tp in in_flight or waiting_in_fetcher(consumer, tp)
+        if progress.stalled(tp, committed, read, end, now, in_flight=busy):
             stalled.append((tp, committed))
     for tp, committed in stalled:
         start = committed

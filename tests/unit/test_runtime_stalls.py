@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from streams.runtime.stalls import Progress
+from types import SimpleNamespace
+
+from streams.runtime.stalls import Progress, waiting_in_fetcher
 
 
 def test_a_partition_whose_offsets_do_not_move_past_its_commit_is_stalled() -> None:
@@ -71,3 +73,21 @@ def test_a_partition_with_messages_waiting_for_an_agent_is_busy_not_stalled() ->
     # the waiting messages gone and nothing acknowledged: from then on
     assert progress.stalled("tp", 222, 260, 300, now=101) is False
     assert progress.stalled("tp", 222, 260, 300, now=131) is True
+
+
+def _consumer(active: set[str], paused: set[str], fetched: dict[str, object]) -> SimpleNamespace:
+    fetcher = SimpleNamespace(_records=fetched)
+    thread = SimpleNamespace(_consumer=SimpleNamespace(_fetcher=fetcher))
+    return SimpleNamespace(_active_partitions=active, _paused_partitions=paused, _thread=thread)
+
+
+def test_records_waiting_in_the_fetcher_of_an_active_partition_are_a_worker_behind() -> None:
+    consumer = _consumer({"a", "b", "p"}, {"p"}, {"a": object(), "p": object(), "gone": object()})
+    assert waiting_in_fetcher(consumer, "a") is True  # the next fetch hands them out
+    assert waiting_in_fetcher(consumer, "b") is False  # nothing fetched: may be stalled
+    assert waiting_in_fetcher(consumer, "p") is False  # paused: the fetch skips it
+    assert waiting_in_fetcher(consumer, "gone") is False  # inactive: Faust drops them
+    assert (
+        waiting_in_fetcher(SimpleNamespace(_active_partitions={"a"}, _paused_partitions=set()), "a")
+        is False
+    )
