@@ -108,8 +108,9 @@ def describe(consumer: Any, tp: Any) -> dict[str, Any]:
 def waiting_in_fetcher(consumer: Any, tp: Any) -> bool:
     """Whether ``tp``'s records wait in aiokafka's fetcher for the worker to take them: the
     partition is active and not paused, so the next fetch hands them out. The worker is behind
-    (Faust delivers to its agents one message at a time, so one slow agent holds back the
-    others' partitions too); reading such a partition again would only fetch it twice."""
+    (Faust's delivery of a fetch waits for any agent whose buffer is full, so one slow agent
+    holds back the others' partitions too); reading such a partition again would only fetch it
+    twice."""
     if tp not in (consumer._active_partitions or ()) or tp in consumer._paused_partitions:
         return False
     try:
