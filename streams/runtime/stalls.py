@@ -98,8 +98,7 @@ def describe(consumer: Any, tp: Any) -> dict[str, Any]:
         detail["fetch_paused"] = state.paused
         detail["position"] = state.position if state.has_valid_position else None
         detail["awaiting_reset"] = state.awaiting_reset
-        records = client._fetcher._records.get(tp)
-        detail["fetched_unread"] = records is not None
+        detail["fetched_unread"] = _fetched(consumer, tp)
     except Exception as exc:  # the fetcher's state is not worth failing the check for
         detail["fetcher"] = f"unknown ({type(exc).__name__})"
     return detail
@@ -114,9 +113,14 @@ def waiting_in_fetcher(consumer: Any, tp: Any) -> bool:
     if tp not in (consumer._active_partitions or ()) or tp in consumer._paused_partitions:
         return False
     try:
-        return consumer._thread._consumer._fetcher._records.get(tp) is not None
+        return _fetched(consumer, tp)
     except AttributeError:
         return False
+
+
+def _fetched(consumer: Any, tp: Any) -> bool:
+    """Whether aiokafka's fetcher holds records of ``tp`` not yet handed out."""
+    return consumer._thread._consumer._fetcher._records.get(tp) is not None
 
 
 async def check(app: Any, progress: Progress, now: float) -> int:
