@@ -15,6 +15,10 @@ The lag is smoothed with a fast attack and a slow release: a batch that waited l
 current estimate raises it at once, and the estimate decays toward shorter lags with a
 half-life of ``release_s``, so that one quick batch in a backlog does not snap the window
 shut. A lag under ``slack_s`` (the wait for a batch to fill, a tick) counts as none.
+
+The same estimate stretches a booking's patience with an unanswered subscription
+(``patience``): while the worker is behind, the answer is late because of the backlog, and
+asking again would only add to it.
 """
 
 from __future__ import annotations
@@ -22,6 +26,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from datetime import timedelta
+
+# An answer is awaited for this many lags (see Pace.patience) beyond the base wait.
+PATIENCE_LAGS = 3.0
 
 
 @dataclass
@@ -59,3 +66,11 @@ class Pace:
 
     def window(self) -> timedelta:
         return timedelta(seconds=self.seconds)
+
+    def patience(self, base: timedelta) -> timedelta:
+        """How long to wait for an answer before asking again, ``base`` when caught up.
+
+        A subscription and its answer each cross a topic behind the same backlog, so while
+        the worker is behind an answer takes about twice the lag, plus a batch at each key
+        space: asking again sooner only adds work to the backlog that delays the answer."""
+        return base + timedelta(seconds=PATIENCE_LAGS * self.lag)

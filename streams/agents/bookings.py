@@ -74,6 +74,7 @@ class BookingAgent:
             retention=timedelta(days=s.cleanup_after_days),
             ask_again_after=timedelta(seconds=s.ask_again_after_s),
         )
+        self.ask_again_after = self.processor.ask_again_after
         self.topic_name = rt.topics.bookings.get_topic_name()
         self.changes = Changes(rt.topics, rt.dead_letter)
         self.deadlines = DeadlineIndex()
@@ -82,11 +83,13 @@ class BookingAgent:
         self.waker = Waker(rt.topics.bookings, encode(Tick()))
 
     def paced(self) -> BookingProcessor:
-        """The processor with the window as this worker's pace has it now (streams.pace)."""
-        window = self.rt.pace.window()
-        if window == self.processor.window:
-            return self.processor
-        return replace(self.processor, window=window)
+        """The processor with the window and the patience with unanswered subscriptions as
+        this worker's pace has them now (streams.pace)."""
+        pace, p = self.rt.pace, self.processor
+        window, patience = pace.window(), pace.patience(self.ask_again_after)
+        if window == p.window and patience == p.ask_again_after:
+            return p
+        return replace(p, window=window, ask_again_after=patience)
 
     def load_index(self, partition: int) -> None:
         if self.deadlines.loaded(partition):

@@ -79,8 +79,11 @@ def create_app(settings: Settings) -> faust.App:
         # carry a burst's changelog in a few requests.
         producer_max_batch_size=512 * 1024,
         # The tables' changelogs carry whole states (a location's is tens of kB of JSON) once
-        # per batch: compressed, the broker stores and serves a fraction of the bytes.
-        producer_compression_type="lz4",
+        # per batch: compressed, the broker stores and serves a fraction of the bytes. Snappy:
+        # aiokafka compresses lz4 at level 9 (57 MB/s of state JSON on the 2-core machine,
+        # in the event loop; snappy 336 MB/s at a ratio of 3.6 against 4.5), and a burst's
+        # changelog waited on it.
+        producer_compression_type="snappy",
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
         web_bind=settings.web_host,

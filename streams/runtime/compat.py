@@ -125,11 +125,12 @@ def check() -> None:
             "pyproject.toml (make install), or review streams/runtime/compat.py's list of "
             "private uses against the new release and extend SUPPORTED."
         )
-    from aiokafka.codec import has_lz4
+    from aiokafka.codec import has_snappy
 
-    if not has_lz4():
+    if not has_snappy():
         raise IncompatibleRuntime(
-            "aiokafka cannot compress with lz4 (the workers' producer does, streams.runtime.app): "
+            "aiokafka cannot compress with snappy (the workers' producer does, "
+            "streams.runtime.app): "
             "cramjam is not installed. Install the versions pinned in pyproject.toml "
             "(make install)."
         )

@@ -39,7 +39,7 @@ def test_a_producer_that_cannot_compress_is_refused_with_what_to_do(
 ) -> None:
     import aiokafka.codec
 
-    monkeypatch.setattr(aiokafka.codec, "has_lz4", lambda: False)
+    monkeypatch.setattr(aiokafka.codec, "has_snappy", lambda: False)
     with pytest.raises(compat.IncompatibleRuntime) as err:
         compat.check()
     assert "cramjam" in str(err.value) and "make install" in str(err.value)

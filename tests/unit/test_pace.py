@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from streams.pace import Pace
+from streams.pace import PATIENCE_LAGS, Pace
 
 
 def test_a_worker_that_keeps_up_uses_the_base_window() -> None:
@@ -56,3 +56,14 @@ def test_a_widest_at_the_base_never_widens() -> None:
 def test_a_widest_under_the_base_is_refused() -> None:
     with pytest.raises(ValueError, match="under base"):
         Pace(base=1.0, widest=0.5)
+
+
+def test_patience_with_an_unanswered_subscription_grows_with_the_backlog_and_returns() -> None:
+    base = timedelta(seconds=30)
+    pace = Pace(base=0.25, widest=2.0, slack_s=0.0, release_s=2.0)
+    assert pace.patience(base) == base
+    pace.observe(100.0, at=0.0)  # the window stops at its widest; the patience does not
+    assert pace.seconds == 2.0
+    assert pace.patience(base) == base + timedelta(seconds=PATIENCE_LAGS * 100.0)
+    pace.observe(0.0, at=60.0)  # caught up for thirty half-lives
+    assert pace.patience(base) - base < timedelta(seconds=0.001)
