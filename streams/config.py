@@ -100,6 +100,10 @@ class Settings(BaseSettings):
     # shrinks until the worker catches up, and the window narrows back. At or under
     # conflate_window_s: the window never widens.
     conflate_max_window_s: float = Field(default=2.0, ge=0)
+    # In a backlog of minutes (a bulk load, a restart after a long stop) the window grows past
+    # conflate_max_window_s to a tenth of the wait, up to this; at or under
+    # conflate_max_window_s: never wider than that.
+    conflate_backlog_window_s: float = Field(default=30.0, ge=0)
     # A key's state names its last send until Kafka confirmed it (streams.agents.batch). The
     # confirmation is stored with the key's next write, or with a write of its own by the next
     # batch of its partition at least this long after the delivery. 0: at the next batch. More

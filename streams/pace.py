@@ -16,6 +16,12 @@ current estimate raises it at once, and the estimate decays toward shorter lags 
 half-life of ``release_s``, so that one quick batch in a backlog does not snap the window
 shut. A lag under ``slack_s`` (the wait for a batch to fill, a tick) counts as none.
 
+A backlog of minutes (a bulk load, a worker back after a long stop) is worked off faster
+with a window wider still: every key a backlog touches would otherwise answer its listeners
+every ``widest`` seconds with a state that is not yet current, and a listener of many keys
+would be evaluated as often. Past ten times ``widest`` the window is a tenth of the lag, up to
+``backlog_widest``: a message that waited five minutes waits at most another thirty seconds.
+
 The same estimate stretches a booking's patience with an unanswered subscription
 (``patience``): while the worker is behind, the answer is late because of the backlog, and
 asking again would only add to it.
@@ -29,6 +35,8 @@ from datetime import timedelta
 
 # An answer is awaited for this many lags (see Pace.patience) beyond the base wait.
 PATIENCE_LAGS = 3.0
+# In a backlog deeper than ten times the widest window, the window is this share of the lag.
+BACKLOG_SHARE = 0.1
 
 
 @dataclass
@@ -37,6 +45,9 @@ class Pace:
     base: float
     #: the widest it gets while the worker is behind (MIS_CONFLATE_MAX_WINDOW_S)
     widest: float
+    #: the widest it gets in a deep backlog, at BACKLOG_SHARE of the lag
+    #: (MIS_CONFLATE_BACKLOG_WINDOW_S; at or under ``widest``: never wider than that)
+    backlog_widest: float = 0.0
     #: a lag under this is how batches normally wait, not a backlog
     slack_s: float = 0.25
     #: the half-life of the estimate's decay toward a shorter lag
@@ -62,7 +73,10 @@ class Pace:
 
     @property
     def seconds(self) -> float:
-        return min(self.widest, max(self.base, self.lag))
+        window = min(self.widest, max(self.base, self.lag))
+        if self.backlog_widest > self.widest:
+            window = max(window, min(self.backlog_widest, BACKLOG_SHARE * self.lag))
+        return window
 
     def window(self) -> timedelta:
         return timedelta(seconds=self.seconds)

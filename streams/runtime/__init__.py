@@ -47,6 +47,7 @@ def build(settings: Settings, *, agents: bool = True, web: bool = False) -> Runt
     pace = Pace(
         base=settings.conflate_window_s,
         widest=max(settings.conflate_window_s, settings.conflate_max_window_s),
+        backlog_widest=settings.conflate_backlog_window_s,
     )
     rt = Runtime(
         settings, app, topics, Tables(app, settings), DeadLetters(topics.dead_letters), pace

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from streams.pace import PATIENCE_LAGS, Pace
+from streams.pace import BACKLOG_SHARE, PATIENCE_LAGS, Pace
 
 
 def test_a_worker_that_keeps_up_uses_the_base_window() -> None:
@@ -67,3 +67,16 @@ def test_patience_with_an_unanswered_subscription_grows_with_the_backlog_and_ret
     assert pace.patience(base) == base + timedelta(seconds=PATIENCE_LAGS * 100.0)
     pace.observe(0.0, at=60.0)  # caught up for thirty half-lives
     assert pace.patience(base) - base < timedelta(seconds=0.001)
+
+
+def test_a_deep_backlog_widens_the_window_to_a_share_of_the_lag_up_to_its_own_widest() -> None:
+    pace = Pace(base=0.25, widest=2.0, backlog_widest=30.0, slack_s=0.0)
+    pace.observe(10.0, at=0.0)  # a storm's backlog: the widest window, as without it
+    assert pace.seconds == 2.0
+    pace.observe(100.0, at=0.1)
+    assert pace.seconds == pytest.approx(BACKLOG_SHARE * 100.0)
+    pace.observe(3000.0, at=0.2)
+    assert pace.seconds == 30.0
+    narrow = Pace(base=0.25, widest=2.0, backlog_widest=1.0, slack_s=0.0)
+    narrow.observe(3000.0, at=0.0)
+    assert narrow.seconds == 2.0
