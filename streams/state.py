@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import bisect
 import json
+import zlib
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, Generic, Literal, TypeVar
@@ -47,6 +48,13 @@ TOMBSTONES_KEPT = 512
 # Pest detections older than the snapshot window (plus a day of slack for clock skew) can never
 # appear in a snapshot again; the location forgets them to keep its state small.
 PEST_RETENTION = timedelta(days=8)
+
+# A key's subscribers are kept in its state until there are more than SHARD_AT of them; then
+# in SHARDS entries of their own beside it (``<key>#<shard>``), so that a subscription rewrites
+# one of those, not the whole list: a vendor can have tens of thousands of bookings.
+SHARD_AT = 512
+SHARDS = 64
+SHARD_MARK = "#"
 
 Space = Literal["location", "vendor", "inspection"]
 #: the foreign key spaces a booking links to, in the order its links are kept
@@ -87,16 +95,43 @@ class PartitionFloor(_State):
         return True
 
 
+def shard_of(booking_id: str) -> int:
+    """The shard of a key's subscribers that holds ``booking_id``."""
+    return zlib.crc32(booking_id.encode()) % SHARDS
+
+
+def shard_key(key: str, shard: int) -> str:
+    """The table key of shard ``shard`` of ``key``'s subscribers."""
+    return f"{key}{SHARD_MARK}{shard}"
+
+
+def is_shard_key(key: str) -> bool:
+    return SHARD_MARK in key
+
+
+#: reads one shard of a key's subscribers from where the key is stored
+ShardLoader = Callable[[int], list[str]]
+
+
 class KeyState(_State):
-    """What every foreign key space keeps besides its rows: who listens, and how new it is."""
+    """What every foreign key space keeps besides its rows: who listens, and how new it is.
+
+    The subscribers are a sorted list in the state itself, or, past SHARD_AT of them
+    (``sharded``), sorted lists in SHARDS entries beside it, which the runtime reads on demand
+    through ``attach``'s loader and writes from ``shard_writes``."""
 
     subscribers: list[str] = []
+    sharded: bool = False
     version: str = ZERO_VERSION
     tombstones: dict[str, str] = {}
     # the answers owed to the subscribers (see streams.conflate)
     outbox: Outbox = Outbox()
     # source table -> version of its last TRUNCATE that this key has applied
     truncated: dict[str, str] = {}
+    # the shards read or changed in memory, those changed since written, and their reader
+    _shards: dict[int, list[str]] = PrivateAttr(default_factory=dict)
+    _dirty_shards: set[int] = PrivateAttr(default_factory=set)
+    _load_shard: ShardLoader | None = PrivateAttr(default=None)
 
     def truncate(self, table: str, version: str) -> bool:
         """Forget the rows of ``table`` older than ``version``; True when a row went."""
@@ -115,17 +150,72 @@ class KeyState(_State):
         """A change of ``table`` made before its last TRUNCATE, arriving late."""
         return version <= self.truncated.get(table, ZERO_VERSION)
 
+    def attach(self, loader: ShardLoader) -> None:
+        """Where this state's subscriber shards are read from (the runtime's table)."""
+        self._load_shard = loader
+
+    def _shard(self, shard: int) -> list[str]:
+        ids = self._shards.get(shard)
+        if ids is None:
+            if self._load_shard is None:
+                raise RuntimeError("a sharded key's subscribers read with no loader attached")
+            ids = self._shards[shard] = list(self._load_shard(shard))
+        return ids
+
+    def _ids_of(self, booking_id: str) -> tuple[list[str], int | None]:
+        if not self.sharded:
+            return self.subscribers, None
+        shard = shard_of(booking_id)
+        return self._shard(shard), shard
+
     def subscribe(self, msg: Subscribe | Unsubscribe) -> bool:
-        # The list stays sorted: found and changed by bisection, not re-sorted per subscriber
+        # Each list stays sorted: found and changed by bisection, not re-sorted per subscriber
         # (a vendor can have tens of thousands).
-        at = bisect.bisect_left(self.subscribers, msg.booking_id)
-        present = at < len(self.subscribers) and self.subscribers[at] == msg.booking_id
+        ids, shard = self._ids_of(msg.booking_id)
+        at = bisect.bisect_left(ids, msg.booking_id)
+        present = at < len(ids) and ids[at] == msg.booking_id
         if isinstance(msg, Subscribe) and not present:
-            self.subscribers.insert(at, msg.booking_id)
+            ids.insert(at, msg.booking_id)
         elif isinstance(msg, Unsubscribe) and present:
-            del self.subscribers[at]
+            del ids[at]
+        else:
+            shard = None  # unchanged
+        if shard is not None:
+            self._dirty_shards.add(shard)
+        if not self.sharded and len(self.subscribers) > SHARD_AT:
+            self._split()
         # A subscribe is answered even when it is a duplicate: the subscriber may have reset.
         return isinstance(msg, Subscribe)
+
+    def _split(self) -> None:
+        """Move the subscribers out of the state into its shards (each stays sorted)."""
+        for shard in range(SHARDS):
+            self._shards[shard] = []
+        for booking_id in self.subscribers:
+            self._shards[shard_of(booking_id)].append(booking_id)
+        self._dirty_shards.update(range(SHARDS))
+        self.subscribers, self.sharded = [], True
+
+    def listeners(self) -> list[str]:
+        """Every subscriber of the key."""
+        if not self.sharded:
+            return list(self.subscribers)
+        return [b for shard in range(SHARDS) for b in self._shard(shard)]
+
+    def listens(self, booking_id: str) -> bool:
+        ids, _ = self._ids_of(booking_id)
+        at = bisect.bisect_left(ids, booking_id)
+        return at < len(ids) and ids[at] == booking_id
+
+    def shard_writes(self, key: str) -> list[tuple[str, bytes]]:
+        """The shards changed since the last call, as table entries to write (and then
+        forgotten as changed)."""
+        writes = [
+            (shard_key(key, shard), json.dumps(self._shards[shard]).encode())
+            for shard in sorted(self._dirty_shards)
+        ]
+        self._dirty_shards.clear()
+        return writes
 
     def _bury(self, row_id: str, version: str) -> None:
         self.tombstones[row_id] = version

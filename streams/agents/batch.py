@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import logging
 import os
 import signal
@@ -48,6 +49,7 @@ from streams.agents.common import DeadLetter, Store, load, parse, save
 from streams.clock import clock
 from streams.conflate import Delivery, Outbox
 from streams.runtime.internals import make_current
+from streams.state import KeyState, shard_key
 
 S = TypeVar("S", bound=BaseModel)
 log = logging.getLogger(__name__)
@@ -195,7 +197,11 @@ def _outbox(state: Any) -> Outbox | None:
 
 class KeyedBatch(Generic[S]):
     """One batch of one table's keys. ``deliveries`` outlives the batch: the agent keeps one
-    per table. A refused key's events go to ``dead_letter``."""
+    per table. A refused key's events go to ``dead_letter``.
+
+    A key space's states (streams.state.KeyState) may keep their subscribers in shards of their
+    own beside them: each state handed out reads those from the table on demand, and the
+    shards it changed are written after it, in the same partition."""
 
     def __init__(
         self,
@@ -271,13 +277,23 @@ class KeyedBatch(Generic[S]):
 
     def _load(self, key: str) -> S:
         if self._parsed is None:
-            return load(self._table, key, self._cls)
+            return self._attach(key, load(self._table, key, self._cls))
         raw = self._table.get(key.encode())
         if raw is None:
             self._parsed.discard(key)
-            return self._cls()
+            return self._attach(key, self._cls())
         kept = self._parsed.take(key, raw)
-        return kept if isinstance(kept, self._cls) else parse(self._cls, raw)
+        return self._attach(key, kept if isinstance(kept, self._cls) else parse(self._cls, raw))
+
+    def _attach(self, key: str, state: S) -> S:
+        if isinstance(state, KeyState):
+            state.attach(partial(self._read_shard, key))
+        return state
+
+    def _read_shard(self, key: str, shard: int) -> list[str]:
+        self.make_current(self._last_event[key])
+        raw = self._table.get(shard_key(key, shard).encode())
+        return [] if raw is None else list(json.loads(raw))
 
     def touch(self, key: str) -> None:
         self._dirty[key] = None
@@ -297,7 +313,7 @@ class KeyedBatch(Generic[S]):
     def stored_state(self, key: str) -> S:
         """The key's state as the table holds it, before this batch."""
         self.make_current(self._last_event[key])
-        return load(self._table, key, self._cls)
+        return self._attach(key, load(self._table, key, self._cls))
 
     async def flush(
         self,
@@ -389,6 +405,9 @@ class KeyedBatch(Generic[S]):
             elif owed and outbox.due is None:
                 outbox.unconfirmed = None  # it was owed again, and the agent found nothing to send
         raw = save(self._table, key, state, self._max_bytes)
+        if isinstance(state, KeyState):
+            for entry, value in state.shard_writes(key):
+                self._table[entry.encode()] = value
         if self._parsed is not None:
             self._parsed.keep(key, raw, state)
         if token is not None:

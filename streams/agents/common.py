@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from streams import metrics
 from streams.errors import PipelineError
 from streams.runtime import Runtime
+from streams.state import is_shard_key
 from streams.topology import space_partition
 
 S = TypeVar("S", bound=BaseModel)
@@ -78,9 +79,11 @@ def stored_in_partition(
     table: Store, partition: int, space: str, partitions: int
 ) -> Iterator[tuple[str, bytes]]:
     """The keys of key space ``space`` that ``table`` holds in ``partition``, with their
-    stored values."""
+    stored values (a key's subscriber shards, streams.state.shard_key, are not keys)."""
     for raw_key, raw in table.items():
         key = raw_key.decode() if isinstance(raw_key, bytes) else str(raw_key)
+        if is_shard_key(key):
+            continue
         if space_partition(space, key, partitions) == partition:
             yield key, raw
 

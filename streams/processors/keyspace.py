@@ -139,11 +139,7 @@ class KeySpaceProcessor:
         PartTooLarge refuses the batch's changes of the key."""
         outbox = state.outbox
         due = conflate.is_due(outbox, now)
-        if due:
-            targets = list(state.subscribers)
-        else:
-            listening = set(state.subscribers)
-            targets = [b for b in outbox.fresh if b in listening]
+        targets = state.listeners() if due else [b for b in outbox.fresh if state.listens(b)]
         step = Step()
         if targets or changed:
             part = self.fits(key, state, now)
