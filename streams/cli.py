@@ -92,7 +92,7 @@ def _sink(args: argparse.Namespace) -> int:
     from streams.admin import ensure_sink_table
     from streams.errors import PipelineError
     from streams.sinks.follower import sink_threads
-    from streams.sinks.processes import METRICS_FILE_ENV, write_metrics_while
+    from streams.sinks.processes import METRICS_FILE_ENV, stop_when_orphaned, write_metrics_while
 
     settings = get_settings()
     try:
@@ -112,11 +112,21 @@ def _sink(args: argparse.Namespace) -> int:
             target=write_metrics_while, args=(stopped, path), name="metrics", daemon=True
         )
         writer.start()
+        # The kernel's parent-death signal (streams.sinks.processes) misses a worker that died
+        # between the fork and the prctl: a child whose parent changed stops all the same.
+        threading.Thread(
+            target=stop_when_orphaned, args=(stopped, os.getppid()), name="parent", daemon=True
+        ).start()
     stopped.wait()
     threads.stop()
     if writer is not None:
         writer.join(5)
-    return 0
+    # The followers had their grace (threads.stop); a Kafka client or a MongoDB pool still
+    # blocked on a server that went away must not keep the process alive at exit.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _demo(args: argparse.Namespace) -> int:

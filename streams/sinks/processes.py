@@ -59,6 +59,16 @@ def write_metrics_while(stop: threading.Event, path: Path, every_s: float = 0.5)
             return
 
 
+def stop_when_orphaned(stop: threading.Event, parent: int, every_s: float = 1.0) -> None:
+    """In a sink process: set ``stop`` once its parent is no longer ``parent`` (it died and the
+    process was handed to another), unless ``stop`` was set first."""
+    while not stop.wait(every_s):
+        if os.getppid() != parent:
+            log.warning("the worker that started this sink process is gone: stopping")
+            stop.set()
+            return
+
+
 class SinkProcesses:
     """Keeps one child process per sink running until ``stop``."""
 

@@ -102,3 +102,23 @@ def test_children_die_with_a_worker_killed_by_sigkill(tmp_path: Path) -> None:
     finally:
         if worker.poll() is None:
             worker.kill()
+
+
+def test_a_sink_process_whose_worker_is_gone_stops_and_one_whose_worker_lives_waits() -> None:
+    import threading
+
+    from streams.sinks.processes import stop_when_orphaned
+
+    orphaned = threading.Event()
+    # A parent it does not have any more: the process was handed to another.
+    stop_when_orphaned(orphaned, parent=-1, every_s=0.01)
+    assert orphaned.is_set()
+
+    kept = threading.Event()
+    watch = threading.Thread(target=stop_when_orphaned, args=(kept, os.getppid(), 0.01))
+    watch.start()
+    assert not _until(lambda: not watch.is_alive(), timeout=0.3)  # its parent is still there
+    assert not kept.is_set()
+    kept.set()  # stopped for another reason: the watch ends without touching it
+    watch.join(5)
+    assert not watch.is_alive()
