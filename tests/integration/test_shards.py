@@ -31,8 +31,9 @@ def _synced(pg: Any, vendor: uuid.UUID, certified: bool) -> int:
     return int(row[0])
 
 
-def _shard_keys(settings: Any, app_id: str, vendor: uuid.UUID) -> set[str]:
-    """The vendor's subscriber shards in its key space's changelog."""
+def _shard_keys(settings: Any, app_id: str, vendor: uuid.UUID) -> dict[str, set[int]]:
+    """The vendor's state and its subscriber shards in its key space's changelog, each with
+    the partitions it was written to."""
     topic = topology.changelog_topic(app_id, topology.STATE_TABLES["vendor"])
     consumer = Consumer(
         {
@@ -48,17 +49,16 @@ def _shard_keys(settings: Any, app_id: str, vendor: uuid.UUID) -> set[str]:
             _, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
             ends[p] = high
         consumer.assign([TopicPartition(topic, p, 0) for p in parts])
-        found: set[str] = set()
+        found: dict[str, set[int]] = {}
         done = {p for p, high in ends.items() if high == 0}
-        prefix = f"{vendor}{SHARD_MARK}"
 
         def read_to_end() -> bool:
             for msg in consumer.consume(500, timeout=1.0):
                 if msg.error():
                     continue
                 key = (msg.key() or b"").decode()
-                if key.startswith(prefix):
-                    found.add(key)
+                if key.startswith(str(vendor)):
+                    found.setdefault(key, set()).add(msg.partition())
                 if msg.offset() + 1 >= ends[msg.partition()]:
                     done.add(msg.partition())
             return len(done) == len(parts)
@@ -96,7 +96,11 @@ def test_a_vendor_past_the_shard_threshold_answers_every_booking(
             lambda: _synced(pg, vendor, certified=False) == BOOKINGS,
             timeout=180,
         )
-        assert _shard_keys(settings, app_id, vendor), "the vendor's subscribers were not sharded"
+        written = _shard_keys(settings, app_id, vendor)
+        shards = {k for k in written if k.startswith(f"{vendor}{SHARD_MARK}")}
+        assert shards, "the vendor's subscribers were not sharded"
+        # Each shard lives in the partition of its key's state, where the key's events are.
+        assert all(written[k] == written[str(vendor)] for k in shards), written
 
         source_db.insert(
             pg,

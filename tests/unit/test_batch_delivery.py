@@ -19,6 +19,7 @@ from pydantic import BaseModel
 from streams import clock, conflate
 from streams.agents.batch import Deliveries, KeyedBatch
 from streams.conflate import EPOCH, Outbox
+from tests.unit.fakes import Event, Table
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -40,18 +41,6 @@ class Keyed(BaseModel):
 
 
 @dataclass
-class Message:
-    partition: int = 0
-    topic: str = "by-test"
-    offset: int = 0
-
-
-@dataclass
-class Event:
-    message: Message = field(default_factory=Message)
-
-
-@dataclass
 class Topic:
     """send() hands back a delivery future the test resolves (or fails) itself."""
 
@@ -65,18 +54,6 @@ class Topic:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.futures.append(future)
         return future
-
-
-class Table(dict[bytes, bytes]):
-    """The key-value store of a table: a dict that counts the writes."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.writes: list[bytes] = []
-
-    def __setitem__(self, key: bytes, value: bytes) -> None:
-        self.writes.append(key)
-        super().__setitem__(key, value)
 
 
 class Agent:

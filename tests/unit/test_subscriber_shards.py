@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -15,6 +14,7 @@ from streams.agents.common import keys_in_partition
 from streams.messages import Subscribe, Unsubscribe
 from streams.processors.keyspace import KeySpaceProcessor
 from streams.state import SHARD_AT, SHARDS, VendorState, shard_key, shard_of
+from tests.unit.fakes import Event, Table
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -66,28 +66,6 @@ def test_a_sharded_state_read_back_finds_its_subscribers_and_rewrites_one_shard(
     writes = dict(reread.shard_writes("v"))
     assert set(writes) == {shard_key("v", shard_of(gone)), shard_key("v", shard_of(new))}
     assert not reread.listens(gone) and reread.listens(new)
-
-
-@dataclass
-class Message:
-    partition: int = 0
-    topic: str = "by-vendor"
-    offset: int = 0
-
-
-@dataclass
-class Event:
-    message: Message = field(default_factory=Message)
-
-
-class Table(dict[bytes, bytes]):
-    def __init__(self) -> None:
-        super().__init__()
-        self.writes: list[bytes] = []
-
-    def __setitem__(self, key: bytes, value: bytes) -> None:
-        self.writes.append(key)
-        super().__setitem__(key, value)
 
 
 async def _no_dead_letters(event: Any, reason: str) -> None:
