@@ -54,13 +54,14 @@ def _shard_keys(settings: Any, app_id: str, vendor: uuid.UUID) -> dict[str, set[
 
         def read_to_end() -> bool:
             for msg in consumer.consume(500, timeout=1.0):
-                if msg.error():
+                partition, offset = msg.partition(), msg.offset()
+                if msg.error() or partition is None or offset is None:
                     continue
                 key = (msg.key() or b"").decode()
                 if key.startswith(str(vendor)):
-                    found.setdefault(key, set()).add(msg.partition())
-                if msg.offset() + 1 >= ends[msg.partition()]:
-                    done.add(msg.partition())
+                    found.setdefault(key, set()).add(partition)
+                if offset + 1 >= ends[partition]:
+                    done.add(partition)
             return len(done) == len(parts)
 
         wait_for("the vendor state's changelog read to its end", read_to_end, timeout=60)
