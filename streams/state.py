@@ -113,6 +113,22 @@ def is_shard_key(key: str) -> bool:
 ShardLoader = Callable[[int], list[str]]
 
 
+class _Reader:
+    """A state's shard loader, shared by its copies: a deep copy of the state (a key's retry,
+    streams.processors.keyspace) must not copy the runtime's table behind it."""
+
+    __slots__ = ("load",)
+
+    def __init__(self, load: ShardLoader) -> None:
+        self.load = load
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _Reader:
+        return self
+
+    def __copy__(self) -> _Reader:
+        return self
+
+
 class KeyState(_State):
     """What every foreign key space keeps besides its rows: who listens, and how new it is.
 
@@ -131,7 +147,7 @@ class KeyState(_State):
     # the shards read or changed in memory, those changed since written, and their reader
     _shards: dict[int, list[str]] = PrivateAttr(default_factory=dict)
     _dirty_shards: set[int] = PrivateAttr(default_factory=set)
-    _load_shard: ShardLoader | None = PrivateAttr(default=None)
+    _load_shard: _Reader | None = PrivateAttr(default=None)
 
     def truncate(self, table: str, version: str) -> bool:
         """Forget the rows of ``table`` older than ``version``; True when a row went."""
@@ -152,14 +168,14 @@ class KeyState(_State):
 
     def attach(self, loader: ShardLoader) -> None:
         """Where this state's subscriber shards are read from (the runtime's table)."""
-        self._load_shard = loader
+        self._load_shard = _Reader(loader)
 
     def _shard(self, shard: int) -> list[str]:
         ids = self._shards.get(shard)
         if ids is None:
             if self._load_shard is None:
                 raise RuntimeError("a sharded key's subscribers read with no loader attached")
-            ids = self._shards[shard] = list(self._load_shard(shard))
+            ids = self._shards[shard] = list(self._load_shard.load(shard))
         return ids
 
     def _ids_of(self, booking_id: str) -> tuple[list[str], int | None]:

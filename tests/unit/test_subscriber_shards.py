@@ -68,6 +68,34 @@ def test_a_sharded_state_read_back_finds_its_subscribers_and_rewrites_one_shard(
     assert not reread.listens(gone) and reread.listens(new)
 
 
+class _Owner:
+    """What a loader belongs to at run time (a batch, its table): never to be copied."""
+
+    def __init__(self, store: dict[str, bytes]) -> None:
+        self.store = store
+
+    def read(self, shard: int) -> list[str]:
+        return list(json.loads(self.store.get(shard_key("v", shard), b"[]")))
+
+    def __deepcopy__(self, memo: Any) -> Any:
+        raise AssertionError("the loader's owner was copied")
+
+
+def test_a_copy_of_a_sharded_state_shares_its_loader_and_changes_apart() -> None:
+    state = VendorState()
+    ids = _ids(SHARD_AT + 1)
+    for b in ids:
+        state.subscribe(Subscribe(booking_id=b))
+    owner = _Owner(dict(state.shard_writes("v")))
+    reread = VendorState.model_validate_json(state.model_dump_json())
+    reread.attach(owner.read)
+    trial = reread.model_copy(deep=True)  # as a key's retry takes it
+    trial.subscribe(Unsubscribe(booking_id=ids[0]))
+    assert not trial.listens(ids[0]) and reread.listens(ids[0])
+    assert [k for k, _ in trial.shard_writes("v")] == [shard_key("v", shard_of(ids[0]))]
+    assert reread.shard_writes("v") == []
+
+
 async def _no_dead_letters(event: Any, reason: str) -> None:
     raise AssertionError(f"nothing is refused here: {reason}")
 
