@@ -33,8 +33,11 @@ import math
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-# An answer is awaited for this many lags (see Pace.patience) beyond the base wait.
+# An answer is awaited for this many lags (see Pace.patience) beyond the base wait, and for at
+# most this many base waits more: a replay's messages are as old as their originals, and a
+# subscription lost meanwhile must still be asked for again within minutes.
 PATIENCE_LAGS = 3.0
+PATIENCE_MAX_BASES = 10
 # In a backlog deeper than ten times the widest window, the window is this share of the lag.
 BACKLOG_SHARE = 0.1
 
@@ -87,4 +90,5 @@ class Pace:
         A subscription and its answer each cross a topic behind the same backlog, so while
         the worker is behind an answer takes about twice the lag, plus a batch at each key
         space: asking again sooner only adds work to the backlog that delays the answer."""
-        return base + timedelta(seconds=PATIENCE_LAGS * self.lag)
+        extra = timedelta(seconds=PATIENCE_LAGS * self.lag)
+        return base + min(extra, PATIENCE_MAX_BASES * base)

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from streams.pace import BACKLOG_SHARE, PATIENCE_LAGS, Pace
+from streams.pace import BACKLOG_SHARE, PATIENCE_LAGS, PATIENCE_MAX_BASES, Pace
 
 
 def test_a_worker_that_keeps_up_uses_the_base_window() -> None:
@@ -67,6 +67,8 @@ def test_patience_with_an_unanswered_subscription_grows_with_the_backlog_and_ret
     assert pace.patience(base) == base + timedelta(seconds=PATIENCE_LAGS * 100.0)
     pace.observe(0.0, at=60.0)  # caught up for thirty half-lives
     assert pace.patience(base) - base < timedelta(seconds=0.001)
+    pace.observe(86_400.0, at=61.0)  # a replay of day-old messages: minutes, not days
+    assert pace.patience(base) == base + PATIENCE_MAX_BASES * base
 
 
 def test_a_deep_backlog_widens_the_window_to_a_share_of_the_lag_up_to_its_own_widest() -> None:
