@@ -109,7 +109,7 @@ def is_shard_key(key: str) -> bool:
     return SHARD_MARK in key
 
 
-#: reads one shard of a key's subscribers from where the key is stored
+#: reads one shard of a key's subscribers from where the key is stored (a list of its own)
 ShardLoader = Callable[[int], list[str]]
 
 
@@ -175,7 +175,7 @@ class KeyState(_State):
         if ids is None:
             if self._load_shard is None:
                 raise RuntimeError("a sharded key's subscribers read with no loader attached")
-            ids = self._shards[shard] = list(self._load_shard.load(shard))
+            ids = self._shards[shard] = self._load_shard.load(shard)
         return ids
 
     def _ids_of(self, booking_id: str) -> tuple[list[str], int | None]:

@@ -293,7 +293,7 @@ class KeyedBatch(Generic[S]):
     def _read_shard(self, key: str, shard: int) -> list[str]:
         self.make_current(self._last_event[key])
         raw = self._table.get(shard_key(key, shard).encode())
-        return [] if raw is None else list(json.loads(raw))
+        return [] if raw is None else json.loads(raw)
 
     def touch(self, key: str) -> None:
         self._dirty[key] = None
