@@ -62,6 +62,11 @@ PARTITION_STALLS = Counter(
 HTTP_REQUESTS = Counter(
     "mis_http_requests_total", "HTTP requests answered by the API", ["route", "method", "status"]
 )
+LOOP_HELD = Histogram(
+    "mis_event_loop_held_seconds",
+    "How late the worker's event loop woke a 0.25 s sleep: the time a callback held it",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
+)
 HTTP_LATENCY = Histogram("mis_http_request_seconds", "Time to answer an HTTP request", ["route"])
 
 

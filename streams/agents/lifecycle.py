@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 
+from streams import metrics
 from streams.runtime import Runtime
+
+log = logging.getLogger(__name__)
 
 
 def register(rt: Runtime) -> None:
@@ -25,3 +30,25 @@ def register(rt: Runtime) -> None:
         # under a quieter root logger; below WARNING it only matters when debugging the client.
         if level != "DEBUG":
             logging.getLogger("aiokafka").setLevel(logging.WARNING)
+
+    @rt.app.task
+    async def watch_the_loop() -> None:
+        await loop_held(LOOP_PROBE_S, LOOP_HELD_WARN_S)
+
+
+# The event loop runs the agents, the timers and the HTTP API: a callback that holds it delays
+# every one of them, and a request waits past its MIS_API_TIMEOUT_S without having run.
+LOOP_PROBE_S = 0.25
+LOOP_HELD_WARN_S = 2.0
+
+
+async def loop_held(probe_s: float, warn_s: float) -> None:
+    """Measure how late the loop wakes a sleep of ``probe_s``; log each time it is late by
+    ``warn_s`` or more."""
+    while True:
+        asked = time.monotonic()
+        await asyncio.sleep(probe_s)
+        held = max(0.0, time.monotonic() - asked - probe_s)
+        metrics.LOOP_HELD.observe(held)
+        if held >= warn_s:
+            log.warning("event loop held for %.1fs: agents, timers and requests waited", held)

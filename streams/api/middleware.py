@@ -110,11 +110,21 @@ def api_middleware(settings: Settings, guard: Callable[[web.Request], None]) -> 
         metrics.HTTP_LATENCY.labels(route=route).observe(time.perf_counter() - started)
         if response.status >= 500:
             log.warning(
-                "answered status=%d method=%s path=%s",
+                "answered status=%d method=%s path=%s after=%.2fs body=%s",
                 response.status,
                 request.method,
                 request.path,
+                time.perf_counter() - started,
+                _body(response),
             )
         return response
 
     return middleware
+
+
+def _body(response: web.StreamResponse) -> str:
+    """The start of an answer's JSON body, for the log."""
+    body = response.body if isinstance(response, web.Response) else None
+    if isinstance(body, bytes | bytearray):
+        return body[:300].decode("utf-8", "replace")
+    return "-"
