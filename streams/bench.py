@@ -683,7 +683,10 @@ class Bench:
         kafka = Kafka(self.settings.kafka_bootstrap)
         self.wait(
             "the workers to leave the group",
-            lambda: not kafka.members(self.app_id),
+            lambda: (
+                not kafka.members(self.app_id)
+                and not kafka.members(topology.gather_group(self.app_id))
+            ),
             timeout=self.settings.session_timeout_s * 3 + 30,
         )
         proc = subprocess.Popen(

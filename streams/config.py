@@ -81,6 +81,12 @@ class Settings(BaseSettings):
     # behind where 0.1 s leaves them 3 s behind on the same machine).
     batch_size: int = Field(default=500, ge=1)
     batch_within_s: float = Field(default=0.1, gt=0)
+    # Debezium's reading topic is read by a consumer of each worker's own (streams.runtime.
+    # gatherer) that sends the location agent one message per location per read instead of
+    # one per reading (streams.gather). It reads for up to gather_window_s after the first
+    # event of a read. Off: the location agent reads the topic itself, an event at a time.
+    gather_readings: bool = True
+    gather_window_s: float = Field(default=0.1, gt=0)
     # Which sinks a worker runs (each following the snapshot topic with a consumer group of its
     # own); "" for none, when `mis sink` runs them elsewhere. Each sink is a child process of
     # the worker ("process") or a thread of it ("thread").

@@ -139,8 +139,16 @@ class Tick(_Msg):
     kind: Literal["tick"] = "tick"
 
 
+class Gathered(_Msg):
+    """Changes of one location's rows read together from Debezium's topic (streams.gather),
+    in the order they were read; each is applied as if it had come on its own."""
+
+    kind: Literal["gathered"] = "gathered"
+    changes: list[Annotated[ReadingChanged | PestChanged, Field(discriminator="kind")]]
+
+
 LocationMsg = Annotated[
-    ReadingChanged | PestChanged | Subscribe | Unsubscribe | Truncated | Tick,
+    ReadingChanged | PestChanged | Gathered | Subscribe | Unsubscribe | Truncated | Tick,
     Field(discriminator="kind"),
 ]
 VendorMsg = Annotated[

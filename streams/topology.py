@@ -44,6 +44,10 @@ DIRECT_TABLES = {
     "inspection": ("crop_inspections",),
     "booking": ("storage_bookings",),
 }
+# Tables whose topics the gatherer reads instead of their key space's agent, with a consumer
+# group of its own (MIS_GATHER_READINGS, streams.gather): the agent gets their changes on its
+# key space's topic, a message per key per read.
+GATHERED_TABLES = ("sensor_readings",)
 # Tables whose events Debezium places by a column rather than by the message key.
 ROUTED_BY = {
     "sensor_readings": "location_id",
@@ -117,6 +121,22 @@ def changelog_topic(app_id: str, table: str) -> str:
 def worker_group(app_id: str) -> str:
     """The consumer group of the workers (Faust uses the app id)."""
     return app_id
+
+
+def gather_group(app_id: str) -> str:
+    """The consumer group with which the workers' gatherers read GATHERED_TABLES' topics."""
+    return f"{app_id}-gather"
+
+
+def gathered_tables(settings: Settings) -> tuple[str, ...]:
+    """The tables the gatherers read with ``settings`` (none when MIS_GATHER_READINGS is off)."""
+    return GATHERED_TABLES if settings.gather_readings else ()
+
+
+def agent_tables(settings: Settings, space: str) -> tuple[str, ...]:
+    """The source tables whose topics the agent of ``space`` reads itself."""
+    gathered = gathered_tables(settings)
+    return tuple(t for t in DIRECT_TABLES[space] if t not in gathered)
 
 
 def sink_group(app_id: str, sink: str) -> str:

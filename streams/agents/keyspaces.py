@@ -28,6 +28,7 @@ from streams.messages import (
     INSPECTION_MSG,
     LOCATION_MSG,
     VENDOR_MSG,
+    Gathered,
     Tick,
     Truncated,
     encode,
@@ -142,7 +143,12 @@ class KeySpaceBatch:
                     self.changed.add(key)
                     self.keys.touch(key)
                 return
-            changes = [(key_of(event), msg)]
+            if isinstance(msg, Gathered):
+                # One location's changes as the gatherer read them (streams.gather).
+                key = key_of(event)
+                changes = [(key, change) for change in msg.changes]
+            else:
+                changes = [(key_of(event), msg)]
         for key, change in changes:
             self.apply(event, key, change)
 

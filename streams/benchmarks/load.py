@@ -42,7 +42,7 @@ from pymongo import MongoClient
 
 from launcher import process
 from launcher.stack import Stack
-from streams import source_db
+from streams import source_db, topology
 from streams.bench import Worker, children_of, peak_rss_mib, table
 from streams.config import REPO_ROOT, Settings, get_settings
 from streams.ops.errors import OpsError
@@ -218,7 +218,10 @@ class Load:
 
     def lag(self) -> int:
         """Messages of the CDC topics the worker's group has not committed."""
-        committed = self.kafka.committed(self.app_id)
+        committed = {
+            **self.kafka.committed(self.app_id),
+            **self.kafka.committed(topology.gather_group(self.app_id)),
+        }
         return sum(max(0, end - committed.get(tp, 0)) for tp, end in self.cdc_ends().items())
 
     def in_postgres(self) -> tuple[int, int, int]:

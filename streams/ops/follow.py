@@ -80,11 +80,14 @@ def progress_of(committed: Mapping[TP, int], sources: Mapping[TP, tuple[int, int
 
 
 def pipeline_committed(kafka: Kafka, group: str) -> dict[TP, int]:
-    """The pipeline's committed offsets: the Faust group's, and on the snapshot topic, which the
+    """The pipeline's committed offsets: the Faust group's, the gatherers' on the topics they
+    read, and on the snapshot topic, which the
     sinks follow with groups of their own, the least of the sinks' (a partition some sink never
     committed is left out)."""
     snapshots = topology.snapshot_topic(group)
     committed = {tp: o for tp, o in kafka.committed(group).items() if tp[0] != snapshots}
+    # The gatherers read their topics with a group of their own (streams.runtime.gatherer).
+    committed.update(kafka.committed(topology.gather_group(group)))
     sinks = [kafka.committed(sink_group(group, name)) for name in SINK_NAMES]
     for tp in set(sinks[0]).intersection(*sinks[1:]):
         if tp[0] == snapshots:

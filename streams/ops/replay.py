@@ -114,7 +114,9 @@ def targets(
 
 
 def refuse_if_running(kafka: Kafka, settings: Settings) -> None:
-    members = kafka.members(settings.app_id)
+    members = kafka.members(settings.app_id) or kafka.members(
+        topology.gather_group(settings.app_id)
+    )
     if members:
         names = "; ".join(map(str, members))
         raise WorkersRunning(
@@ -255,7 +257,8 @@ def run(settings: Settings, request: ReplayRequest) -> Outcome:
     else:
         moves = targets(request, cdc, marks, time_offsets)
         events = sum(marks[tp][1] - offset for tp, offset in moves.items())
-    outcome = Outcome(request, group, moves, events, datetime.now(UTC), kafka.committed(group))
+    before = {**kafka.committed(group), **kafka.committed(topology.gather_group(settings.app_id))}
+    outcome = Outcome(request, group, moves, events, datetime.now(UTC), before)
     log.info(
         "replay planned group=%s mode=%s events=%d partitions=%d rebuild=%s",
         group,
@@ -292,7 +295,14 @@ def run(settings: Settings, request: ReplayRequest) -> Outcome:
         sources = {tp: (marks[tp][1], high) for tp, (_, high) in after.items()}
         progress.total = outcome.rekeyed.messages or None
     refuse_if_running(kafka, settings)  # a worker may have started meanwhile
-    kafka.alter_offsets(group, moves)
+    # The topics the gatherers read move in their group (streams.runtime.gatherer), the others
+    # in the workers'.
+    gathered = {settings.cdc_topic(t) for t in topology.gathered_tables(settings)}
+    kafka.alter_offsets(group, {tp: o for tp, o in moves.items() if tp[0] not in gathered})
+    kafka.alter_offsets(
+        topology.gather_group(settings.app_id),
+        {tp: o for tp, o in moves.items() if tp[0] in gathered},
+    )
     progress.say(
         f"offsets of group {group} moved ({len(moves)} partitions): start the workers "
         "now (`mis worker`)"

@@ -17,7 +17,7 @@ from streams.config import Settings
 
 class Topics:
     def __init__(self, app: faust.App, settings: Settings) -> None:
-        self._app, self.partitions = app, settings.partitions
+        self._app, self._settings, self.partitions = app, settings, settings.partitions
         # Debezium's topics, keyed by the row's id as the bare string, each event in the
         # partition of its key space's key (see the connector's JSON and
         # topology.DIRECT_TABLES). Deletes are followed by tombstones (null values).
@@ -58,7 +58,7 @@ class Topics:
         count to one worker, and a table writes into the partition of the current event, so a
         key's changes, its subscriptions and its state meet on one worker, in one partition.
         The topics are created before a worker starts (streams.admin.ensure_topics)."""
-        names = [self.cdc[t] for t in topology.DIRECT_TABLES[space]]
+        names = [self.cdc[t] for t in topology.agent_tables(self._settings, space)]
         return self._app.topic(*names, self.key_spaces[space].get_topic_name(), allow_empty=True)
 
     async def send_to_space(self, space: str, key: str, value: bytes) -> None:

@@ -27,7 +27,12 @@ def test_records_dropped_after_the_fetch_are_read_again(
 ) -> None:
     app_id = f"mis-its-{uuid.uuid4().hex[:8]}"
     arm = tmp_path / "drop-fetched"
-    env = {"MIS_FAULT_DROP_FETCHED": str(arm), "MIS_STALL_AFTER_S": "4"}
+    # The readings' topic read by the worker's Faust consumer itself, not by the gatherer's.
+    env = {
+        "MIS_FAULT_DROP_FETCHED": str(arm),
+        "MIS_STALL_AFTER_S": "4",
+        "MIS_GATHER_READINGS": "false",
+    }
     worker = Worker("s1", app_id, tmp_path, env).start()
     try:
         worker.wait_ready()

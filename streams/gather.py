@@ -1,0 +1,112 @@
+"""Change events gathered per location before they reach the location agent. Pure: no Kafka.
+
+A sensor storm is many small change events at few locations. Every event a Faust agent takes
+costs the worker about the same (its stream, its acknowledgement, its offset), whatever it
+carries, and a storm of a thousand readings a second spends most of the worker on that alone.
+So the reading topic is read by a consumer of its own (streams.runtime.gatherer), and this
+module turns what one read brought into one message per location (``Gathered``) on the
+location key space's topic, in the location's partition: the agent takes a few messages per
+location per read instead of one per reading.
+
+Order is kept per location (the changes of a location keep the order they were read in), and a
+``Truncated`` (which goes to every partition) leaves after everything read before it. Nothing
+relies on more: a location applies changes by version and remembers deletes, so a message
+delivered twice, or a read repeated after a crash, changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel
+
+from streams.errors import BadEvent
+from streams.messages import Gathered, PestChanged, ReadingChanged, encode
+from streams.routing import BROADCAST, route
+
+#: Changes per message at most: a reading change is about 300 bytes of JSON, so a message stays
+#: far under the producer's 1 MB whatever a read brought for one location.
+MAX_CHANGES = 1000
+
+GATHERED = (ReadingChanged, PestChanged)
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A message for ``key`` of key space ``space`` (BROADCAST: every partition)."""
+
+    space: str
+    key: str
+    value: bytes
+    #: the Kafka timestamp of the oldest event it carries: how long its changes have waited is
+    #: measured from the source, not from the gathering
+    timestamp_ms: int | None
+    changes: int
+
+
+@dataclass(frozen=True)
+class Bad:
+    """The event at ``index`` of the read could not be decoded."""
+
+    index: int
+    reason: str
+
+
+@dataclass
+class Gathering:
+    out: list[Outgoing] = field(default_factory=list)
+    bad: list[Bad] = field(default_factory=list)
+
+
+@dataclass
+class _Group:
+    changes: list[BaseModel] = field(default_factory=list)
+    timestamp_ms: int | None = None
+
+
+def _older(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else min(a, b)
+
+
+def gather(
+    records: Sequence[tuple[str, bytes | None, int | None]], max_changes: int = MAX_CHANGES
+) -> Gathering:
+    """``records``: (source table, event value, Kafka timestamp in ms), in the order read.
+
+    Tombstones (the null value after a delete) carry nothing and are skipped; an event that
+    cannot be decoded is reported in ``bad`` with the reason, and the others go on.
+    """
+    result = Gathering()
+    groups: dict[tuple[str, str], _Group] = {}
+
+    def send(space: str, key: str, group: _Group) -> None:
+        value = encode(Gathered(changes=group.changes))  # type: ignore[arg-type]
+        result.out.append(Outgoing(space, key, value, group.timestamp_ms, len(group.changes)))
+
+    def flush() -> None:
+        for (space, key), group in groups.items():
+            send(space, key, group)
+        groups.clear()
+
+    for index, (table, value, timestamp_ms) in enumerate(records):
+        if value is None:
+            continue
+        try:
+            routed = route(table, value)
+        except BadEvent as exc:
+            result.bad.append(Bad(index, str(exc)))
+            continue
+        for space, key, message in routed:
+            if key == BROADCAST or not isinstance(message, GATHERED):
+                # A truncate (or a change of another kind) leaves after what was read before it.
+                flush()
+                result.out.append(Outgoing(space, key, encode(message), timestamp_ms, 1))
+                continue
+            group = groups.setdefault((space, key), _Group())
+            group.changes.append(message)
+            group.timestamp_ms = _older(group.timestamp_ms, timestamp_ms)
+            if len(group.changes) >= max_changes:
+                send(space, key, groups.pop((space, key)))
+    flush()
+    return result

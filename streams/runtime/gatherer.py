@@ -1,0 +1,257 @@
+"""The gatherer: Debezium's reading topic read beside the agents, a message per location per read.
+
+A thread of each worker (MIS_GATHER_READINGS) follows topology.GATHERED_TABLES' topics with a
+consumer group of its own (``<app>-gather``): it reads what is there (up to
+MIS_GATHER_WINDOW_S after the first event of a read), groups it per location (streams.gather),
+sends each group to the location's partition of the location key space's topic, waits until
+Kafka acknowledged every message, and only then commits the read's offsets. A gatherer that
+dies before its commit leaves the read to whoever takes the partitions over, which sends it
+again: the location applies changes by version, so the repeat changes nothing. An event that
+cannot be decoded goes to the dead-letter topic with the reason, and the read goes on.
+
+It is not a Faust agent: an agent's events cost the worker about the same each whatever they
+carry, and the readings of a storm are the most numerous events the pipeline has. The
+consumer and producer are librdkafka's (confluent-kafka), which fetch and batch outside the
+interpreter.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from streams import metrics, topology
+from streams.config import Settings
+from streams.deadletter import parked
+from streams.gather import gather
+from streams.routing import BROADCAST
+
+log = logging.getLogger(__name__)
+
+#: Events taken by one read at most.
+MAX_READ = 5000
+_RETRY_S = (0.5, 1.0, 2.0, 5.0)
+
+
+class GatherFailed(Exception):
+    """A read's messages were not all acknowledged: its offsets are not committed."""
+
+
+class Gatherer:
+    def __init__(self, settings: Settings, stop: threading.Event) -> None:
+        self.settings, self.stop = settings, stop
+        app = settings.app_id
+        self.table_of = {settings.cdc_topic(t): t for t in topology.gathered_tables(settings)}
+        self.group = topology.gather_group(app)
+        self.dead_letters = topology.dead_letter_topic(app)
+        self.spaces = {s: topology.key_space_topic(app, s) for s in topology.KEY_SPACES}
+        self.partitions = settings.partitions
+        self._producer: Producer | None = None
+        self._failed: list[str] = []
+
+    # ------------------------------------------------------------------ the loop
+
+    def run(self) -> None:
+        """Follow the topics until ``stop`` is set; after a failure, start again from the
+        group's last commit."""
+        failures = 0
+        while not self.stop.is_set():
+            try:
+                self._follow()
+                break
+            except Exception as exc:  # a lost broker, a refused send: read again, later
+                delay = _RETRY_S[min(failures, len(_RETRY_S) - 1)]
+                failures += 1
+                log.warning(
+                    "gatherer failed group=%s retry_in=%.1fs error=%s: %s",
+                    self.group,
+                    delay,
+                    type(exc).__name__,
+                    exc,
+                )
+                self.stop.wait(delay)
+        if self._producer is not None:
+            self._producer.flush(10)
+
+    def _follow(self) -> None:
+        s = self.settings
+        consumer = Consumer(
+            {
+                "bootstrap.servers": s.kafka_bootstrap,
+                "group.id": self.group,
+                "client.id": self.group,
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "session.timeout.ms": int(s.session_timeout_s * 1000),
+                "max.poll.interval.ms": 300_000,
+                "topic.metadata.refresh.interval.ms": 5000,
+            }
+        )
+        if self._producer is None:
+            self._producer = Producer(
+                {
+                    "bootstrap.servers": s.kafka_bootstrap,
+                    "client.id": self.group,
+                    "linger.ms": 5,
+                    "enable.idempotence": True,
+                    "compression.type": "snappy",
+                }
+            )
+        consumer.subscribe(sorted(self.table_of))
+        log.info("gatherer reading topics=%s group=%s", ",".join(sorted(self.table_of)), self.group)
+        try:
+            while not self.stop.is_set():
+                self.step(consumer)
+        finally:
+            consumer.close()
+
+    def _read(self, consumer: Consumer) -> list[Message]:
+        # poll returns with the first message there; consume waits for its count or timeout.
+        first = consumer.poll(0.5)
+        if first is None:
+            return []
+        messages: list[Message] = [first]
+        deadline = time.monotonic() + self.settings.gather_window_s
+        while len(messages) < MAX_READ and not self.stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            messages += consumer.consume(num_messages=MAX_READ - len(messages), timeout=left)
+        return [m for m in messages if self._readable(m)]
+
+    def step(self, consumer: Consumer) -> int:
+        """One read: gather, send, wait for the acknowledgements, commit. The events read."""
+        messages = self._read(consumer)
+        if not messages:
+            return 0
+        self.send(messages)
+        self._commit(consumer, messages)
+        for topic in {m.topic() for m in messages}:
+            metrics.of_topic(metrics.EVENTS_IN, topic).inc(
+                sum(1 for m in messages if m.topic() == topic)
+            )
+        return len(messages)
+
+    def send(self, messages: Sequence[Message]) -> None:
+        """Send what ``messages`` bring to their keys; GatherFailed unless Kafka acknowledged
+        every message."""
+        producer = self._producer
+        assert producer is not None
+        gathering = gather(
+            [(self.table_of[m.topic()], m.value(), _timestamp(m)) for m in messages]  # type: ignore[index]
+        )
+        self._failed = []
+        for out in gathering.out:
+            topic = self.spaces[out.space]
+            ts = out.timestamp_ms or 0
+            if out.key == BROADCAST:
+                for partition in range(self.partitions):
+                    self._produce(topic, None, out.value, partition, ts)
+            else:
+                partition = topology.space_partition(out.space, out.key, self.partitions)
+                self._produce(topic, out.key.encode(), out.value, partition, ts)
+            metrics.of_topic(metrics.EVENTS_OUT, topic).inc()
+        for bad in gathering.bad:
+            m = messages[bad.index]
+            key, value = m.key(), m.value()
+            letter = parked(
+                f"{bad.reason} (key={_text(key)})",
+                m.topic() or "",
+                m.partition() or 0,
+                m.offset() or 0,
+                key if isinstance(key, bytes) else None,
+                value,
+            )
+            self._produce(self.dead_letters, key if isinstance(key, bytes) else None, letter)
+        left = producer.flush(self.settings.session_timeout_s)
+        if left or self._failed:
+            raise GatherFailed(
+                f"{left} message(s) not delivered, {len(self._failed)} refused"
+                + (f": {self._failed[0]}" if self._failed else "")
+            )
+
+    def _produce(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        partition: int | None = None,
+        timestamp_ms: int = 0,
+    ) -> None:
+        producer = self._producer
+        assert producer is not None
+        kwargs: dict[str, Any] = {"on_delivery": self._delivered}
+        if partition is not None:
+            kwargs["partition"] = partition
+        if timestamp_ms:
+            kwargs["timestamp"] = timestamp_ms
+        while True:
+            try:
+                producer.produce(topic, value=value, key=key, **kwargs)
+                return
+            except BufferError:  # the producer's queue is full: let it deliver some
+                producer.poll(0.1)
+
+    def _delivered(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            self._failed.append(f"{msg.topic()}[{msg.partition()}]: {err}")
+
+    def _readable(self, msg: Message) -> bool:
+        error = msg.error()
+        if error is None:
+            return True
+        if error.code() not in (KafkaError._PARTITION_EOF, KafkaError.UNKNOWN_TOPIC_OR_PART):
+            log.warning("gatherer consumer error group=%s error=%s", self.group, error)
+        return False
+
+    def _commit(self, consumer: Consumer, messages: Sequence[Message]) -> None:
+        ends: dict[tuple[str, int], int] = {}
+        for m in messages:
+            tp = (m.topic() or "", m.partition() or 0)
+            ends[tp] = max(ends.get(tp, 0), (m.offset() or 0) + 1)
+        offsets = [TopicPartition(t, p, o) for (t, p), o in sorted(ends.items())]
+        try:
+            consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            # The partitions moved meanwhile: their new owner reads from the last commit and
+            # sends the read again, which the locations ignore.
+            log.warning("gatherer commit failed group=%s error=%s", self.group, exc)
+
+
+def _timestamp(msg: Message) -> int | None:
+    kind, ts = msg.timestamp()
+    return None if kind == 0 or ts <= 0 else int(ts)  # 0: TIMESTAMP_NOT_AVAILABLE
+
+
+def _text(key: Any) -> str:
+    if isinstance(key, bytes):
+        return key.decode("utf-8", "replace")
+    return str(key)
+
+
+class GathererThread:
+    """The gatherer of a worker, in a thread of its own; stopped with the worker."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.stop_event = threading.Event()
+        self.gatherer = Gatherer(settings, self.stop_event)
+        self.thread = threading.Thread(target=self._run, name="gatherer", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self.gatherer.run()
+        except Exception:
+            log.exception("gatherer stopped")
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.stop_event.set()
+        if self.thread.is_alive():
+            self.thread.join(timeout)
