@@ -8,7 +8,9 @@ for a reason given where it is used:
   ``faust.transport.drivers.aiokafka.AIOKafkaConsumerThread._fetch_records``,
   ``faust.transport.producer.ProducerBuffer.flush`` (calling its ``flush_atmost``),
   ``Consumer._add_gap``, ``Consumer.getmany`` (calling ``Consumer.seek_wait``) and
-  ``Consumer._new_offset`` (reading ``_acked`` and ``_gap``), and calls
+  ``Consumer._new_offset`` (reading ``_acked`` and ``_gap``), ``Consumer.wait_first``
+  (reading ``suspend_flow``, ``ProducerBuffer.max_messages`` and the conductor's
+  ``_topic_name_index``), and calls
   ``Recovery._set_recovery_ended``, ``Recovery._wait``, ``Recovery._is_changelog_tp``,
   ``App._fetcher`` and the consumer's ``_read_offset``;
 - ``streams.runtime.stalls``: reads the consumer's offsets and partition sets (``_read_offset``,
@@ -44,6 +46,7 @@ def _missing() -> list[str]:
     import faust.streams
     from faust.tables.recovery import Recovery
     from faust.transport import consumer
+    from faust.transport.conductor import Conductor
     from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Consumer
     from faust.transport.producer import ProducerBuffer
 
@@ -57,9 +60,12 @@ def _missing() -> list[str]:
         (consumer.Consumer, "_get_active_partitions"),
         (consumer.Consumer, "_new_offset"),
         (AIOKafkaConsumerThread, "_fetch_records"),
+        (AIOKafkaConsumerThread, "_create_worker_consumer"),
         (ProducerBuffer, "flush"),
         (ProducerBuffer, "flush_atmost"),
         (ProducerBuffer, "size"),
+        (ProducerBuffer, "max_messages"),
+        (consumer.Consumer, "wait_first"),
     ):
         if not hasattr(klass, name):
             missing.append(f"{klass.__module__}.{klass.__qualname__}.{name}")
@@ -76,9 +82,12 @@ def _missing() -> list[str]:
         "_active_partitions",
         "_paused_partitions",
         "_buffered_partitions",
+        "suspend_flow",
     ):
         if attribute not in _attributes_set_by(Consumer):
             missing.append(f"faust consumer attribute {attribute}")
+    if "_topic_name_index" not in _attributes_set_by(Conductor):
+        missing.append("faust conductor attribute _topic_name_index")
     return missing
 
 

@@ -72,11 +72,27 @@ past the committed one, meant as "while the next offset to commit is missing"; b
 offset already is the next one to read, so a single missing offset there is committed past. The
 missing offset is now always waited for; a partition that waits too long is read again
 (streams.runtime.stalls).
+
+And two for throughput, not correctness:
+
+7. A message whose delivery cannot wait is delivered without tasks. Faust's read loop hands
+every message to the streams inside ``Service.wait_first`` (so that a rebalance can interrupt
+a delivery waiting for room), which makes four tasks and waits on them: more than the delivery
+itself costs, several event-loop rounds per message. When the flow is on, the producer buffer
+under its limit and no stream queue full, the delivery has nothing to wait for and is awaited
+as is; otherwise Faust's way is kept.
+
+8. The worker consumer's fetches wait at most ``FETCH_MAX_WAIT_MS`` (100 ms) at the broker,
+not Faust's 1.5 s. aiokafka keeps one fetch in flight per broker for the partitions whose
+fetched records are consumed, so a partition drained while a fetch of quiet partitions waits is
+fetched again only after that fetch returns: a storm's key-space messages were fetched seconds
+after they were written while the worker idled.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import os
 import time
@@ -226,6 +242,62 @@ def _put_back_inactive(faust_consumer: Any, client: Any, records: Any) -> Any:
     return records
 
 
+#: How long a fetch may wait at the broker for records (Faust sets 1500 ms).
+FETCH_MAX_WAIT_MS = 100
+_create_worker_consumer: Any = AIOKafkaConsumerThread._create_worker_consumer
+
+
+def _worker_consumer_fetching_often(self: Any, transport: Any) -> Any:
+    """Faust's worker consumer, whose fetches wait at most FETCH_MAX_WAIT_MS at the broker.
+
+    aiokafka keeps one fetch in flight per broker, for the partitions whose fetched records
+    are all consumed; a partition consumed while a fetch waits goes in the next one, after that
+    one returns. With Faust's 1.5 s, a fetch of partitions without new records held the others
+    for 1.5 s at a time: a storm's key-space messages were fetched seconds after they were
+    written while the worker idled. An empty fetch answered every 0.1 s costs the broker
+    little."""
+    consumer = _create_worker_consumer(self, transport)
+    consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
+    return consumer
+
+
+_service_wait_first: Any = Consumer.wait_first
+
+
+def _delivery_cannot_block(consumer: Any) -> bool:
+    """Whether the conductor's delivery of a message (``on_message``) runs to its end without
+    waiting: the flow is on, the producer buffer is under its limit, and no stream's queue is
+    full. Those are its only waits."""
+    app = consumer.app
+    if consumer.suspend_flow.is_set() or not app.flow_control.is_active():
+        return False
+    buffer = app.producer.buffer
+    if buffer.size > buffer.max_messages:
+        return False
+    return not any(
+        chan.queue.full() for chans in app.topics._topic_name_index.values() for chan in chans
+    )
+
+
+async def _wait_first_unless_blocking(self: Any, *coros: Any, timeout: Any = None) -> Any:
+    """``Service.wait_first`` for the consumer's read loop, which calls it for every message it
+    delivers: (delivery, the flow's suspension). It makes four tasks and waits on them, so that
+    a rebalance can interrupt a delivery that waits; most deliveries do not wait, and four tasks
+    each cost more than the delivery itself (seen as a storm's messages waiting seconds in
+    aiokafka's buffer while the worker idled). A delivery that cannot wait is awaited as is."""
+    if (
+        len(coros) == 2
+        and timeout is None
+        and all(inspect.iscoroutine(c) for c in coros)
+        and _delivery_cannot_block(self)
+    ):
+        delivery, suspended = coros
+        suspended.close()
+        await delivery
+        return None  # the read loop does not look at the result
+    return await _service_wait_first(self, *coros, timeout=timeout)
+
+
 #: how long a flush waits for the buffer to move before it gives up (raises)
 _FLUSH_STALLED_S = 60.0
 
@@ -362,6 +434,8 @@ def apply() -> None:
         Consumer.perform_seek = _perform_seek  # type: ignore[method-assign]
         AIOKafkaConsumerThread._fetch_records = _fetch_only_active  # type: ignore[method-assign]
         ProducerBuffer.flush = _flush_until_empty  # type: ignore[method-assign]
+        Consumer.wait_first = _wait_first_unless_blocking  # type: ignore[method-assign]
+        AIOKafkaConsumerThread._create_worker_consumer = _worker_consumer_fetching_often  # type: ignore[method-assign]
         Consumer._add_gap = _add_gap_or_rewind  # type: ignore[method-assign]
         Consumer.getmany = _getmany_after_rewinds  # type: ignore[method-assign]
         Consumer._new_offset = _new_offset_after_the_committed  # type: ignore[method-assign]

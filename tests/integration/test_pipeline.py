@@ -54,7 +54,10 @@ def settled(
             return None
         if doc["content_hash"] != row["content_hash"]:
             return None
-        return (row, doc) if check(row, doc) else None
+        try:
+            return (row, doc) if check(row, doc) else None
+        except (KeyError, TypeError):  # a part not there yet (a sensor, a field): not settled
+            return None
 
     return wait_for(f"snapshot of booking {booking_id}", probe, timeout=timeout)
 

@@ -350,3 +350,99 @@ def test_records_of_a_partition_revoked_meanwhile_are_dropped_without_a_seek() -
         thread.consumer, client, {revoked: [_Record(5)], active: [_Record(7)]}
     )
     assert set(got) == {active} and client.seeks == []
+
+
+class _Queue:
+    def __init__(self, full: bool = False) -> None:
+        self._full = full
+
+    def full(self) -> bool:
+        return self._full
+
+
+class _Flow:
+    def __init__(self, active: bool = True) -> None:
+        self.active = active
+
+    def is_active(self) -> bool:
+        return self.active
+
+
+class _DeliveringConsumer:
+    """What the read loop's wait reads of a consumer: its flow, the producer buffer, the
+    streams' queues."""
+
+    def __init__(self, *, suspended: bool = False, flow: bool = True, buffered: int = 0) -> None:
+        self.suspend_flow = asyncio.Event()
+        if suspended:
+            self.suspend_flow.set()
+        buffer = type("Buffer", (), {"size": buffered, "max_messages": 100})()
+        topics = type("Topics", (), {"_topic_name_index": {"t": [_Channel()]}})()
+        producer = type("Producer", (), {"buffer": buffer})()
+        self.app = type("App", (), {"flow_control": _Flow(flow), "producer": producer})()
+        self.app.topics = topics
+        self.fallbacks = 0
+
+
+class _Channel:
+    def __init__(self, full: bool = False) -> None:
+        self.queue = _Queue(full)
+
+
+def test_the_read_loop_wait_is_installed() -> None:
+    from faust.transport.consumer import Consumer
+
+    assert Consumer.wait_first is faustfix._wait_first_unless_blocking
+
+
+@pytest.mark.parametrize(
+    ("consumer", "direct"),
+    [
+        (_DeliveringConsumer(), True),
+        (_DeliveringConsumer(suspended=True), False),
+        (_DeliveringConsumer(flow=False), False),
+        (_DeliveringConsumer(buffered=101), False),
+    ],
+    ids=["free", "rebalancing", "flow-stopped", "producer-buffer-full"],
+)
+def test_a_delivery_that_cannot_wait_is_awaited_without_tasks(
+    consumer: _DeliveringConsumer, direct: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def fallback(self: Any, *coros: Any, timeout: Any = None) -> str:
+        self.fallbacks += 1
+        for c in coros:
+            c.close()
+        return "fallback"
+
+    monkeypatch.setattr(faustfix, "_service_wait_first", fallback)
+    delivered: list[str] = []
+
+    async def deliver() -> None:
+        delivered.append("message")
+
+    async def scenario() -> Any:
+        return await faustfix._wait_first_unless_blocking(
+            consumer, deliver(), consumer.suspend_flow.wait()
+        )
+
+    result = asyncio.run(scenario())
+    if direct:
+        assert result is None and delivered == ["message"] and consumer.fallbacks == 0
+    else:
+        assert result == "fallback" and delivered == [] and consumer.fallbacks == 1
+
+
+def test_a_full_stream_queue_makes_the_delivery_wait_as_faust_has_it() -> None:
+    consumer = _DeliveringConsumer()
+    consumer.app.topics._topic_name_index["t"].append(_Channel(full=True))
+    assert not faustfix._delivery_cannot_block(consumer)
+    assert faustfix._delivery_cannot_block(_DeliveringConsumer())
+
+
+def test_worker_consumers_fetch_with_a_short_wait() -> None:
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    assert (
+        AIOKafkaConsumerThread._create_worker_consumer is faustfix._worker_consumer_fetching_often
+    )
+    assert faustfix.FETCH_MAX_WAIT_MS <= 250
