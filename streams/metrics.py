@@ -53,6 +53,11 @@ CONSUMER_LAG = Gauge(
     "Messages between the log end and the committed offset, per assigned partition",
     ["topic", "partition"],
 )
+GATHER_LAG = Gauge(
+    "mis_gather_lag_messages",
+    "Messages between the log end and the gatherer's position, per partition it reads",
+    ["topic", "partition"],
+)
 PARTITION_STALLS = Counter(
     "mis_partition_stalls_total",
     "Stream partitions found with messages past their commit and no progress for "

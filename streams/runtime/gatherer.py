@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 #: Events taken by one read at most.
 MAX_READ = 5000
 _RETRY_S = (0.5, 1.0, 2.0, 5.0)
+#: How often the gatherer's lag is measured (a request to the broker per partition read).
+LAG_EVERY_S = 5.0
 
 
 class GatherFailed(Exception):
@@ -53,6 +55,7 @@ class Gatherer:
         self.partitions = settings.partitions
         self._producer: Producer | None = None
         self._failed: list[str] = []
+        self._lag_due = 0.0
 
     # ------------------------------------------------------------------ the loop
 
@@ -127,6 +130,7 @@ class Gatherer:
     def step(self, consumer: Consumer) -> int:
         """One read: gather, send, wait for the acknowledgements, commit. The events read."""
         messages = self._read(consumer)
+        self.report_lag(consumer)
         if not messages:
             return 0
         self.send(messages)
@@ -136,6 +140,27 @@ class Gatherer:
                 sum(1 for m in messages if m.topic() == topic)
             )
         return len(messages)
+
+    def report_lag(self, consumer: Any, now: float | None = None) -> None:
+        """Every LAG_EVERY_S, how far behind the log end each partition read is
+        (``mis_gather_lag_messages``)."""
+        now = time.monotonic() if now is None else now
+        if now < self._lag_due:
+            return
+        self._lag_due = now + LAG_EVERY_S
+        try:
+            assigned = consumer.assignment()
+            lags = {}
+            for tp in consumer.position(assigned) if assigned else []:
+                low, high = consumer.get_watermark_offsets(tp, timeout=1.0, cached=False)
+                position = tp.offset if tp.offset >= 0 else low
+                lags[(tp.topic, tp.partition)] = max(0, high - position)
+        except KafkaException as exc:
+            log.info("gatherer lag not known group=%s error=%s", self.group, exc)
+            return
+        metrics.GATHER_LAG.clear()
+        for (topic, partition), lag in lags.items():
+            metrics.GATHER_LAG.labels(topic=topic, partition=str(partition)).set(lag)
 
     def send(self, messages: Sequence[Message]) -> None:
         """Send what ``messages`` bring to their keys; GatherFailed unless Kafka acknowledged

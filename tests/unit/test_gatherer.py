@@ -1,0 +1,145 @@
+"""The gatherer's Kafka side (streams.runtime.gatherer) with stand-in clients: where its messages
+go, what it dead-letters, that a read is committed only once every message was acknowledged,
+and its lag. The real clients are in tests/integration/test_gatherer.py."""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+import pytest
+from confluent_kafka import KafkaError, TopicPartition
+
+from streams import metrics, topology
+from streams.config import Settings
+from streams.messages import LOCATION_MSG, Gathered
+from streams.runtime.gatherer import Gatherer, GatherFailed
+from tests.unit.test_gather import A, B, reading
+
+SETTINGS = Settings(app_id="gather-unit", partitions=4)
+TOPIC = SETTINGS.cdc_topic("sensor_readings")
+
+
+class Msg:
+    def __init__(self, value: bytes | None, offset: int, partition: int = 0) -> None:
+        self._value, self._offset, self._partition = value, offset, partition
+
+    def topic(self) -> str:
+        return TOPIC
+
+    def partition(self) -> int:
+        return self._partition
+
+    def offset(self) -> int:
+        return self._offset
+
+    def key(self) -> bytes:
+        return f'{{"id":{self._offset}}}'.encode()
+
+    def value(self) -> bytes | None:
+        return self._value
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, 1_000 + self._offset)
+
+    def error(self) -> None:
+        return None
+
+
+class Producer:
+    def __init__(self, refuse: bool = False) -> None:
+        self.sent: list[dict[str, Any]] = []
+        self.refuse = refuse
+        self._pending: list[tuple[Any, dict[str, Any]]] = []
+
+    def produce(self, topic: str, value: bytes, key: bytes | None, **kwargs: Any) -> None:
+        record = {"topic": topic, "key": key, "value": value, **kwargs}
+        self.sent.append(record)
+        self._pending.append((kwargs["on_delivery"], record))
+
+    def flush(self, timeout: float) -> int:
+        for callback, record in self._pending:
+            error = KafkaError(KafkaError._MSG_TIMED_OUT) if self.refuse else None
+            topic = record["topic"]
+            callback(
+                error,
+                type("M", (), {"topic": lambda s, t=topic: t, "partition": lambda s: 0})(),
+            )
+        self._pending = []
+        return 0
+
+
+def gatherer(producer: Producer) -> Gatherer:
+    g = Gatherer(SETTINGS, threading.Event())
+    g._producer = producer  # type: ignore[assignment]
+    return g
+
+
+def test_each_location_gets_one_message_in_its_own_partition() -> None:
+    producer = Producer()
+    messages = [Msg(reading(1, A, 10), 0), Msg(reading(2, B, 11), 1), Msg(reading(3, A, 12), 2)]
+    gatherer(producer).send(messages)
+    location_topic = topology.key_space_topic(SETTINGS.app_id, "location")
+    assert {r["topic"] for r in producer.sent} == {location_topic}
+    by_key = {r["key"].decode(): r for r in producer.sent}
+    assert sorted(by_key) == sorted([A, B])
+    for key, record in by_key.items():
+        assert record["partition"] == topology.space_partition("location", key, 4)
+    msg = LOCATION_MSG.validate_json(by_key[A]["value"])
+    assert isinstance(msg, Gathered) and [c.row.id for c in msg.changes] == [1, 3]
+    assert by_key[A]["timestamp"] == 1_000  # the oldest of its events
+
+
+def test_an_unreadable_event_goes_to_the_dead_letters_with_its_origin() -> None:
+    producer = Producer()
+    gatherer(producer).send([Msg(b'{"op": "c"', 7, partition=2), Msg(reading(1, A, 10), 8)])
+    (letter,) = [
+        r for r in producer.sent if r["topic"] == topology.dead_letter_topic("gather-unit")
+    ]
+    record = json.loads(letter["value"])
+    assert (record["topic"], record["partition"], record["offset"]) == (TOPIC, 2, 7)
+    assert "sensor_readings" in record["reason"] and '{"id":7}' in record["reason"]
+    assert letter["key"] == b'{"id":7}'
+
+
+def test_a_read_not_acknowledged_fails_and_is_not_committed() -> None:
+    class Consumer:
+        committed: list[Any] = []
+
+        def assignment(self) -> list[Any]:
+            return []
+
+        def commit(self, offsets: Any, asynchronous: bool) -> None:
+            self.committed.append(offsets)
+
+    consumer = Consumer()
+    g = gatherer(Producer(refuse=True))
+    g._read = lambda c: [Msg(reading(1, A, 10), 0)]  # type: ignore[method-assign]
+    with pytest.raises(GatherFailed, match="refused"):
+        g.step(consumer)  # type: ignore[arg-type]
+    assert consumer.committed == []
+    g._producer = Producer()  # type: ignore[assignment]
+    assert g.step(consumer) == 1  # type: ignore[arg-type]
+    ((tp,),) = consumer.committed
+    assert (tp.topic, tp.partition, tp.offset) == (TOPIC, 0, 1)
+
+
+def test_the_lag_is_the_log_end_minus_the_position_of_each_partition_read() -> None:
+    class Consumer:
+        def assignment(self) -> list[TopicPartition]:
+            return [TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)]
+
+        def position(self, tps: list[TopicPartition]) -> list[TopicPartition]:
+            return [TopicPartition(TOPIC, 0, 40), TopicPartition(TOPIC, 1, -1001)]
+
+        def get_watermark_offsets(self, tp: TopicPartition, **kwargs: Any) -> tuple[int, int]:
+            return (5, 100) if tp.partition == 0 else (10, 12)
+
+    g = gatherer(Producer())
+    g.report_lag(Consumer(), now=100.0)
+
+    def lag(partition: int) -> float:
+        return metrics.GATHER_LAG.labels(topic=TOPIC, partition=str(partition))._value.get()
+
+    assert (lag(0), lag(1)) == (60, 2)  # a partition never read: from its first offset
