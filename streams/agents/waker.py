@@ -47,5 +47,9 @@ class Waker:
     async def _send(self, partition: int) -> None:
         try:
             await self._topic.send(key=None, value=self._tick, partition=partition)
-        except Exception:
+        except Exception as exc:
+            if getattr(getattr(self._topic, "app", None), "should_stop", False):
+                # The worker is stopping: the next owner's ticks find what is pending.
+                log.info("wake-up tick not sent while stopping partition=%s: %s", partition, exc)
+                return
             log.exception("wake-up tick not sent partition=%s", partition)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import timedelta
 from typing import Any
 
@@ -77,3 +78,25 @@ def test_the_waker_ticks_a_partition_once_at_its_earliest_due_time() -> None:
     # Partition 0 once (at the earliest time asked, before partition 1's), partition 1 once.
     assert [p for p, _ in sent] == [0, 1]
     assert sent[0][1] >= 0.04 and sent[1][1] >= 0.09
+
+
+class FailingTopic:
+    def __init__(self, stopping: bool) -> None:
+        self.app = type("App", (), {"should_stop": stopping})()
+
+    async def send(self, *, key: Any, value: bytes, partition: int) -> None:
+        raise RuntimeError("producer stopped")
+
+
+@pytest.mark.parametrize("stopping", [True, False])
+def test_a_tick_lost_while_the_worker_stops_is_not_an_error(
+    stopping: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def scenario() -> None:
+        waker = Waker(FailingTopic(stopping), b"tick")
+        await waker._send(3)
+
+    with caplog.at_level(logging.INFO, logger="streams.agents.waker"):
+        asyncio.run(scenario())
+    (record,) = [r for r in caplog.records if "wake-up tick not sent" in r.message]
+    assert record.levelno == (logging.INFO if stopping else logging.ERROR)
