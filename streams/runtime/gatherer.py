@@ -30,6 +30,7 @@ from streams.config import Settings
 from streams.deadletter import parked
 from streams.gather import gather
 from streams.routing import BROADCAST
+from streams.sinks.follower import readable
 
 log = logging.getLogger(__name__)
 
@@ -227,12 +228,7 @@ class Gatherer:
             self._failed.append(f"{msg.topic()}[{msg.partition()}]: {err}")
 
     def _readable(self, msg: Message) -> bool:
-        error = msg.error()
-        if error is None:
-            return True
-        if error.code() not in (KafkaError._PARTITION_EOF, KafkaError.UNKNOWN_TOPIC_OR_PART):
-            log.warning("gatherer consumer error group=%s error=%s", self.group, error)
-        return False
+        return readable(msg, self.group)
 
     def _commit(self, consumer: Consumer, messages: Sequence[Message]) -> None:
         ends: dict[tuple[str, int], int] = {}

@@ -69,6 +69,17 @@ def decode(msg: Message) -> Item | str:
     return Item(booking_id, record, origin)
 
 
+def readable(msg: Message, group: str) -> bool:
+    """Whether a consumed ``msg`` is a message rather than an error (logged unless it only says
+    a partition's end was reached or its topic does not exist yet)."""
+    error = msg.error()
+    if error is None:
+        return True
+    if error.code() not in (KafkaError._PARTITION_EOF, KafkaError.UNKNOWN_TOPIC_OR_PART):
+        log.warning("consumer error group=%s error=%s", group, error)
+    return False
+
+
 class Follower:
     """Feeds one sink from the snapshot topic until ``stop`` is set."""
 
@@ -181,12 +192,7 @@ class Follower:
             )
 
     def _readable(self, msg: Message) -> bool:
-        error = msg.error()
-        if error is None:
-            return True
-        if error.code() not in (KafkaError._PARTITION_EOF, KafkaError.UNKNOWN_TOPIC_OR_PART):
-            log.warning("sink consumer error group=%s error=%s", self.group, error)
-        return False
+        return readable(msg, self.group)
 
     def _write(self, consumer: Consumer, items: list[Item]) -> list[Refusal] | None:
         """Write ``items``, retrying while the sink is unavailable; the refused ones.

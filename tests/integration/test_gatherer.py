@@ -35,6 +35,14 @@ def _caught_up(kafka: Kafka, group: str, topic: str) -> bool:
     return all(committed.get(tp, low) >= high for tp, (low, high) in ends.items() if high > low)
 
 
+def _wait_gathered(kafka: Kafka, app_id: str, topic: str) -> None:
+    wait_for(
+        "the gather group to commit the reading topic",
+        lambda: _caught_up(kafka, topology.gather_group(app_id), topic),
+        timeout=60,
+    )
+
+
 def _gathered_at(settings: Settings, app_id: str, location: uuid.UUID) -> list[dict[str, Any]]:
     """The gathered messages of ``location`` on the app's location topic."""
     topic = topology.key_space_topic(app_id, "location")
@@ -78,11 +86,7 @@ def test_readings_reach_the_snapshot_through_the_gatherer(
             lambda: synced_temperature(pg, booking) == 5.0,
             timeout=60,
         )
-        wait_for(
-            "the gather group to commit the reading topic",
-            lambda: _caught_up(kafka, topology.gather_group(app_id), topic),
-            timeout=60,
-        )
+        _wait_gathered(kafka, app_id, topic)
     # The agents did not read the topic themselves: their group holds no offset of it.
     assert not [tp for tp in kafka.committed(app_id) if tp[0] == topic]
     gathered = _gathered_at(settings, app_id, location)
@@ -110,12 +114,4 @@ def test_a_worker_killed_with_readings_in_flight_loses_none(
             lambda: synced_temperature(pg, booking) == 7.0,
             timeout=120,
         )
-        wait_for(
-            "the gather group to commit the reading topic",
-            lambda: _caught_up(
-                Kafka(settings.kafka_bootstrap),
-                topology.gather_group(app_id),
-                _readings_topic(settings),
-            ),
-            timeout=60,
-        )
+        _wait_gathered(Kafka(settings.kafka_bootstrap), app_id, _readings_topic(settings))
