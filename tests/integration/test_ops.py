@@ -32,6 +32,7 @@ from streams.config import Settings
 from streams.ops.follow import follow
 from streams.ops.kafka import Kafka
 from streams.ops.terminal import Progress
+from streams.ops.verify import Scope, verify
 from tests.integration.workers import REPO, Worker, wait_for
 
 SETTLE_S = 240.0
@@ -353,6 +354,16 @@ def world(pipeline: Pipeline, pg: Any, mongo_db: Any) -> World:
         every=1.0,
     )
     pipeline.settle()
+    # Drained topics are not yet every change shown: a location's answer can wait in its
+    # conflation window (wide while a fresh app id works off the topics' history), so the
+    # snapshots are awaited as the source tables make them (streams.ops.verify's SQL).
+    scope = Scope(farmers=frozenset({w.farmer}))
+    wait_for(
+        "every snapshot as the source tables make it",
+        lambda: verify(pipeline.settings, now=datetime.now(UTC), scope=scope).clean,
+        timeout=SETTLE_S,
+        every=2.0,
+    )
     return w
 
 
