@@ -29,7 +29,14 @@ from streams.samples import booking, booking_record
 from streams.sinks.listings import ListingSink
 from tests.integration import backends
 from tests.integration.conftest import Consume
-from tests.integration.workers import API_TOKEN, Worker, snapshot_row, wait_for
+from tests.integration.workers import (
+    API_TOKEN,
+    Worker,
+    reading_ends,
+    readings_gathered,
+    snapshot_row,
+    wait_for,
+)
 
 SETTLE = 60.0
 
@@ -142,9 +149,13 @@ def test_a_listing_mongodb_refuses_is_dead_lettered_and_the_others_are_written(
     worker: Worker, pg: Any, mongo_db: Any, app_id: str, consume: Consume
 ) -> None:
     bad_location, good_location = uuid4(), uuid4()
+    since = reading_ends()
     # A field name with a dot: the snapshot's sensors are keyed by sensor type.
     reading(pg, bad_location, "pm2.5", 12.0)
     reading(pg, good_location, "temperature", 4.0)
+    # The readings in their locations before the bookings subscribe: the bad booking's first
+    # snapshot is then the refused one.
+    readings_gathered(app_id, since, 2)
     bad, good = new_booking(pg, bad_location), new_booking(pg, good_location)
     wait_for(f"listing of {good}", lambda: published(pg, mongo_db, good, 100), SETTLE)
     row = wait_for(f"row of {bad}", lambda: snapshot_row(pg, bad), SETTLE)

@@ -177,3 +177,45 @@ def booking_at_temperature_1(pg: Any) -> tuple[UUID, UUID]:
     insert_booking(pg, booking, location, uuid4())
     wait_for("the first snapshot", lambda: synced_temperature(pg, booking) == 1.0, timeout=60)
     return location, booking
+
+
+def reading_ends() -> dict[tuple[str, int], int]:
+    """The reading topic's end offsets now (see readings_gathered)."""
+    from streams.config import Settings
+    from streams.ops.kafka import Kafka
+
+    settings = Settings()
+    kafka, topic = Kafka(settings.kafka_bootstrap), settings.cdc_topic("sensor_readings")
+    counts = kafka.partitions([topic])
+    return {
+        tp: high
+        for tp, (_, high) in kafka.watermarks((topic, p) for p in range(counts[topic])).items()
+    }
+
+
+def readings_gathered(app_id: str, since: dict[tuple[str, int], int], count: int) -> None:
+    """Wait until the ``count`` readings written after ``since`` (reading_ends()) are captured
+    and the app's gatherers committed them: their messages are then on the location topic,
+    ahead of any subscription a booking written after this sends (a reading and a booking
+    otherwise reach the location by paths of their own)."""
+    from streams import topology
+    from streams.config import Settings
+    from streams.ops.kafka import Kafka
+
+    kafka = Kafka(Settings().kafka_bootstrap)
+    group = topology.gather_group(app_id)
+    ends: dict[tuple[str, int], int] = {}
+
+    def captured() -> bool:
+        ends.update(reading_ends())
+        return sum(ends.values()) - sum(since.get(tp, 0) for tp in ends) >= count
+
+    wait_for("the readings to be captured", captured, timeout=60)
+
+    def gathered() -> bool:
+        committed = kafka.committed(group)
+        return all(
+            committed.get(tp, 0) >= high for tp, high in ends.items() if high > since.get(tp, 0)
+        )
+
+    wait_for("the readings to be gathered", gathered, timeout=60)
