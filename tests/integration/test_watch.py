@@ -76,8 +76,10 @@ def test_a_write_shows_up_in_the_watch_with_its_delay_to_postgres_and_mongodb(
                         return row, figures
             return None
 
+        # A fresh app id's worker first works off the whole reading history of the run (its
+        # gatherer reads the topic from the start), with a window as wide as its backlog.
         row, figures = wait_for(
-            f"reading {reading} through every stage of the watch", arrived, timeout=SETTLE
+            f"reading {reading} through every stage of the watch", arrived, timeout=3 * SETTLE
         )
     finally:
         source.close()
