@@ -112,9 +112,10 @@ class Settings(BaseSettings):
     conflate_backlog_window_s: float = Field(default=30.0, ge=0)
     # A key's state names its last send until Kafka confirmed it (streams.agents.batch). The
     # confirmation is stored with the key's next write, or with a write of its own by the next
-    # batch of its partition at least this long after the delivery. 0: at the next batch. More
-    # saves a write per send under load, but a worker stopped within that time leaves its last
-    # sends unconfirmed, and the next one repeats them (duplicates the receivers ignore).
+    # batch of its partition at least two conflation windows after the delivery
+    # (streams.pace.Pace.confirm_after), and at least this long. Longer saves writes under
+    # load, but a worker stopped within that time leaves its last sends unconfirmed, and the
+    # next one repeats them (duplicates the receivers ignore).
     confirm_after_s: float = Field(default=0.0, ge=0)
     # A change that would make a key's part (or its stored state, twice as much) larger than
     # this goes to the dead letters instead: the producer refuses messages over 1 MB, and a key

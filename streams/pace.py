@@ -40,6 +40,9 @@ PATIENCE_LAGS = 3.0
 PATIENCE_MAX_BASES = 10
 # In a backlog deeper than ten times the widest window, the window is this share of the lag.
 BACKLOG_SHARE = 0.1
+# A delivered send is stored as confirmed by the key's next write if that comes within this
+# many windows (Pace.confirm_after): a key that keeps changing changes once per window.
+CONFIRM_WINDOWS = 2.0
 
 
 @dataclass
@@ -83,6 +86,16 @@ class Pace:
 
     def window(self) -> timedelta:
         return timedelta(seconds=self.seconds)
+
+    def confirm_after(self, least: float) -> float:
+        """How long after its delivery a key's send waits to be stored as confirmed by a write
+        of its own (streams.agents.batch.Deliveries), at least ``least`` seconds.
+
+        A key that keeps changing is written once per window, and its confirmation rides on
+        that write; a write of its own for every send would double the writes of a storm, and
+        the work of a worker behind. Two windows: half a second when the worker keeps up, a
+        few seconds while it is behind."""
+        return max(least, CONFIRM_WINDOWS * self.seconds)
 
     def patience(self, base: timedelta) -> timedelta:
         """How long to wait for an answer before asking again, ``base`` when caught up.

@@ -76,9 +76,11 @@ class Deliveries:
     A delivered send is stored as confirmed by the key's next write, or, if the key is not
     written again within ``confirm_after`` seconds, by a write of its own then: under load a
     key's confirmation rides on its next change instead of costing a write (and a changelog
-    message) per send. A failed send is made again at the next batch of its partition."""
+    message) per send; the agents wait two conflation windows (streams.pace.Pace.confirm_after).
+    A failed send is made again at the next batch of its partition."""
 
-    def __init__(self, confirm_after: float = 0.0) -> None:
+    def __init__(self, confirm_after: float | Callable[[], float] = 0.0) -> None:
+        """``confirm_after``: seconds, or what gives them at each batch (streams.pace)."""
         self._sends: dict[int, dict[str, _Sends]] = {}
         self._confirm_after = confirm_after
 
@@ -116,7 +118,8 @@ class Deliveries:
     def settled(self, partition: int) -> list[str]:
         """The keys of ``partition`` whose sends have all completed and are to be stored so
         now: failed, or delivered at least ``confirm_after`` seconds ago."""
-        before = time.monotonic() - self._confirm_after
+        wait = self._confirm_after
+        before = time.monotonic() - (wait() if callable(wait) else wait)
         return [
             k
             for k, e in self._sends.get(partition, {}).items()

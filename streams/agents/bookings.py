@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 from datetime import timedelta
+from functools import partial
 
 from faust.types import EventT
 from pydantic import ValidationError
@@ -79,7 +80,7 @@ class BookingAgent:
         self.changes = Changes(rt.topics, rt.dead_letter)
         self.deadlines = DeadlineIndex()
         self.pending = DueIndex()
-        self.deliveries = Deliveries(confirm_after=s.confirm_after_s)
+        self.deliveries = Deliveries(partial(rt.pace.confirm_after, s.confirm_after_s))
         self.waker = Waker(rt.topics.bookings, encode(Tick()))
 
     def paced(self) -> BookingProcessor:

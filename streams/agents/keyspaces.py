@@ -63,7 +63,7 @@ class KeySpaceAgent:
         self.topic_name = self.topic.get_topic_name()
         self.changes = Changes(rt.topics, rt.dead_letter)
         self.pending = DueIndex()
-        self.deliveries = Deliveries(confirm_after=s.confirm_after_s)
+        self.deliveries = Deliveries(partial(rt.pace.confirm_after, s.confirm_after_s))
         self.parsed = Parsed(s.state_cache_keys)
         self.waker = Waker(self.topic, _TICK)
 

@@ -166,6 +166,23 @@ def test_a_delivered_send_is_confirmed_by_the_next_change_or_after_confirm_after
     _run(scenario)
 
 
+def test_the_wait_for_a_confirmation_follows_what_gives_it_at_each_batch() -> None:
+    async def scenario() -> None:
+        wait = [3600.0]
+        agent = Agent()
+        agent.deliveries = Deliveries(lambda: wait[0])  # the pace's two windows, say
+        await agent.batch(["a"])
+        agent.topic.futures[0].set_result(None)
+        await asyncio.sleep(0)
+        await agent.batch([])
+        assert agent.stored("a").outbox.unconfirmed is not None
+        wait[0] = 0.0  # the window narrowed
+        await agent.batch([])
+        assert agent.stored("a").outbox.unconfirmed is None
+
+    _run(scenario)
+
+
 def test_a_send_unknown_to_the_worker_is_made_again() -> None:
     """The worker that stored the state died before the producer delivered: the next worker
     finds a token it never handed out, and owes the key at once."""

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from streams.pace import BACKLOG_SHARE, PATIENCE_LAGS, PATIENCE_MAX_BASES, Pace
+from streams.pace import BACKLOG_SHARE, CONFIRM_WINDOWS, PATIENCE_LAGS, PATIENCE_MAX_BASES, Pace
 
 
 def test_a_worker_that_keeps_up_uses_the_base_window() -> None:
@@ -82,3 +82,13 @@ def test_a_deep_backlog_widens_the_window_to_a_share_of_the_lag_up_to_its_own_wi
     narrow = Pace(base=0.25, widest=2.0, backlog_widest=1.0, slack_s=0.0)
     narrow.observe(3000.0, at=0.0)
     assert narrow.seconds == 2.0
+
+
+def test_a_confirmation_waits_two_windows_so_that_it_rides_on_the_next_change() -> None:
+    pace = Pace(base=0.25, widest=2.0, slack_s=0.0, release_s=2.0)
+    assert pace.confirm_after(0.0) == CONFIRM_WINDOWS * 0.25
+    assert pace.confirm_after(5.0) == 5.0  # MIS_CONFIRM_AFTER_S is the least
+    pace.observe(1.5, at=0.0)  # behind: the keys of a storm change once per 1.5 s window
+    assert pace.confirm_after(0.0) == CONFIRM_WINDOWS * 1.5
+    pace.observe(0.0, at=60.0)  # caught up
+    assert pace.confirm_after(0.0) == pytest.approx(CONFIRM_WINDOWS * 0.25)
