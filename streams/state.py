@@ -336,8 +336,14 @@ class LocationState(KeyState):
             self._bury(rid, msg.version)
         else:
             key = series_key(msg.row.sensor_id, msg.row.sensor_type)
-            rows = [*self.readings.get(key, []), Versioned(version=msg.version, row=msg.row)]
-            rows.sort(key=lambda v: (v.row.reading_time, v.row.id), reverse=True)
+            rows = list(self.readings.get(key, ()))
+            # Newest first (reading time, then id): a storm's reading is the newest of its
+            # series, and goes in front after one comparison.
+            new = (msg.row.reading_time, msg.row.id)
+            at = 0
+            while at < len(rows) and (rows[at].row.reading_time, rows[at].row.id) > new:
+                at += 1
+            rows.insert(at, Versioned(version=msg.version, row=msg.row))
             self.readings[key] = rows[:history]
             index[row_id] = [key]
             for dropped in rows[history:]:

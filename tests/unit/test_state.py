@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from datetime import UTC, datetime, timedelta
 from uuid import UUID, uuid4
 
@@ -500,3 +501,26 @@ def test_a_part_asked_for_and_never_answered_is_asked_for_again() -> None:
     state.apply_part("location", LocationState().part(str(b.location_id)))
     assert state.unanswered(NOW + 10 * after, after) == []
     assert state.wake_at(timedelta(days=90), after) is None
+
+
+def test_a_series_keeps_its_newest_readings_in_order_whatever_order_they_arrive_in() -> None:
+    """Readings arriving out of order, at equal times, moved back and forth in time and between
+    sensors: each series holds what a sort of its readings would keep (the ``history`` newest
+    by reading time, then id, newest first), one reading at a time."""
+    rng = random.Random(7)
+    loc_id = uuid4()
+    loc = LocationState()
+    expected: dict[str, list[SensorReading]] = {}
+    for n in range(1, 600):
+        rid = rng.randint(1, 40)
+        row = reading(loc_id, rid, f"s{rng.randint(0, 2)}", rng.randint(0, 20))
+        assert loc.apply_reading(ReadingChanged(deleted=False, version=v(n), row=row), history=4)
+        for key in list(expected):
+            expected[key] = [r for r in expected[key] if r.id != rid]
+        key = series_key(row.sensor_id, row.sensor_type)
+        series = sorted(
+            [*expected.get(key, []), row], key=lambda r: (r.reading_time, r.id), reverse=True
+        )
+        expected[key] = series[:4]
+        expected = {k: rows for k, rows in expected.items() if rows}
+        assert {k: [r.row for r in rows] for k, rows in loc.readings.items()} == expected
