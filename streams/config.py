@@ -126,6 +126,9 @@ class Settings(BaseSettings):
     # own) are kept between batches, so that a key written by one batch is not parsed again by
     # the next (streams.agents.batch.Parsed); a location's is about 160 KiB in memory. 0: none.
     state_cache_keys: int = Field(default=128, ge=0)
+    # The same for the bookings: a storm evaluates every booking of its locations once per
+    # window, and a booking's state is a few KiB in memory. 0: none.
+    booking_cache_keys: int = Field(default=2048, ge=0)
     cleanup_after_days: int = Field(default=90, ge=1)
     # A booking that asked for a part and got no answer within this long asks again.
     ask_again_after_s: float = Field(default=30.0, gt=0)

@@ -24,7 +24,7 @@ from faust.types import EventT
 from pydantic import ValidationError
 
 from streams import metrics
-from streams.agents.batch import Deliveries, KeyedBatch
+from streams.agents.batch import Deliveries, KeyedBatch, Parsed
 from streams.agents.changes import Changes
 from streams.agents.common import (
     Store,
@@ -81,6 +81,7 @@ class BookingAgent:
         self.deadlines = DeadlineIndex()
         self.pending = DueIndex()
         self.deliveries = Deliveries(partial(rt.pace.confirm_after, s.confirm_after_s))
+        self.parsed = Parsed(s.booking_cache_keys)
         self.waker = Waker(rt.topics.bookings, encode(Tick()))
 
     def paced(self) -> BookingProcessor:
@@ -110,6 +111,7 @@ class BookingAgent:
         self.deliveries.forget(partitions)
         self.deadlines.forget(partitions)
         self.pending.forget(partitions)
+        self.parsed.clear()
 
 
 class _Shelves:
@@ -162,6 +164,7 @@ class BookingBatch:
             deliveries=agent.deliveries,
             dead_letter=rt.dead_letter,
             max_bytes=2 * rt.settings.max_part_bytes,
+            parsed=agent.parsed,
         )
         self.truncations = Truncations(
             "booking", self.keys, "booking", rt.tables.truncations, rt.settings.partitions
