@@ -22,7 +22,7 @@ from confluent_kafka import Consumer, Producer
 
 from schemas.snapshot import snapshot_id
 from streams import source_db, topology
-from tests.integration.workers import Worker, snapshot_row, wait_for
+from tests.integration.workers import Worker, pipeline_drained, snapshot_row, wait_for
 
 SETTLE = 45.0  # seconds allowed for a change to reach both sinks
 
@@ -238,7 +238,9 @@ def test_new_booking_yields_exactly_the_expected_snapshot(
     assert doc["certification_types"] == ["organic"]
 
 
-def test_each_later_change_is_reflected(worker: Worker, pg: Any, mongo_db: Any) -> None:
+def test_each_later_change_is_reflected(
+    worker: Worker, pg: Any, mongo_db: Any, app_id: str
+) -> None:
     w = World(pg)
     cert = w.add(
         "certificates",
@@ -332,7 +334,7 @@ def test_each_later_change_is_reflected(worker: Worker, pg: Any, mongo_db: Any) 
     assert list(row["sensors"]) == ["humidity"] and doc["location_id"] == str(elsewhere)
     # ... and no longer listens to the old one.
     w.reading("t-9", "co2", 900.0, minutes_ago=0, unit="ppm")
-    time.sleep(3)
+    pipeline_drained(app_id)
     assert "co2" not in snapshot_row(pg, booking)["sensors"]
 
     # Cancelled: withdrawn, and the listing says so rather than vanishing.
@@ -423,14 +425,14 @@ def _cdc_events(settings: Any, table: str, match: str, minimum: int) -> list[tup
 
 
 def test_duplicated_and_replayed_events_change_nothing(
-    worker: Worker, pg: Any, mongo_db: Any, settings: Any
+    worker: Worker, pg: Any, mongo_db: Any, settings: Any, app_id: str
 ) -> None:
     w = World(pg)
     w.reading("t-1", "temperature", 3.0, minutes_ago=1)
     w.add("certificates", vendor_id=w.vendor, type="organic", status="valid")
     booking = w.booking(None)
-    row, doc = settled(pg, mongo_db, booking, lambda r, d: r["is_certified"] and r["sensors"])
-    time.sleep(2)
+    settled(pg, mongo_db, booking, lambda r, d: r["is_certified"] and r["sensors"])
+    pipeline_drained(app_id)
     row, doc = settled(pg, mongo_db, booking, lambda r, d: True)
 
     events = []
@@ -447,7 +449,7 @@ def test_duplicated_and_replayed_events_change_nothing(
         for topic, key, value in events:
             producer.produce(topic, key=key, value=value)
     producer.flush(10)
-    time.sleep(6)  # the duplicates pass through the pipeline
+    pipeline_drained(app_id)  # the duplicates passed through the pipeline
 
     after = snapshot_row(pg, booking)
     assert after["updated_at"] == row["updated_at"]

@@ -219,3 +219,36 @@ def readings_gathered(app_id: str, since: dict[tuple[str, int], int], count: int
         )
 
     wait_for("the readings to be gathered", gathered, timeout=60)
+
+
+def pipeline_drained(app_id: str, timeout: float = 120.0) -> None:
+    """Wait until the app's pipeline has worked off everything its topics hold: the workers,
+    the gatherers and both sinks have committed every partition of the CDC topics, the key
+    spaces' topics and the snapshot topic up to the ends those had, and the snapshot topic's
+    ends stayed the same through two more such rounds (what the last messages caused has
+    then been written too). Ticks keep arriving meanwhile; they change no snapshot that is
+    current."""
+    from streams import topology
+    from streams.config import Settings
+    from streams.ops.follow import pipeline_committed, reached
+    from streams.ops.kafka import Kafka
+
+    settings = Settings()
+    kafka = Kafka(settings.kafka_bootstrap)
+    snapshots = topology.snapshot_topic(app_id)
+    topics = [*topology.cdc_topics(settings), *topology.key_space_topics(app_id), snapshots]
+    tps = [(t, p) for t, n in kafka.partitions(topics).items() for p in range(n)]
+    deadline = time.monotonic() + timeout
+    quiet, last = 0, None
+    while quiet < 2:
+        marks = kafka.watermarks(tps)
+        ends = {tp: high for tp, (_, high) in marks.items()}
+        floor = {tp: low for tp, (low, _) in marks.items()}
+        wait_for(
+            f"the pipeline of {app_id} to consume what its topics held",
+            lambda ends=ends, floor=floor: reached(pipeline_committed(kafka, app_id), ends, floor),
+            timeout=max(1.0, deadline - time.monotonic()),
+        )
+        written = {tp: end for tp, end in ends.items() if tp[0] == snapshots}
+        quiet = quiet + 1 if written == last else 0
+        last = written
