@@ -38,6 +38,7 @@ from tests.integration.workers import (
     API_TOKEN,
     READ_TOKEN,
     Worker,
+    pipeline_drained,
     snapshot_row,
     wait_for,
 )
@@ -437,7 +438,7 @@ class TestOneWorker:
         mongo_db["market_listings"].update_one(
             {"_id": str(snapshot_id(booking_id))}, {"$set": {"quantity_kg": 1}}
         )
-        time.sleep(3)
+        pipeline_drained(one.worker.env["MIS_APP_ID"])
         assert one.snapshot(booking_id)["certification_types"] == ["haccp"]  # type: ignore[index]
 
         resp = one.post(SNAPSHOT.format(booking_id=booking_id) + "/reconcile")
@@ -786,7 +787,9 @@ class TestAutoPublishOff:
         second, third = place.booking(), place.booking()
         for booking_id in (first, second, third):
             manual.wait_snapshot(booking_id, lambda s: s["status"] == "ready_to_publish")
-        time.sleep(3)  # long enough for an auto-publishing sink to have published them
+        # Both sinks have written what the topics held: an auto-publishing one would have
+        # published them by now.
+        pipeline_drained(manual.worker.env["MIS_APP_ID"])
         for booking_id in (first, second, third):
             snap = manual.snapshot(booking_id)
             assert snap is not None and snap["status"] == "ready_to_publish"
