@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     # event of a read. Off: the location agent reads the topic itself, an event at a time.
     gather_readings: bool = True
     gather_window_s: float = Field(default=0.1, gt=0)
+    # A gatherer stops reading a partition while the location agent has more than this many of
+    # the partition's messages on the location topic still to take (streams.gather.held_back).
+    gather_ahead: int = Field(default=1000, ge=1)
     # Which sinks a worker runs (each following the snapshot topic with a consumer group of its
     # own); "" for none, when `mis sink` runs them elsewhere. Each sink is a child process of
     # the worker ("process") or a thread of it ("thread").

@@ -16,7 +16,7 @@ delivered twice, or a read repeated after a crash, changes nothing.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel
@@ -110,3 +110,18 @@ def gather(
                 send(space, key, groups.pop((space, key)))
     flush()
     return result
+
+
+def held_back(
+    assigned: Iterable[tuple[str, int]], queued: Mapping[int, int], limit: int
+) -> set[tuple[str, int]]:
+    """The partitions of ``assigned`` (CDC topic, partition) to stop reading for now: those
+    whose key-space partition (the same number: Debezium places a change in the partition of
+    its location) has more than ``limit`` messages its agent has not yet taken (``queued``).
+
+    A gatherer reads faster than the location agent applies what it sends. Left to run ahead
+    during a backlog (a bulk load, a new app id), it would queue the whole backlog on the
+    location topic, and every subscription a new booking sends there would wait behind it.
+    Held back, the changes wait in Debezium's topic instead, and each later read finds more of
+    them per location."""
+    return {tp for tp in assigned if queued.get(tp[1], 0) > limit}

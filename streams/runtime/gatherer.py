@@ -23,22 +23,34 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    ConsumerGroupTopicPartitions,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient
 
 from streams import metrics, topology
 from streams.config import Settings
 from streams.deadletter import parked
-from streams.gather import gather
+from streams.gather import gather, held_back
 from streams.routing import BROADCAST
 from streams.sinks.follower import readable
 
 log = logging.getLogger(__name__)
 
-#: Events taken by one read at most.
-MAX_READ = 5000
+#: Events taken by one read at most: in a backlog, the more a read takes, the more changes
+#: each location's message carries.
+MAX_READ = 20_000
 _RETRY_S = (0.5, 1.0, 2.0, 5.0)
 #: How often the gatherer's lag is measured (a request to the broker per partition read).
 LAG_EVERY_S = 5.0
+#: How often the location agent's queue is measured (streams.gather.held_back).
+AHEAD_EVERY_S = 0.5
 
 
 class GatherFailed(Exception):
@@ -54,9 +66,13 @@ class Gatherer:
         self.dead_letters = topology.dead_letter_topic(app)
         self.spaces = {s: topology.key_space_topic(app, s) for s in topology.KEY_SPACES}
         self.partitions = settings.partitions
+        self.worker_group = topology.worker_group(app)
         self._producer: Producer | None = None
+        self._admin: AdminClient | None = None
         self._failed: list[str] = []
         self._lag_due = 0.0
+        self._ahead_due = 0.0
+        self._held: set[tuple[str, int]] = set()
 
     # ------------------------------------------------------------------ the loop
 
@@ -130,6 +146,7 @@ class Gatherer:
 
     def step(self, consumer: Consumer) -> int:
         """One read: gather, send, wait for the acknowledgements, commit. The events read."""
+        self.hold_back(consumer)
         messages = self._read(consumer)
         self.report_lag(consumer)
         if not messages:
@@ -141,6 +158,55 @@ class Gatherer:
                 sum(1 for m in messages if m.topic() == topic)
             )
         return len(messages)
+
+    def hold_back(self, consumer: Any, now: float | None = None) -> None:
+        """Every AHEAD_EVERY_S: pause the partitions whose location partition has more than
+        MIS_GATHER_AHEAD messages the workers have not taken yet, and resume the others
+        (streams.gather.held_back). Where the queue cannot be measured, nothing is held."""
+        now = time.monotonic() if now is None else now
+        if now < self._ahead_due:
+            return
+        self._ahead_due = now + AHEAD_EVERY_S
+        assigned = {(tp.topic, tp.partition) for tp in consumer.assignment()}
+        if not assigned:
+            return
+        try:
+            queued = self.queued(consumer, {p for _, p in assigned})
+        except (KafkaException, TimeoutError) as exc:
+            log.info("gatherer: the location queue is not known group=%s error=%s", self.group, exc)
+            queued = {}
+        held = held_back(assigned, queued, self.settings.gather_ahead)
+        if held:
+            consumer.pause([TopicPartition(t, p) for t, p in sorted(held)])
+        if assigned - held:
+            consumer.resume([TopicPartition(t, p) for t, p in sorted(assigned - held)])
+        if held != self._held & assigned:
+            log.info(
+                "gatherer holds back partitions=%s (the location agent has more than %d of "
+                "their messages to take)",
+                ",".join(f"{t}[{p}]" for t, p in sorted(held)) or "none",
+                self.settings.gather_ahead,
+            )
+        self._held = held
+
+    def queued(self, consumer: Any, partitions: set[int]) -> dict[int, int]:
+        """How many messages of each location partition the workers have not taken yet: its
+        log end minus the workers' committed offset (its first offset if they have none)."""
+        topic = self.spaces["location"]
+        if self._admin is None:
+            self._admin = AdminClient({"bootstrap.servers": self.settings.kafka_bootstrap})
+        wanted = [TopicPartition(topic, p) for p in sorted(partitions)]
+        request = ConsumerGroupTopicPartitions(self.worker_group, wanted)
+        futures = self._admin.list_consumer_group_offsets([request], request_timeout=5)
+        committed = {
+            tp.partition: tp.offset
+            for tp in futures[self.worker_group].result(timeout=5).topic_partitions
+        }
+        queued = {}
+        for tp in wanted:
+            low, high = consumer.get_watermark_offsets(tp, timeout=1.0, cached=False)
+            queued[tp.partition] = max(0, high - max(low, committed.get(tp.partition, -1)))
+        return queued
 
     def report_lag(self, consumer: Any, now: float | None = None) -> None:
         """Every LAG_EVERY_S, how far behind the log end each partition read is

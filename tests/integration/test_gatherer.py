@@ -115,3 +115,67 @@ def test_a_worker_killed_with_readings_in_flight_loses_none(
             timeout=120,
         )
         _wait_gathered(Kafka(settings.kafka_bootstrap), app_id, _readings_topic(settings))
+
+
+def test_a_gatherer_holds_back_while_the_location_agent_has_a_queue_and_goes_on_after(
+    stack: Any, pg: Any, settings: Settings
+) -> None:
+    """A gatherer of an app whose location agent takes nothing (no worker runs) stops reading
+    the partitions whose location queue passed MIS_GATHER_AHEAD; once the agent has taken the
+    queue (its group committed the ends), the gatherer reads the rest."""
+    from streams.admin import ensure_topics
+    from streams.runtime.gatherer import GathererThread
+    from tests.integration.workers import reading_ends
+
+    app_id = f"mis-it-hold-{uuid.uuid4().hex[:8]}"
+    s = settings.model_copy(update={"app_id": app_id, "gather_ahead": 5})
+    ensure_topics(s)
+    kafka, topic = Kafka(s.kafka_bootstrap), _readings_topic(s)
+    since = reading_ends()
+    locations = [uuid.uuid4() for _ in range(40)]
+    for i, location in enumerate(locations):  # more than 5 messages for every partition
+        insert_temperature(pg, location, float(i))
+    wait_for(
+        "the readings to be captured",
+        lambda: sum(reading_ends().values()) - sum(since.values()) >= len(locations),
+        timeout=60,
+    )
+    thread = GathererThread(s)
+    thread.start()
+    try:
+        g = thread.gatherer
+        wait_for("the gatherer to hold partitions back", lambda: g._held, timeout=60)
+        (_, held), *_ = sorted(g._held)
+        at = next(
+            loc
+            for loc in locations
+            if topology.space_partition("location", str(loc), s.partitions) == held
+        )
+        before = reading_ends()[(topic, held)]
+        insert_temperature(pg, at, 100.0)
+        wait_for(
+            "the new reading to be captured",
+            lambda: reading_ends()[(topic, held)] > before,
+            timeout=60,
+        )
+        committed = kafka.committed(topology.gather_group(app_id)).get((topic, held), 0)
+        assert committed <= before, "a held-back partition was read"
+
+        # The location agent takes its queue: its group commits the location topic's ends.
+        location_topic = topology.key_space_topic(app_id, "location")
+        marks = kafka.watermarks((location_topic, p) for p in range(s.partitions))
+        agent = Consumer({"bootstrap.servers": s.kafka_bootstrap, "group.id": app_id})
+        try:
+            agent.commit(
+                offsets=[TopicPartition(t, p, high) for (t, p), (_, high) in marks.items()],
+                asynchronous=False,
+            )
+        finally:
+            agent.close()
+        wait_for(
+            "the held-back reading to be gathered",
+            lambda: kafka.committed(topology.gather_group(app_id)).get((topic, held), 0) > before,
+            timeout=60,
+        )
+    finally:
+        thread.stop()

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from streams.gather import gather
+from streams.gather import gather, held_back
 from streams.messages import LOCATION_MSG, Gathered, ReadingChanged, Truncated
 from streams.routing import BROADCAST, route
 
@@ -129,3 +129,9 @@ def test_a_large_read_is_split_into_messages_of_at_most_max_changes() -> None:
     ids = [c.row.id for o in result.out for c in decoded(o.value).changes]
     assert ids == list(range(7))
     assert all(isinstance(c, ReadingChanged) for o in result.out for c in decoded(o.value).changes)
+
+
+def test_a_partition_is_held_back_while_its_location_partition_queues_over_the_limit() -> None:
+    assigned = [("sg.public.sensor_readings", 0), ("sg.public.sensor_readings", 2)]
+    assert held_back(assigned, {0: 1001, 2: 1000, 1: 5000}, 1000) == {assigned[0]}
+    assert held_back(assigned, {}, 1000) == set()  # nothing known: nothing held

@@ -9,7 +9,7 @@ import threading
 from typing import Any
 
 import pytest
-from confluent_kafka import KafkaError, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from streams import metrics, topology
 from streams.config import Settings
@@ -143,3 +143,77 @@ def test_the_lag_is_the_log_end_minus_the_position_of_each_partition_read() -> N
         return metrics.GATHER_LAG.labels(topic=TOPIC, partition=str(partition))._value.get()
 
     assert (lag(0), lag(1)) == (60, 2)  # a partition never read: from its first offset
+
+
+class Paused:
+    """A consumer with two partitions of the reading topic, recording pauses and resumes."""
+
+    def __init__(self) -> None:
+        self.paused: set[int] = set()
+
+    def assignment(self) -> list[TopicPartition]:
+        return [TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 3)]
+
+    def pause(self, tps: list[TopicPartition]) -> None:
+        self.paused |= {tp.partition for tp in tps}
+
+    def resume(self, tps: list[TopicPartition]) -> None:
+        self.paused -= {tp.partition for tp in tps}
+
+
+def test_a_partition_whose_location_queue_is_long_is_held_back_until_it_is_taken() -> None:
+    g = gatherer(Producer())
+    queues = {0: SETTINGS.gather_ahead + 1, 3: 0}
+    g.queued = lambda consumer, partitions: {p: queues[p] for p in partitions}  # type: ignore[method-assign]
+    consumer = Paused()
+    g.hold_back(consumer, now=10.0)
+    assert consumer.paused == {0}
+    queues[0] = SETTINGS.gather_ahead
+    g.hold_back(consumer, now=10.1)  # measured every AHEAD_EVERY_S, not at every read
+    assert consumer.paused == {0}
+    g.hold_back(consumer, now=11.0)
+    assert consumer.paused == set()
+
+
+def test_a_queue_that_cannot_be_measured_holds_nothing_back() -> None:
+    g = gatherer(Producer())
+    g.queued = lambda consumer, partitions: {p: 10**6 for p in partitions}  # type: ignore[method-assign]
+    consumer = Paused()
+    g.hold_back(consumer, now=10.0)
+    assert consumer.paused == {0, 3}
+
+    def unreachable(consumer: Any, partitions: Any) -> dict[int, int]:
+        raise KafkaException(KafkaError(KafkaError._TRANSPORT))
+
+    g.queued = unreachable  # type: ignore[method-assign]
+    g.hold_back(consumer, now=11.0)
+    assert consumer.paused == set()
+
+
+def test_the_location_queue_is_the_log_end_minus_the_workers_commit() -> None:
+    class Admin:
+        def list_consumer_group_offsets(self, requests: Any, **kwargs: Any) -> dict[str, Any]:
+            (request,) = requests
+            assert request.group_id == topology.worker_group(SETTINGS.app_id)
+            result = type(
+                "R",
+                (),
+                {
+                    "topic_partitions": [
+                        TopicPartition(tp.topic, tp.partition, 70 if tp.partition == 0 else -1001)
+                        for tp in request.topic_partitions
+                    ]
+                },
+            )()
+            future = type("F", (), {"result": lambda self, timeout: result})()
+            return {request.group_id: future}
+
+    class Watermarks:
+        def get_watermark_offsets(self, tp: TopicPartition, **kwargs: Any) -> tuple[int, int]:
+            assert tp.topic == topology.key_space_topic(SETTINGS.app_id, "location")
+            return (20, 100)
+
+    g = gatherer(Producer())
+    g._admin = Admin()  # type: ignore[assignment]
+    # committed at 70: 30 to take; never committed: from the first offset, 80
+    assert g.queued(Watermarks(), {0, 1}) == {0: 30, 1: 80}
