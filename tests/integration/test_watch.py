@@ -18,7 +18,7 @@ from streams import demo, source_db
 from streams.config import Settings
 from streams.watch.model import STAGES, ChangeRow, Figures
 from streams.watch.source import WatchSource
-from tests.integration.workers import Worker, snapshot_row, wait_for
+from tests.integration.workers import Worker, pipeline_drained, snapshot_row, wait_for
 
 SETTLE = 60.0  # a fresh group first reads the whole CDC history of the session
 
@@ -59,6 +59,11 @@ def test_a_write_shows_up_in_the_watch_with_its_delay_to_postgres_and_mongodb(
         return all(r is not None and r["synced_hash"] == r["content_hash"] for r in rows)
 
     wait_for("the bookings' listings", published, timeout=SETTLE)
+    # A fresh app id's worker first works off the whole history of the run (its gatherer reads
+    # the reading topic from the start, with a window as wide as its backlog), and the watch
+    # stops looking for a change's rows GIVE_UP_S after it: the reading is written once the
+    # worker has caught up.
+    pipeline_drained(app_id, timeout=4 * SETTLE)
 
     source = WatchSource(settings.model_copy(update={"app_id": app_id}))
     try:
@@ -76,10 +81,8 @@ def test_a_write_shows_up_in_the_watch_with_its_delay_to_postgres_and_mongodb(
                         return row, figures
             return None
 
-        # A fresh app id's worker first works off the whole reading history of the run (its
-        # gatherer reads the topic from the start), with a window as wide as its backlog.
         row, figures = wait_for(
-            f"reading {reading} through every stage of the watch", arrived, timeout=3 * SETTLE
+            f"reading {reading} through every stage of the watch", arrived, timeout=SETTLE
         )
     finally:
         source.close()
