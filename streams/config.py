@@ -59,11 +59,13 @@ class Settings(BaseSettings):
     # Each worker on one machine needs its own RocksDB directory (RocksDB locks it).
     data_dir: Path | None = None
     store: str = "rocksdb://"
-    # RocksDB keeps one database per table and partition (six tables x MIS_PARTITIONS), each
-    # with write buffers and a block cache of its own: Faust's defaults (64 MB x 3 and 2 GB)
-    # would let a worker with many bookings grow past a gigabyte. Per database, in MiB.
+    # RocksDB keeps one database per table and partition (six tables x MIS_PARTITIONS). They
+    # share one block cache and one memtable budget per worker (streams.runtime.store), in MiB;
+    # each memtable is flushed at MIS_ROCKSDB_WRITE_BUFFER_MB, or earlier when all of them
+    # together pass MIS_ROCKSDB_MEMTABLES_MB.
     rocksdb_write_buffer_mb: int = Field(default=4, ge=1)
-    rocksdb_block_cache_mb: int = Field(default=8, ge=1)
+    rocksdb_block_cache_mb: int = Field(default=32, ge=1)
+    rocksdb_memtables_mb: int = Field(default=48, ge=1)
     log_level: Literal["debug", "info", "warn", "warning", "error", "critical"] = "info"
     auto_publish: bool = True
     # How long the group waits for a silent worker before handing its partitions to the others.

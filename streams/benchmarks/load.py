@@ -30,6 +30,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -38,11 +39,13 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import psycopg
+from prometheus_client.parser import text_string_to_metric_families
 from pymongo import MongoClient
 
 from launcher import process
 from launcher.stack import Stack
 from streams import source_db, topology
+from streams.api.auth import entry, new_token
 from streams.bench import Worker, children_of, peak_rss_mib, table
 from streams.config import REPO_ROOT, Settings, get_settings
 from streams.ops.errors import OpsError
@@ -130,9 +133,19 @@ class Peaks(threading.Thread):
     """Samples the peak RSS (VmHWM, MiB) of the worker, its sink processes and the stack's
     components every ``every`` seconds, keeping the greatest seen of each."""
 
-    def __init__(self, worker: Worker, stack: Stack, every: float = 1.0) -> None:
+    def __init__(
+        self,
+        worker: Worker,
+        stack: Stack,
+        every: float = 1.0,
+        gauges: Callable[[], dict[str, float]] | None = None,
+    ) -> None:
         super().__init__(daemon=True)
         self.worker, self.stack, self.every = worker, stack, every
+        #: more figures in MiB (the worker's RocksDB memory), read every tenth sample
+        self.gauges = gauges
+        self.gauge_peaks: dict[str, float] = {}
+        self._samples = 0
         self.peaks: dict[str, float] = {}
         self.load_min, self.load_max = os.getloadavg()[0], os.getloadavg()[0]
         self.stopping = threading.Event()
@@ -145,6 +158,10 @@ class Peaks(threading.Thread):
         self.load_max = max(self.load_max, os.getloadavg()[0])
         if self.worker.alive():
             self._keep("worker", peak_rss_mib(self.worker.pid))
+            if self.gauges is not None and self._samples % 10 == 0:
+                for name, mib in self.gauges().items():
+                    self.gauge_peaks[name] = max(self.gauge_peaks.get(name, 0.0), mib)
+            self._samples += 1
             for child in children_of(self.worker.pid):
                 try:
                     argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
@@ -193,9 +210,16 @@ class Load:
         mongo: MongoClient[dict[str, Any]] = MongoClient(settings.mongo_url)
         self.mongo = mongo
         self.listings = mongo[settings.mongo_database][settings.mongo_collection]
-        self.worker = Worker(
-            "worker", {**os.environ, "MIS_APP_ID": self.app_id}, workdir, settings.web_port + 11
+        # A metrics token of its own: the peaks include the worker's RocksDB memory (/metrics).
+        self.token = new_token()
+        tokens = " ".join(
+            filter(
+                None,
+                (settings.api_tokens.get_secret_value(), entry("bench", self.token, {"metrics"})),
+            )
         )
+        env = {**os.environ, "MIS_APP_ID": self.app_id, "MIS_API_TOKENS": tokens}
+        self.worker = Worker("worker", env, workdir, settings.web_port + 11)
         self.data_dir = Path(self.worker.env["MIS_DATA_DIR"])
         self.topics = [settings.cdc_topic(t) for t in CDC_TABLES]
         self._ends: dict[tuple[str, int], int] = {}
@@ -212,6 +236,26 @@ class Load:
         except OpsError as exc:
             say(f"CDC offsets unavailable for now: {exc}")
         return self._ends
+
+    def rocksdb_mib(self) -> dict[str, float]:
+        """The worker's RocksDB memory now (streams.runtime.store), or nothing if it did not
+        answer."""
+        url = f"http://127.0.0.1:{self.worker.port}/metrics"
+        request = urllib.request.Request(url, headers={"Authorization": f"Bearer {self.token}"})
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                text = response.read().decode()
+        except OSError:
+            return {}
+        names = {
+            "mis_rocksdb_block_cache_bytes": "worker's RocksDB block cache",
+            "mis_rocksdb_memtable_bytes": "worker's RocksDB memtables",
+        }
+        return {
+            names[family.name]: family.samples[0].value / 2**20
+            for family in text_string_to_metric_families(text)
+            if family.name in names and family.samples
+        }
 
     def captured(self) -> int:
         return sum(end - self.base.get(tp, 0) for tp, end in self.cdc_ends().items())
@@ -265,7 +309,7 @@ def run(args: argparse.Namespace) -> str:
     stack = Stack.from_settings(settings)
     with tempfile.TemporaryDirectory(prefix="mis-bench-load-") as tmp:
         load = Load(settings, Path(tmp))
-        peaks = Peaks(load.worker, stack)
+        peaks = Peaks(load.worker, stack, gauges=load.rocksdb_mib)
         try:
             load.worker.start()
             peaks.start()
@@ -312,6 +356,7 @@ def run(args: argparse.Namespace) -> str:
         ["worker's CDC lag zero", took("lag")],
         ["where it stood at the end", state.get("progress", "-")],
         *([f"peak RSS: {k}", f"{v:,.0f} MiB"] for k, v in sorted(peaks.peaks.items())),
+        *([f"peak: {k}", f"{v:,.0f} MiB"] for k, v in sorted(peaks.gauge_peaks.items())),
         ["worker's data directory (RocksDB)", f"{data:,.0f} MiB"],
     ]
     load_avg = " / ".join(f"{x:.1f}" for x in os.getloadavg())

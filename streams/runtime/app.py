@@ -8,7 +8,7 @@ import faust
 from faust.sensors.monitor import Monitor
 
 from streams.config import Settings
-from streams.runtime import faustfix
+from streams.runtime import faustfix, store
 
 
 class LeanMonitor(Monitor):
@@ -54,6 +54,7 @@ class LeanMonitor(Monitor):
 
 def create_app(settings: Settings) -> faust.App:
     faustfix.apply()
+    store.install()
     return faust.App(
         settings.app_id,
         monitor=LeanMonitor(),

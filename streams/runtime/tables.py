@@ -51,11 +51,13 @@ class Tables:
             key_type=bytes,
             value_type=bytes,
             help=help,
-            # Faust's RocksDB store reads these (faust.stores.rocksdb.RocksDBOptions).
+            # Faust's RocksDB store reads the first three (faust.stores.rocksdb.RocksDBOptions),
+            # streams.runtime.store the budget every database of the worker shares.
             options={
                 "write_buffer_size": s.rocksdb_write_buffer_mb * mib,
                 "max_write_buffer_number": 2,
                 "target_file_size_base": s.rocksdb_write_buffer_mb * mib,
-                "block_cache_size": s.rocksdb_block_cache_mb * mib,
+                "block_cache_mb": s.rocksdb_block_cache_mb,
+                "memtables_mb": s.rocksdb_memtables_mb,
             },
         )
