@@ -31,6 +31,9 @@ def _worker(args: argparse.Namespace) -> int:
         print(f"mis worker: {exc}", file=sys.stderr)
         return 2
 
+    from streams.runtime import memory
+
+    memory.start(settings.worker_data_dir)
     level = settings.log_level.lower().replace("warning", "warn")
     sys.argv = ["mis worker", "worker", "-l", level]
     rt.app.main()  # exits

@@ -17,10 +17,11 @@ import bisect
 import json
 import zlib
 from collections.abc import Callable
-from datetime import datetime, timedelta
-from typing import Any, Generic, Literal, TypeVar
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final, Generic, Literal, TypeVar
+from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, PrivateAttr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from schemas.entities import Booking, Certificate, Inspection, PestDetection, Row, SensorReading
 from schemas.envelope import ZERO_VERSION
@@ -129,6 +130,32 @@ class _Reader:
         return self
 
 
+class _Memo:
+    """What a key's state keeps in memory beside its fields, never stored: the subscriber
+    shards read or changed, those changed since written, their reader, and a location's index
+    of its readings. Created when first needed: pydantic initialises every private attribute
+    of every state it parses, and one with a default factory costs about 30 us each time
+    (pydantic 2.13 inspects the factory's signature), more than parsing a small state.
+
+    It is no part of the state's value: two states with the same fields are equal whatever
+    their memos hold. A deep copy copies it, except the reader, which the copies share."""
+
+    __slots__ = ("dirty_shards", "indexed", "load_shard", "series_of", "shards")
+
+    def __init__(self) -> None:
+        self.shards: dict[int, list[str]] = {}
+        self.dirty_shards: set[int] = set()
+        self.load_shard: _Reader | None = None
+        # reading id -> the series holding it, for the ``series`` dict it was built from
+        self.series_of: dict[int, list[str]] = {}
+        self.indexed: Any = None
+
+    def __eq__(self, other: object) -> bool:
+        return other is None or isinstance(other, _Memo)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
 class KeyState(_State):
     """What every foreign key space keeps besides its rows: who listens, and how new it is.
 
@@ -144,10 +171,13 @@ class KeyState(_State):
     outbox: Outbox = Outbox()
     # source table -> version of its last TRUNCATE that this key has applied
     truncated: dict[str, str] = {}
-    # the shards read or changed in memory, those changed since written, and their reader
-    _shards: dict[int, list[str]] = PrivateAttr(default_factory=dict)
-    _dirty_shards: set[int] = PrivateAttr(default_factory=set)
-    _load_shard: _Reader | None = PrivateAttr(default=None)
+    _memo: _Memo | None = PrivateAttr(default=None)
+
+    def _local(self) -> _Memo:
+        memo = self._memo
+        if memo is None:
+            memo = self._memo = _Memo()
+        return memo
 
     def truncate(self, table: str, version: str) -> bool:
         """Forget the rows of ``table`` older than ``version``; True when a row went."""
@@ -168,14 +198,15 @@ class KeyState(_State):
 
     def attach(self, loader: ShardLoader) -> None:
         """Where this state's subscriber shards are read from (the runtime's table)."""
-        self._load_shard = _Reader(loader)
+        self._local().load_shard = _Reader(loader)
 
     def _shard(self, shard: int) -> list[str]:
-        ids = self._shards.get(shard)
+        memo = self._local()
+        ids = memo.shards.get(shard)
         if ids is None:
-            if self._load_shard is None:
+            if memo.load_shard is None:
                 raise RuntimeError("a sharded key's subscribers read with no loader attached")
-            ids = self._shards[shard] = self._load_shard.load(shard)
+            ids = memo.shards[shard] = memo.load_shard.load(shard)
         return ids
 
     def _ids_of(self, booking_id: str) -> tuple[list[str], int | None]:
@@ -197,7 +228,7 @@ class KeyState(_State):
         else:
             shard = None  # unchanged
         if shard is not None:
-            self._dirty_shards.add(shard)
+            self._local().dirty_shards.add(shard)
         if not self.sharded and len(self.subscribers) > SHARD_AT:
             self._split()
         # A subscribe is answered even when it is a duplicate: the subscriber may have reset.
@@ -205,11 +236,12 @@ class KeyState(_State):
 
     def _split(self) -> None:
         """Move the subscribers out of the state into its shards (each stays sorted)."""
+        memo = self._local()
         for shard in range(SHARDS):
-            self._shards[shard] = []
+            memo.shards[shard] = []
         for booking_id in self.subscribers:
-            self._shards[shard_of(booking_id)].append(booking_id)
-        self._dirty_shards.update(range(SHARDS))
+            memo.shards[shard_of(booking_id)].append(booking_id)
+        memo.dirty_shards.update(range(SHARDS))
         self.subscribers, self.sharded = [], True
 
     def listeners(self) -> list[str]:
@@ -226,11 +258,14 @@ class KeyState(_State):
     def shard_writes(self, key: str) -> list[tuple[str, bytes]]:
         """The shards changed since the last call, as table entries to write (and then
         forgotten as changed)."""
+        memo = self._memo
+        if memo is None:
+            return []
         writes = [
-            (shard_key(key, shard), json.dumps(self._shards[shard]).encode())
-            for shard in sorted(self._dirty_shards)
+            (shard_key(key, shard), json.dumps(memo.shards[shard]).encode())
+            for shard in sorted(memo.dirty_shards)
         ]
-        self._dirty_shards.clear()
+        memo.dirty_shards.clear()
         return writes
 
     def _bury(self, row_id: str, version: str) -> None:
@@ -252,59 +287,100 @@ def series_key(sensor_id: str, sensor_type: str) -> str:
     return json.dumps([sensor_id, sensor_type], separators=(",", ":"))
 
 
-def _pair(item: Any) -> tuple[str, str]:
-    row = item.row if isinstance(item, Versioned) else item["row"]
-    if isinstance(row, SensorReading):
-        return row.sensor_id, row.sensor_type
-    return str(row["sensor_id"]), str(row["sensor_type"])
+#: One reading as a location keeps it: (version, id, value, unit, reading time in microseconds
+#: since the epoch, status, location_id). The series' key holds its sensor_id and sensor_type.
+#: Plain values, not models: a location's state is parsed and written for every batch that
+#: changes it, and tuples of them cost a twentieth of models holding UUIDs and datetimes.
+Packed = tuple[str, int, float, str, int, str, str]
+_V: Final = 0
+_ID: Final = 1
+_VALUE: Final = 2
+_UNIT: Final = 3
+_TIME: Final = 4
+_STATUS: Final = 5
+_LOCATION: Final = 6
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def _one_series(key: str, items: Any) -> bool:
-    """Whether ``items`` are all of one series, the one ``key`` names."""
-    if not isinstance(items, list) or not items:
-        return False
-    first = _pair(items[0])
-    return series_key(*first) == key and all(_pair(item) == first for item in items[1:])
+def pack(version: str, row: SensorReading) -> Packed:
+    since = row.reading_time - _EPOCH
+    micros = (since.days * 86_400 + since.seconds) * 1_000_000 + since.microseconds
+    return (version, row.id, row.value, row.unit, micros, row.status, str(row.location_id))
+
+
+def unpack(key: str, packed: Packed) -> SensorReading:
+    """The reading ``packed`` of series ``key`` (series_key)."""
+    sensor_id, sensor_type = json.loads(key)
+    return SensorReading(
+        id=packed[_ID],
+        location_id=UUID(packed[_LOCATION]),
+        sensor_id=sensor_id,
+        sensor_type=sensor_type,
+        value=packed[_VALUE],
+        unit=packed[_UNIT],
+        reading_time=_EPOCH + timedelta(microseconds=packed[_TIME]),
+        status=packed[_STATUS],
+    )
+
+
+def _order(packed: Packed) -> tuple[int, int]:
+    """Newest first: reading time, then id."""
+    return packed[_TIME], packed[_ID]
+
+
+_VersionedReading = Versioned[SensorReading]
+
+
+def _legacy_series(value: dict[str, list[Any]]) -> dict[str, list[Packed]]:
+    """``readings`` as states stored before the packed series held them: Versioned readings,
+    per series_key or (older still) per sensor_id alone, each list newest first."""
+    grouped: dict[str, list[Packed]] = {}
+    for items in value.values():
+        for item in items:
+            v = (
+                item
+                if isinstance(item, Versioned)
+                else Versioned[SensorReading].model_validate(item)
+            )
+            grouped.setdefault(series_key(v.row.sensor_id, v.row.sensor_type), []).append(
+                pack(v.version, v.row)
+            )
+    for rows in grouped.values():
+        rows.sort(key=_order, reverse=True)
+    return grouped
 
 
 class LocationState(KeyState):
-    # series_key(sensor_id, sensor_type) -> those readings, newest first, at most `history`.
-    # Kept per type so that a combined device's readings of one type never push its latest of
-    # another out of the history.
-    readings: dict[str, list[Versioned[SensorReading]]] = {}
+    # series_key(sensor_id, sensor_type) -> its readings (Packed), newest first, at most
+    # `history`. Kept per type so that a combined device's readings of one type never push its
+    # latest of another out of the history.
+    series: dict[str, list[Packed]] = {}
+    # what states stored before ``series`` held their readings in; moved into it on loading
+    readings: dict[str, list[Any]] = Field(default={}, exclude=True)
     pests: dict[str, Versioned[PestDetection]] = {}
-    # reading id -> the series holding it, for the ``readings`` dict it was built from (a
-    # reading is looked up by id on every change; the history holds tens of rows)
-    _series_of: dict[int, list[str]] = PrivateAttr(default_factory=dict)
-    _indexed: Any = PrivateAttr(default=None)
 
-    @field_validator("readings", mode="before")
-    @classmethod
-    def _per_series(cls, value: Any) -> Any:
-        """Group by (sensor_id, sensor_type), whatever the keys say.
+    @model_validator(mode="after")
+    def _from_legacy(self) -> LocationState:
+        if self.readings:
+            for key, rows in _legacy_series(self.readings).items():
+                merged = {r[_ID]: r for r in [*self.series.get(key, ()), *rows]}
+                self.series[key] = sorted(merged.values(), key=_order, reverse=True)
+            self.readings = {}
+        return self
 
-        States stored before the history was kept per type (in the changelog, or a worker's
-        RocksDB) keyed it by sensor_id alone; they load into the per-type form. Each old list
-        was sorted newest first, and so is every part of it.
-        """
-        if not isinstance(value, dict):
-            return value
-        if all(_one_series(key, items) for key, items in value.items()):
-            return value  # already per (sensor_id, sensor_type), as every state stored since
-        grouped: dict[str, list[Any]] = {}
-        for items in value.values():
-            for item in items:
-                grouped.setdefault(series_key(*_pair(item)), []).append(item)
-        return grouped
+    def history(self) -> dict[str, list[Versioned[SensorReading]]]:
+        """Every series' readings as rows, newest first (for inspection and tests)."""
+        return {
+            key: [Versioned(version=p[_V], row=unpack(key, p)) for p in rows]
+            for key, rows in self.series.items()
+        }
 
     def _drop_older(self, table: str, version: str) -> bool:
         if table == "sensor_readings":
-            kept = {
-                k: [v for v in rows if v.version >= version] for k, rows in self.readings.items()
-            }
+            kept = {k: [p for p in rows if p[_V] >= version] for k, rows in self.series.items()}
             kept = {k: rows for k, rows in kept.items() if rows}
-            changed = kept != self.readings
-            self.readings = kept
+            changed = kept != self.series
+            self.series = kept
             return changed
         if table == "pest_detections":
             pests = {k: v for k, v in self.pests.items() if v.version >= version}
@@ -319,48 +395,51 @@ class LocationState(KeyState):
         row_id, rid = msg.row.id, f"r:{msg.row.id}"
         index = self._index()
         found = [
-            (key, v)
+            (key, p)
             for key in index.get(row_id, ())
-            for v in self.readings.get(key, ())
-            if v.row.id == row_id
+            for p in self.series.get(key, ())
+            if p[_ID] == row_id
         ]
-        current = found[0][1].version if found else None
+        current = found[0][1][_V] if found else None
         if self._seen(rid, current, msg.version):
             return False
         index.pop(row_id, None)
         for key, old in found:
-            self.readings[key] = [v for v in self.readings[key] if v is not old]
-            if not self.readings[key]:
-                del self.readings[key]
+            self.series[key] = [p for p in self.series[key] if p is not old]
+            if not self.series[key]:
+                del self.series[key]
         if msg.deleted:
             self._bury(rid, msg.version)
         else:
             key = series_key(msg.row.sensor_id, msg.row.sensor_type)
-            rows = list(self.readings.get(key, ()))
+            rows = list(self.series.get(key, ()))
             # Newest first (reading time, then id): a storm's reading is the newest of its
             # series, and goes in front after one comparison.
-            new = (msg.row.reading_time, msg.row.id)
+            packed = pack(msg.version, msg.row)
+            new = _order(packed)
             at = 0
-            while at < len(rows) and (rows[at].row.reading_time, rows[at].row.id) > new:
+            while at < len(rows) and _order(rows[at]) > new:
                 at += 1
-            rows.insert(at, Versioned(version=msg.version, row=msg.row))
-            self.readings[key] = rows[:history]
+            rows.insert(at, packed)
+            self.series[key] = rows[:history]
             index[row_id] = [key]
             for dropped in rows[history:]:
-                index.pop(dropped.row.id, None)
+                index.pop(dropped[_ID], None)
             self.tombstones.pop(rid, None)
         self._advance(msg.version)
         return True
 
     def _index(self) -> dict[int, list[str]]:
-        """Reading id -> its series, rebuilt when ``readings`` was replaced since."""
-        if self._indexed is not self.readings:
+        """Reading id -> its series, rebuilt when ``series`` was replaced since (a reading is
+        looked up by id on every change; the history holds tens of rows)."""
+        memo = self._local()
+        if memo.indexed is not self.series:
             index: dict[int, list[str]] = {}
-            for key, rows in self.readings.items():
-                for v in rows:
-                    index.setdefault(v.row.id, []).append(key)
-            self._series_of, self._indexed = index, self.readings
-        return self._series_of
+            for key, rows in self.series.items():
+                for p in rows:
+                    index.setdefault(p[_ID], []).append(key)
+            memo.series_of, memo.indexed = index, self.series
+        return memo.series_of
 
     def apply_pest(self, msg: PestChanged, *, now: datetime) -> bool:
         if self._before_truncate("pest_detections", msg.version):
@@ -380,7 +459,7 @@ class LocationState(KeyState):
         return True
 
     def part(self, fk: str) -> LocationPart:
-        latest = [rows[0].row for _, rows in sorted(self.readings.items()) if rows]
+        latest = [unpack(key, rows[0]) for key, rows in sorted(self.series.items()) if rows]
         pests = [v.row for _, v in sorted(self.pests.items())]
         return LocationPart(fk=fk, version=self.version, readings=latest, pests=pests)
 

@@ -335,6 +335,10 @@ def run(args: argparse.Namespace) -> str:
                 state["stopped"] = f"{time.monotonic() - began:,.0f} s ({exc or 'interrupted'})"
             peaks.stop()
             data = dir_mib(load.data_dir)
+            # the worker's memory reports, when it ran with PYTHONTRACEMALLOC set
+            report = load.data_dir / "memory.txt"
+            if report.exists():
+                (outdir / f"load-{stamp}-memory.txt").write_bytes(report.read_bytes())
         finally:
             peaks.stopping.set()
             load.close()

@@ -9,7 +9,7 @@ from datetime import timedelta
 
 from schemas.entities import SensorReading
 from streams.messages import ReadingChanged
-from streams.state import LocationState, Versioned, series_key
+from streams.state import LocationState, pack, series_key
 from tests.unit.test_state import NOW, v
 
 
@@ -18,23 +18,21 @@ def by_full_scan(state: LocationState, msg: ReadingChanged, history: int) -> boo
     if state._before_truncate("sensor_readings", msg.version):
         return False
     rid = f"r:{msg.row.id}"
-    found = [
-        (key, v) for key, rows in state.readings.items() for v in rows if v.row.id == msg.row.id
-    ]
-    current = found[0][1].version if found else None
+    found = [(key, p) for key, rows in state.series.items() for p in rows if p[1] == msg.row.id]
+    current = found[0][1][0] if found else None
     if state._seen(rid, current, msg.version):
         return False
     for key, old in found:
-        state.readings[key] = [v for v in state.readings[key] if v is not old]
-        if not state.readings[key]:
-            del state.readings[key]
+        state.series[key] = [p for p in state.series[key] if p is not old]
+        if not state.series[key]:
+            del state.series[key]
     if msg.deleted:
         state._bury(rid, msg.version)
     else:
         key = series_key(msg.row.sensor_id, msg.row.sensor_type)
-        rows = [*state.readings.get(key, []), Versioned(version=msg.version, row=msg.row)]
-        rows.sort(key=lambda v: (v.row.reading_time, v.row.id), reverse=True)
-        state.readings[key] = rows[:history]
+        rows = [*state.series.get(key, []), pack(msg.version, msg.row)]
+        rows.sort(key=lambda p: (p[4], p[1]), reverse=True)
+        state.series[key] = rows[:history]
         state.tombstones.pop(rid, None)
     state._advance(msg.version)
     return True

@@ -26,7 +26,9 @@ from streams.state import (
     Shelf,
     Space,
     VendorState,
+    pack,
     series_key,
+    unpack,
 )
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
@@ -262,7 +264,7 @@ def test_location_history_is_bounded_per_sensor() -> None:
             ReadingChanged(deleted=False, version=v(i), row=reading(loc_id, i, minutes_ago=60 - i)),
             history=3,
         )
-    assert [r.row.id for r in loc.readings[series_key("t1", "temperature")]] == [10, 9, 8]
+    assert [r.row.id for r in loc.history()[series_key("t1", "temperature")]] == [10, 9, 8]
 
 
 def typed(location: UUID, rid: int, sensor: str, kind: str, minutes_ago: int) -> SensorReading:
@@ -286,7 +288,7 @@ def test_a_combined_device_keeps_its_latest_reading_of_every_type() -> None:
         ("temperature", 1),
         ("humidity", 39),
     }
-    assert [len(rows) for _, rows in sorted(loc.readings.items())] == [3, 1]
+    assert [len(rows) for _, rows in sorted(loc.history().items())] == [3, 1]
     # Deleting the temperature reading removes that type, not the device's humidity.
     gone = typed(loc_id, 1, "th", "temperature", 90)
     assert loc.apply_reading(ReadingChanged(deleted=True, version=v(50), row=gone), history=3)
@@ -300,7 +302,7 @@ def test_a_reading_whose_type_changes_moves_to_its_new_series() -> None:
     loc.apply_reading(ReadingChanged(deleted=False, version=v(1), row=first), history=3)
     moved = first.model_copy(update={"sensor_type": "humidity"})
     assert loc.apply_reading(ReadingChanged(deleted=False, version=v(2), row=moved), history=3)
-    assert list(loc.readings) == [series_key("th", "humidity")]
+    assert list(loc.series) == [series_key("th", "humidity")]
 
 
 def test_a_state_stored_per_sensor_id_loads_per_type() -> None:
@@ -316,7 +318,7 @@ def test_a_state_stored_per_sensor_id_loads_per_type() -> None:
         "pests": {},
     }
     loc = LocationState.model_validate_json(json.dumps(old))
-    assert {k: [x.row.id for x in rs] for k, rs in loc.readings.items()} == {
+    assert {k: [x.row.id for x in rs] for k, rs in loc.history().items()} == {
         series_key("th", "humidity"): [3],
         series_key("th", "temperature"): [2, 1],
     }
@@ -326,6 +328,54 @@ def test_a_state_stored_per_sensor_id_loads_per_type() -> None:
     }
     # What it writes back loads unchanged.
     assert LocationState.model_validate_json(loc.model_dump_json()) == loc
+
+
+def test_a_state_stored_with_versioned_readings_per_type_loads_into_packed_series() -> None:
+    """States written before the series were packed keyed ``readings`` by series_key, with
+    a Versioned reading each; they load into the same series, the same part, and write back
+    in the packed form."""
+    loc_id = uuid4()
+    rows = [typed(loc_id, 3, "th", "humidity", 1), typed(loc_id, 2, "th", "temperature", 2)]
+    rows.append(typed(loc_id, 1, "th", "temperature", 3))
+    old = {
+        "subscribers": ["b1"],
+        "version": v(3),
+        "readings": {
+            series_key(r.sensor_id, r.sensor_type): [
+                {"version": v(r.id), "row": r.model_dump(mode="json")}
+            ]
+            for r in rows[:2]
+        },
+        "pests": {},
+    }
+    old["readings"][series_key("th", "temperature")].append(
+        {"version": v(1), "row": rows[2].model_dump(mode="json")}
+    )
+    loc = LocationState.model_validate_json(json.dumps(old))
+    assert {k: [(x.version, x.row) for x in rs] for k, rs in loc.history().items()} == {
+        series_key("th", "humidity"): [(v(3), rows[0])],
+        series_key("th", "temperature"): [(v(2), rows[1]), (v(1), rows[2])],
+    }
+    assert loc.readings == {}
+    written = json.loads(loc.model_dump_json())
+    assert "readings" not in written and len(written["series"]) == 2
+    again = LocationState.model_validate_json(loc.model_dump_json())
+    assert again == loc and again.part("x") == loc.part("x")
+    # a reading applied after loading finds the old rows by id
+    update = rows[2].model_copy(update={"value": 9.5})
+    assert again.apply_reading(ReadingChanged(deleted=False, version=v(9), row=update), history=3)
+    assert [x.row.value for x in again.history()[series_key("th", "temperature")]] == [2.0, 9.5]
+
+
+def test_a_packed_reading_unpacks_to_the_same_row() -> None:
+    loc_id = uuid4()
+    row = typed(loc_id, 7, "th", "temperature", 3).model_copy(
+        update={"reading_time": datetime(2026, 12, 3, 1, 2, 3, 456789, tzinfo=UTC), "value": 0.1}
+    )
+    assert unpack(series_key("th", "temperature"), pack(v(7), row)) == row
+    before = datetime(1969, 7, 20, 20, 17, 40, 1, tzinfo=UTC)
+    old = row.model_copy(update={"reading_time": before, "status": "fault"})
+    assert unpack(series_key("th", "temperature"), pack(v(7), old)) == old
 
 
 def test_pests_outside_retention_are_forgotten() -> None:
@@ -523,4 +573,4 @@ def test_a_series_keeps_its_newest_readings_in_order_whatever_order_they_arrive_
         )
         expected[key] = series[:4]
         expected = {k: rows for k, rows in expected.items() if rows}
-        assert {k: [r.row for r in rows] for k, rows in loc.readings.items()} == expected
+        assert {k: [r.row for r in rows] for k, rows in loc.history().items()} == expected
