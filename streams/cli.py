@@ -9,8 +9,14 @@ import os
 import sys
 from pathlib import Path
 
-from streams.config import get_settings
+from streams.config import Settings, get_settings
 from streams.ops.commands import add_ops_commands
+
+
+def _tune_memory(settings: Settings) -> None:
+    from streams.runtime import memory
+
+    memory.tune(settings.malloc_arenas, settings.malloc_trim_s)
 
 
 def _worker(args: argparse.Namespace) -> int:
@@ -21,6 +27,7 @@ def _worker(args: argparse.Namespace) -> int:
 
     try:
         settings = get_settings()
+        _tune_memory(settings)
         if args.loglevel:
             settings = settings.model_copy(update={"log_level": args.loglevel.lower()})
         Tokens(settings)  # refuse to start on a token entry that cannot be used
@@ -98,6 +105,7 @@ def _sink(args: argparse.Namespace) -> int:
     from streams.sinks.processes import METRICS_FILE_ENV, stop_when_orphaned, write_metrics_while
 
     settings = get_settings()
+    _tune_memory(settings)
     try:
         ensure_sink_table(settings)
     except PipelineError as exc:

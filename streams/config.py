@@ -66,6 +66,11 @@ class Settings(BaseSettings):
     rocksdb_write_buffer_mb: int = Field(default=4, ge=1)
     rocksdb_block_cache_mb: int = Field(default=32, ge=1)
     rocksdb_memtables_mb: int = Field(default=48, ge=1)
+    # glibc's malloc: the most arenas a worker or sink process uses (0: glibc's default, eight
+    # per core), and how often it hands freed memory back to the system (0: never); see
+    # streams.runtime.memory.
+    malloc_arenas: int = Field(default=2, ge=0)
+    malloc_trim_s: float = Field(default=30.0, ge=0)
     log_level: Literal["debug", "info", "warn", "warning", "error", "critical"] = "info"
     auto_publish: bool = True
     # How long the group waits for a silent worker before handing its partitions to the others.
