@@ -21,3 +21,12 @@ def test_the_report_names_the_line_that_holds_the_memory(tmp_path: Path) -> None
     assert first.endswith(f"{__file__}:15"), text
     assert float(first.split()[0]) >= 4.0
     assert not (tmp_path / "memory.txt").exists()
+
+
+def test_tune_caps_the_arenas_and_trims_on_glibc() -> None:
+    libc = memory._glibc()
+    assert libc is not None  # the machine and the images run glibc
+    assert memory.tune(arenas=0, trim_every_s=0) is None  # nothing to run
+    thread = memory.tune(arenas=4, trim_every_s=3600)
+    assert thread is not None and thread.is_alive() and thread.name == "malloc-trim"
+    assert libc.malloc_trim(0) in (0, 1)
