@@ -20,7 +20,7 @@ JUNIT ?= build/test-results/junit.xml
 PYTEST_ARGS ?=
 C ?=
 
-.PHONY: help venv install lint test run down bench bench-sinks bench-load bench-live bench-mongo faults stack-up stack-down stack-status stack-logs
+.PHONY: help venv install lint test run down bench bench-sinks bench-load bench-live bench-mongo bench-states faults stack-up stack-down stack-status stack-logs
 
 help:
 	@echo "make run            fetch/build what is missing, start the stack and a worker, load demo data, watch the pipeline live"
@@ -35,6 +35,7 @@ help:
 	@echo "make bench-load     100k bookings and 1M readings loaded: time to every snapshot, peak RSS"
 	@echo "make bench-live     source commit -> listing-change stream client, p50/p99"
 	@echo "make bench-mongo    MongoDB-wire server by _id: replace rate, find_one latency"
+	@echo "make bench-states   what each kind of key state costs to parse and write (no stack)"
 	@echo "make faults         the fault matrix under load, checked against the source tables"
 	@echo "make stack-up | stack-down | stack-status | stack-logs [C=kafka] | down"
 
@@ -126,6 +127,10 @@ bench-live: venv
 	@trap 'exit 130' INT TERM; trap '$(STACK) down' EXIT; \
 	$(STACK) up; \
 	$(PY) -m streams.benchmarks.live $(BENCH_LIVE_ARGS)
+
+# What each kind of key state costs to parse and to write, and in memory (no stack needed).
+bench-states: venv
+	$(PY) -m streams.benchmarks.states $(BENCH_ARGS)
 
 # Every fault of tests/faults/matrix.py under load on a fresh stack; prints the table.
 faults: venv
