@@ -63,9 +63,12 @@ class Options(faust_rocksdb.RocksDBOptions):
         self.shared = shared
 
     def open(self, path: Path, *, read_only: bool = False) -> Any:
-        db = rocksdict.Rdict(
-            str(path), options=self.as_options(), access_type=rocksdict.AccessType.read_write()
+        access = (
+            rocksdict.AccessType.read_write()
+            if self.ttl is None
+            else rocksdict.AccessType.with_ttl(self.ttl)
         )
+        db = rocksdict.Rdict(str(path), options=self.as_options(), access_type=access)
         db.set_read_options(rocksdict.ReadOptions())
         return db
 
