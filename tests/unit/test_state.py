@@ -305,19 +305,29 @@ def test_a_reading_whose_type_changes_moves_to_its_new_series() -> None:
     assert list(loc.series) == [series_key("th", "humidity")]
 
 
+def _device_readings(loc_id: UUID) -> list[SensorReading]:
+    """A combined device's readings, newest first: one humidity, two temperatures."""
+    return [
+        typed(loc_id, 3, "th", "humidity", 1),
+        typed(loc_id, 2, "th", "temperature", 2),
+        typed(loc_id, 1, "th", "temperature", 3),
+    ]
+
+
+def _stored_before(readings: dict[str, list[SensorReading]]) -> str:
+    """A location's state as written with one Versioned model per reading under ``readings``."""
+    stored = {
+        key: [{"version": v(r.id), "row": r.model_dump(mode="json")} for r in rows]
+        for key, rows in readings.items()
+    }
+    return json.dumps(
+        {"subscribers": ["b1"], "version": v(3), "tombstones": {}, "readings": stored, "pests": {}}
+    )
+
+
 def test_a_state_stored_per_sensor_id_loads_per_type() -> None:
     """The changelog and RocksDB hold states written before the history was kept per type."""
-    loc_id = uuid4()
-    rows = [typed(loc_id, 3, "th", "humidity", 1), typed(loc_id, 2, "th", "temperature", 2)]
-    rows.append(typed(loc_id, 1, "th", "temperature", 3))
-    old = {
-        "subscribers": ["b1"],
-        "version": v(3),
-        "tombstones": {},
-        "readings": {"th": [{"version": v(r.id), "row": r.model_dump(mode="json")} for r in rows]},
-        "pests": {},
-    }
-    loc = LocationState.model_validate_json(json.dumps(old))
+    loc = LocationState.model_validate_json(_stored_before({"th": _device_readings(uuid4())}))
     assert {k: [x.row.id for x in rs] for k, rs in loc.history().items()} == {
         series_key("th", "humidity"): [3],
         series_key("th", "temperature"): [2, 1],
@@ -334,24 +344,11 @@ def test_a_state_stored_with_versioned_readings_per_type_loads_into_packed_serie
     """States written before the series were packed keyed ``readings`` by series_key, with
     a Versioned reading each; they load into the same series, the same part, and write back
     in the packed form."""
-    loc_id = uuid4()
-    rows = [typed(loc_id, 3, "th", "humidity", 1), typed(loc_id, 2, "th", "temperature", 2)]
-    rows.append(typed(loc_id, 1, "th", "temperature", 3))
-    old = {
-        "subscribers": ["b1"],
-        "version": v(3),
-        "readings": {
-            series_key(r.sensor_id, r.sensor_type): [
-                {"version": v(r.id), "row": r.model_dump(mode="json")}
-            ]
-            for r in rows[:2]
-        },
-        "pests": {},
-    }
-    old["readings"][series_key("th", "temperature")].append(
-        {"version": v(1), "row": rows[2].model_dump(mode="json")}
-    )
-    loc = LocationState.model_validate_json(json.dumps(old))
+    rows = _device_readings(uuid4())
+    per_series: dict[str, list[SensorReading]] = {}
+    for r in rows:
+        per_series.setdefault(series_key(r.sensor_id, r.sensor_type), []).append(r)
+    loc = LocationState.model_validate_json(_stored_before(per_series))
     assert {k: [(x.version, x.row) for x in rs] for k, rs in loc.history().items()} == {
         series_key("th", "humidity"): [(v(3), rows[0])],
         series_key("th", "temperature"): [(v(2), rows[1]), (v(1), rows[2])],
