@@ -8,8 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from streams.gather import gather, held_back
-from streams.messages import LOCATION_MSG, Gathered, ReadingChanged, Truncated
+from streams.gather import gather, gathered_value, held_back
+from streams.messages import LOCATION_MSG, Gathered, ReadingChanged, Truncated, encode
 from streams.routing import BROADCAST, route
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -83,6 +83,17 @@ def test_a_location_gets_one_message_with_its_changes_in_order_and_the_oldest_ti
     a = decoded(by_key[A].value)
     assert [(c.row.id, c.deleted) for c in a.changes] == [(1, False), (3, False), (1, True)]
     assert by_key[A].timestamp_ms == 1_000 and by_key[B].timestamp_ms == 999
+
+
+def test_a_gathered_message_is_the_json_pydantic_writes_for_it() -> None:
+    """The gatherer joins the JSON of each change instead of keeping their models until the
+    read is sent; what it writes is byte for byte what encoding the model would give."""
+    records = [("sensor_readings", reading(n, A, 10 + n), 1_000 + n) for n in range(1, 5)]
+    (out,) = gather(records).out
+    msg = decoded(out.value)
+    assert isinstance(msg, Gathered)
+    assert out.value == encode(Gathered(changes=msg.changes))
+    assert gathered_value([]) == encode(Gathered(changes=[]))
 
 
 def test_a_reading_that_moved_leaves_its_old_location_and_joins_the_new_one() -> None:
