@@ -60,7 +60,7 @@ class Gathering:
 @dataclass
 class _Group:
     #: each change as its JSON, encoded as it is read: a read holds up to 20,000 changes, and
-    #: their models take about ten times the memory of their JSON until the read is sent
+    #: their models take about six times the memory of their JSON (1.9 kB against 320 bytes)
     changes: list[bytes] = field(default_factory=list)
     timestamp_ms: int | None = None
 
