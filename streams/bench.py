@@ -412,19 +412,33 @@ def table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def metrics_token(settings: Settings) -> tuple[str, str]:
+    """A token allowed /metrics only, and MIS_API_TOKENS for a worker with it added."""
+    token = new_token()
+    tokens = " ".join(
+        filter(None, (settings.api_tokens.get_secret_value(), entry("bench", token, {"metrics"})))
+    )
+    return token, tokens
+
+
+def read_metrics(port: int, token: str) -> str:
+    """A local worker's /metrics, or "" if it did not answer."""
+    url = f"http://127.0.0.1:{port}/metrics"
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return str(response.read().decode())
+    except OSError:
+        return ""
+
+
 class Bench:
     def __init__(self, settings: Settings, workdir: Path, seconds: float) -> None:
         self.settings, self.workdir, self.seconds = settings, workdir, seconds
         self.pg = psycopg.connect(settings.pg_dsn, autocommit=True)
         self.app_id = f"mis-bench-{uuid.uuid4().hex[:8]}"
         # A metrics token of its own: each cell reads worker0's input delays (/metrics).
-        self.token = new_token()
-        tokens = " ".join(
-            filter(
-                None,
-                (settings.api_tokens.get_secret_value(), entry("bench", self.token, {"metrics"})),
-            )
-        )
+        self.token, tokens = metrics_token(settings)
         self.env = {**os.environ, "MIS_APP_ID": self.app_id, "MIS_API_TOKENS": tokens}
         self.workers: list[Worker] = []
         self.retired: list[Worker] = []
@@ -439,13 +453,7 @@ class Bench:
         """worker0's /metrics, or "" if it did not answer."""
         if not self.workers:
             return ""
-        url = f"http://127.0.0.1:{self.workers[0].port}/metrics"
-        request = urllib.request.Request(url, headers={"Authorization": f"Bearer {self.token}"})
-        try:
-            with urllib.request.urlopen(request, timeout=5) as response:
-                return str(response.read().decode())
-        except OSError:
-            return ""
+        return read_metrics(self.workers[0].port, self.token)
 
     def window(self) -> float | None:
         """worker0's conflation window now (mis_conflate_window_seconds, streams.pace)."""

@@ -30,7 +30,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -45,8 +44,7 @@ from pymongo import MongoClient
 from launcher import process
 from launcher.stack import Stack
 from streams import source_db, topology
-from streams.api.auth import entry, new_token
-from streams.bench import Worker, children_of, peak_rss_mib, table
+from streams.bench import Worker, children_of, metrics_token, peak_rss_mib, read_metrics, table
 from streams.config import REPO_ROOT, Settings, get_settings
 from streams.ops.errors import OpsError
 from streams.ops.kafka import Kafka
@@ -211,13 +209,7 @@ class Load:
         self.mongo = mongo
         self.listings = mongo[settings.mongo_database][settings.mongo_collection]
         # A metrics token of its own: the peaks include the worker's RocksDB memory (/metrics).
-        self.token = new_token()
-        tokens = " ".join(
-            filter(
-                None,
-                (settings.api_tokens.get_secret_value(), entry("bench", self.token, {"metrics"})),
-            )
-        )
+        self.token, tokens = metrics_token(settings)
         env = {**os.environ, "MIS_APP_ID": self.app_id, "MIS_API_TOKENS": tokens}
         self.worker = Worker("worker", env, workdir, settings.web_port + 11)
         self.data_dir = Path(self.worker.env["MIS_DATA_DIR"])
@@ -240,13 +232,7 @@ class Load:
     def rocksdb_mib(self) -> dict[str, float]:
         """The worker's RocksDB memory now (streams.runtime.store), or nothing if it did not
         answer."""
-        url = f"http://127.0.0.1:{self.worker.port}/metrics"
-        request = urllib.request.Request(url, headers={"Authorization": f"Bearer {self.token}"})
-        try:
-            with urllib.request.urlopen(request, timeout=5) as response:
-                text = response.read().decode()
-        except OSError:
-            return {}
+        text = read_metrics(self.worker.port, self.token)
         names = {
             "mis_rocksdb_block_cache_bytes": "worker's RocksDB block cache",
             "mis_rocksdb_memtable_bytes": "worker's RocksDB memtables",

@@ -15,7 +15,6 @@ it opens its databases with differ. ``install`` registers it for the ``rocksdb:/
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import faust.stores
@@ -56,21 +55,12 @@ def budget(cache_mb: int, memtables_mb: int) -> Budget:
 
 
 class Options(faust_rocksdb.RocksDBOptions):
-    """Faust's options for one database, with the process's cache and write buffer manager."""
+    """Faust's options for one database, with the process's cache and write buffer manager
+    (Faust's ``open`` builds the database from ``as_options``)."""
 
     def __init__(self, shared: Budget, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.shared = shared
-
-    def open(self, path: Path, *, read_only: bool = False) -> Any:
-        access = (
-            rocksdict.AccessType.read_write()
-            if self.ttl is None
-            else rocksdict.AccessType.with_ttl(self.ttl)
-        )
-        db = rocksdict.Rdict(str(path), options=self.as_options(), access_type=access)
-        db.set_read_options(rocksdict.ReadOptions())
-        return db
 
     def as_options(self) -> Any:
         options = rocksdict.Options(raw_mode=True)
