@@ -65,7 +65,7 @@ stack-down: venv
 	$(STACK) down
 
 down: venv
-	@if test -f $(WORKER_PID); then kill $$(cat $(WORKER_PID)) 2>/dev/null || true; rm -f $(WORKER_PID); sleep 2; fi
+	@$(STOP_WORKER)
 	$(STACK) down
 
 stack-status: venv
@@ -91,10 +91,15 @@ test: venv
 
 # The worker's pid goes next to the stack's, so that `make down` from another shell stops it too.
 WORKER_PID = $${MIS_STATE_DIR:-.stack}/run/worker.pid
+# Stops the worker `make run` started, before the stack: SIGTERM, then SIGKILL if it has not
+# exited within 20 s (a worker whose Kafka is already gone does not finish its shutdown).
+STOP_WORKER = if test -f $(WORKER_PID); then pid=$$(cat $(WORKER_PID)); kill $$pid 2>/dev/null || true; \
+	for i in $$(seq 40); do kill -0 $$pid 2>/dev/null || break; sleep 0.5; done; \
+	kill -9 $$pid 2>/dev/null || true; rm -f $(WORKER_PID); fi
 
 run: venv
 	@trap 'exit 130' INT TERM; \
-	trap 'if test -f $(WORKER_PID); then kill $$(cat $(WORKER_PID)) 2>/dev/null || true; rm -f $(WORKER_PID); sleep 2; fi; $(STACK) down' EXIT; \
+	trap '$(STOP_WORKER); $(STACK) down' EXIT; \
 	$(STACK) up; \
 	$(PY) -m streams.cli worker > $${MIS_STATE_DIR:-.stack}/logs/worker.log 2>&1 & \
 	echo $$! > $(WORKER_PID); \
