@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict
 
 _EPOCH = date(1970, 1, 1)
 
@@ -36,8 +36,15 @@ def _to_date(value: Any) -> Any:
     return value
 
 
+def _unsigned_zero(value: float) -> float:
+    # double precision keeps -0.0; it equals 0.0 yet renders as "-0.0", so two rows that compare
+    # equal would give snapshots that compare equal with different content hashes.
+    return value + 0.0
+
+
 UtcDatetime = Annotated[datetime, BeforeValidator(_to_utc)]
 EpochDate = Annotated[date, BeforeValidator(_to_date)]
+Double = Annotated[float, AfterValidator(_unsigned_zero)]
 
 
 class Row(BaseModel):
@@ -82,7 +89,7 @@ class SensorReading(Row):
     location_id: UUID
     sensor_id: str
     sensor_type: str
-    value: float
+    value: Double
     unit: str
     reading_time: UtcDatetime
     status: str = "active"
@@ -93,7 +100,7 @@ class PestDetection(Row):
     location_id: UUID
     pest_type: str
     severity: str
-    confidence: float
+    confidence: Double
     detected_at: UtcDatetime
 
 

@@ -727,6 +727,25 @@ def test_conflicting_rows_with_one_id_resolve_independently_of_order(
     assert build(**one) == build(**other)
 
 
+@pytest.mark.parametrize(
+    "rows",
+    [
+        pytest.param({"readings": [reading(1, value=0.0), reading(1, value=-0.0)]}, id="reading"),
+        pytest.param(
+            {"pests": [pest(1, confidence=0.0), pest(1, confidence=-0.0)]}, id="pest-confidence"
+        ),
+    ],
+)
+def test_a_negative_zero_gives_the_same_hash_as_zero(rows: dict[str, list[Any]]) -> None:
+    # double precision columns keep -0.0, which equals 0.0 but renders as "-0.0"
+    ((key, pair),) = rows.items()
+    one = build(**{key: pair})
+    other = build(**{key: pair[::-1]})
+    assert one == other
+    assert content_hash(one) == content_hash(other)
+    assert '"-0.0"' not in one.model_dump_json() and "-0.0" not in one.model_dump_json()
+
+
 # --- next_deadline -------------------------------------------------------------------------
 
 
