@@ -39,6 +39,12 @@ CONFLATE_WINDOW_WIDEST = Gauge(
     "mis_conflate_window_widest_seconds",
     "The widest conflation window the agents used since the worker started",
 )
+UNCONFIRMED_SENDS = Gauge(
+    "mis_unconfirmed_sends",
+    "Keys whose stored state does not show their last send confirmed yet; a worker stopped "
+    "while this is above zero leaves those sends to be made again (duplicates, never losses)",
+    ["table"],
+)
 SNAPSHOTS_EMITTED = Counter("mis_snapshots_emitted_total", "Snapshots whose content changed")
 SINK_WRITES = Counter("mis_sink_writes_total", "Rows or documents written", ["sink"])
 SINK_LATENCY = Histogram("mis_sink_latency_seconds", "Time to write one batch", ["sink"])

@@ -132,6 +132,11 @@ class Deliveries:
         if entry is not None and not entry.outstanding:
             del entries[key]
 
+    def pending(self) -> int:
+        """Keys whose stored state does not show their last send confirmed yet: a worker stopped
+        now leaves these sends to be made again by the worker that next loads the keys."""
+        return sum(len(entries) for entries in self._sends.values())
+
     def forget(self, partitions: Iterable[int]) -> None:
         """After a rebalance: the keys may have been changed elsewhere meanwhile. A send still
         named in the store is then unknown, and made again: a duplicate, never a loss."""

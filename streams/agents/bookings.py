@@ -81,6 +81,7 @@ class BookingAgent:
         self.deadlines = DeadlineIndex()
         self.pending = DueIndex()
         self.deliveries = Deliveries(partial(rt.pace.confirm_after, s.confirm_after_s))
+        metrics.UNCONFIRMED_SENDS.labels(table="booking").set_function(self.deliveries.pending)
         self.parsed = Parsed(s.booking_cache_keys)
         self.waker = Waker(rt.topics.bookings, encode(Tick()))
 

@@ -64,6 +64,7 @@ class KeySpaceAgent:
         self.changes = Changes(rt.topics, rt.dead_letter)
         self.pending = DueIndex()
         self.deliveries = Deliveries(partial(rt.pace.confirm_after, s.confirm_after_s))
+        metrics.UNCONFIRMED_SENDS.labels(table=name).set_function(self.deliveries.pending)
         self.parsed = Parsed(s.state_cache_keys)
         self.waker = Waker(self.topic, _TICK)
 

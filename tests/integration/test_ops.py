@@ -71,6 +71,10 @@ class Pipeline:
 
     def stop(self) -> None:
         if self.worker is not None:
+            # A send is stored as confirmed a little after its delivery; a worker stopped before
+            # that repeats it after the restart, which would count as the replay's snapshots.
+            if self.worker.proc is not None and self.worker.proc.poll() is None:
+                self.worker.wait_confirmed()
             self.worker.stop()
             self.worker = None
         kafka = Kafka(self.settings.kafka_bootstrap)

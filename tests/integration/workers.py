@@ -102,6 +102,40 @@ class Worker:
         finally:
             self.stop()
 
+    def unconfirmed_sends(self) -> float | None:
+        """The worker's ``mis_unconfirmed_sends``, summed over its tables; None if it did not
+        answer."""
+        import urllib.request
+
+        from prometheus_client.parser import text_string_to_metric_families
+
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.web_port}/metrics",
+            headers={"Authorization": f"Bearer {API_TOKEN}"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                text = response.read().decode()
+        except OSError:
+            return None
+        found = [
+            sample.value
+            for family in text_string_to_metric_families(text)
+            if family.name == "mis_unconfirmed_sends"
+            for sample in family.samples
+        ]
+        return sum(found) if found else None
+
+    def wait_confirmed(self, timeout: float = 60.0) -> None:
+        """Until every send the worker made is stored as confirmed, so that stopping it now
+        leaves nothing to be sent again by the next worker."""
+        wait_for(
+            f"worker {self.name} to store its sends as confirmed",
+            lambda: self.unconfirmed_sends() == 0,
+            timeout=timeout,
+            every=0.5,
+        )
+
     def tail(self, lines: int = 40) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 

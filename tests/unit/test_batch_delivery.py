@@ -107,15 +107,18 @@ def test_the_state_is_stored_at_once_naming_the_send_unconfirmed_until_delivered
         assert agent.sent == ["a"]
         token = agent.stored("a").outbox.unconfirmed
         assert token is not None and agent.stored("a").outbox.due is None
+        assert agent.deliveries.pending() == 1
 
         await agent.batch([])  # a tick: still in flight, nothing is written or sent
         assert agent.stored("a").outbox.unconfirmed == token and agent.sent == ["a"]
 
         agent.topic.futures[0].set_result(None)
         await asyncio.sleep(0)
+        assert agent.deliveries.pending() == 1  # delivered, not yet stored as confirmed
         await agent.batch([])  # the next batch of the partition stores it confirmed
         assert agent.stored("a").outbox.unconfirmed is None
         assert agent.sent == ["a"]
+        assert agent.deliveries.pending() == 0
 
     _run(scenario)
 
