@@ -16,7 +16,7 @@ from streams.ops.commands import add_ops_commands
 def _tune_memory(settings: Settings) -> None:
     from streams.runtime import memory
 
-    memory.tune(settings.malloc_arenas, settings.malloc_trim_s)
+    memory.tune(settings.malloc_arenas, settings.malloc_trim_s, settings.malloc_mmap_threshold_kb)
 
 
 def _worker(args: argparse.Namespace) -> int:

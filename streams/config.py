@@ -67,10 +67,12 @@ class Settings(BaseSettings):
     rocksdb_block_cache_mb: int = Field(default=32, ge=1)
     rocksdb_memtables_mb: int = Field(default=48, ge=1)
     # glibc's malloc: the most arenas a worker or sink process uses (0: glibc's default, eight
-    # per core), and how often it hands freed memory back to the system (0: never); see
-    # streams.runtime.memory.
+    # per core), how often it hands freed memory back to the system (0: never), and the size
+    # from which a block is mapped on its own instead of taken from a heap (0: glibc's own,
+    # which rises with the blocks freed); see streams.runtime.memory.
     malloc_arenas: int = Field(default=2, ge=0)
     malloc_trim_s: float = Field(default=30.0, ge=0)
+    malloc_mmap_threshold_kb: int = Field(default=256, ge=0)
     log_level: Literal["debug", "info", "warn", "warning", "error", "critical"] = "info"
     auto_publish: bool = True
     # How long the group waits for a silent worker before handing its partitions to the others.

@@ -4,7 +4,8 @@ glibc's malloc gives each thread that allocates an arena of its own (up to eight
 and keeps what is freed in it for later. A worker has many such threads (librdkafka's, RocksDB's,
 the gatherer's) and frees much: the Kafka messages and states of each batch. Freed memory then
 stays with the process, spread over a dozen arenas. ``tune`` caps the arenas
-(``MIS_MALLOC_ARENAS``) and hands freed memory back to the system every ``MIS_MALLOC_TRIM_S``
+(``MIS_MALLOC_ARENAS``), maps blocks of ``MIS_MALLOC_MMAP_THRESHOLD_KB`` and more on their own
+instead of from a heap, and hands freed memory back to the system every ``MIS_MALLOC_TRIM_S``
 (``malloc_trim``). Elsewhere than glibc it does nothing.
 
 
@@ -27,8 +28,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 TOP = 40
-#: mallopt's parameter for the most arenas glibc makes (malloc.h)
+#: mallopt's parameters (malloc.h): the most arenas glibc makes; the size from which an
+#: allocation is a mapping of its own; how much free memory at the top of a heap is kept
 M_ARENA_MAX = -8
+M_MMAP_THRESHOLD = -3
+M_TRIM_THRESHOLD = -1
 
 log = logging.getLogger(__name__)
 
@@ -44,15 +48,26 @@ def _glibc() -> ctypes.CDLL | None:
     return libc
 
 
-def tune(arenas: int, trim_every_s: float) -> threading.Thread | None:
-    """Cap glibc's arenas at ``arenas`` (0: its default) and, if ``trim_every_s``, start a
-    thread that returns freed memory to the system that often. Call it before the process
-    starts threads of its own: a thread's arena is made when it first allocates."""
+def tune(arenas: int, trim_every_s: float, mmap_threshold_kb: int = 0) -> threading.Thread | None:
+    """Cap glibc's arenas at ``arenas`` (0: its default); make every allocation of at least
+    ``mmap_threshold_kb`` a mapping of its own (0: glibc's default) and, if ``trim_every_s``,
+    start a thread that returns freed memory to the system that often. Call it before the
+    process starts threads of its own: a thread's arena is made when it first allocates.
+
+    glibc's own threshold starts at 128 KiB and rises to the size of every mapped block freed,
+    up to 32 MiB: after the first large fetch buffer or read is freed, blocks that size come
+    from the heap, where each leaves a hole that the next ones fragment. A fixed threshold
+    keeps them out of the heap (a mapping is returned whole when freed), and with it the
+    heap's trim threshold at twice the mapping threshold instead of up to 64 MiB."""
     libc = _glibc()
     if libc is None:
         return None
     if arenas and not libc.mallopt(M_ARENA_MAX, arenas):
         log.warning("mallopt(M_ARENA_MAX, %d) was refused; glibc's arenas are not capped", arenas)
+    if mmap_threshold_kb:
+        size = mmap_threshold_kb * 1024
+        if not (libc.mallopt(M_MMAP_THRESHOLD, size) and libc.mallopt(M_TRIM_THRESHOLD, 2 * size)):
+            log.warning("mallopt(M_MMAP_THRESHOLD, %d) was refused", size)
     if not trim_every_s:
         return None
 

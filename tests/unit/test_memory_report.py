@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
+import subprocess
+import sys
 import tracemalloc
 from pathlib import Path
 
@@ -12,13 +15,14 @@ def test_the_report_names_the_line_that_holds_the_memory(tmp_path: Path) -> None
     assert memory.start(tmp_path, every_s=0.01) is None  # not tracing: no thread, no file
     tracemalloc.start()
     try:
+        line = inspect.currentframe().f_lineno + 1  # type: ignore[union-attr]
         held = [bytes(1024) for _ in range(4096)]  # 4 MiB from one line
         text = memory.report(top=5)
     finally:
         tracemalloc.stop()
     assert len(held) == 4096
     first = text.splitlines()[1]
-    assert first.endswith(f"{__file__}:15"), text
+    assert first.endswith(f"{__file__}:{line}"), text
     assert float(first.split()[0]) >= 4.0
     assert not (tmp_path / "memory.txt").exists()
 
@@ -30,3 +34,41 @@ def test_tune_caps_the_arenas_and_trims_on_glibc() -> None:
     thread = memory.tune(arenas=4, trim_every_s=3600)
     assert thread is not None and thread.is_alive() and thread.name == "malloc-trim"
     assert libc.malloc_trim(0) in (0, 1)
+
+
+_MAPPED_AFTER_A_LARGER_FREE = """
+import ctypes, sys
+from streams.runtime import memory
+
+class Mallinfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+        "fordblks", "keepcost")]
+
+libc = memory._glibc()
+libc.mallinfo2.restype = Mallinfo2
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+if sys.argv[1] != "0":
+    memory.tune(arenas=0, trim_every_s=0, mmap_threshold_kb=int(sys.argv[1]))
+libc.free(libc.malloc(8 * 2**20))  # glibc's own threshold rises to 8 MiB when this is freed
+before = libc.mallinfo2().hblkhd
+libc.malloc(2**20)
+print(libc.mallinfo2().hblkhd - before)
+"""
+
+
+def test_a_fixed_mmap_threshold_maps_large_blocks_even_after_a_larger_one_was_freed() -> None:
+    # In a process of its own: a block is mapped only when the heap has no room for it.
+    def mapped(threshold_kb: int) -> int:
+        out = subprocess.run(
+            [sys.executable, "-c", _MAPPED_AFTER_A_LARGER_FREE, str(threshold_kb)],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).resolve().parents[2],
+        )
+        return int(out.stdout)
+
+    assert mapped(0) == 0  # glibc's own: from the heap
+    assert mapped(256) >= 2**20  # a mapping of its own
