@@ -85,6 +85,12 @@ def create_app(settings: Settings) -> faust.App:
         # in the event loop; snappy 336 MB/s at a ratio of 3.6 against 4.5), and a burst's
         # changelog waited on it.
         producer_compression_type="snappy",
+        # What a worker holds of its input before the agents take it, in a backlog when every
+        # partition has more: a fetch of 256 kB per partition (Faust's default 1 MiB) and at
+        # most 1,024 messages waiting per stream (4,096), of up to tens of kB each (a
+        # location's gathered readings, a part). The agents take 500 at a time.
+        consumer_max_fetch_size=256 * 1024,
+        stream_buffer_maxsize=1024,
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
         web_bind=settings.web_host,
