@@ -78,47 +78,70 @@ def _older(a: int | None, b: int | None) -> int | None:
     return b if a is None else a if b is None else min(a, b)
 
 
+class Grouping:
+    """What a read brought, grouped as it is read: ``add`` the events a chunk at a time (so
+    that the chunk's messages can be let go before the next is read), then ``finish``."""
+
+    def __init__(self, max_changes: int = MAX_CHANGES) -> None:
+        self.max_changes = max_changes
+        self.result = Gathering()
+        self._groups: dict[tuple[str, str], _Group] = {}
+        self._index = 0
+
+    def _send(self, space: str, key: str, group: _Group) -> None:
+        value = gathered_value(group.changes)
+        self.result.out.append(Outgoing(space, key, value, group.timestamp_ms, len(group.changes)))
+
+    def _flush(self) -> None:
+        for (space, key), group in self._groups.items():
+            self._send(space, key, group)
+        self._groups.clear()
+
+    def add(self, table: str, value: bytes | None, timestamp_ms: int | None) -> Bad | None:
+        """The next event read: (source table, event value, Kafka timestamp in ms). A
+        tombstone (the null value after a delete) carries nothing and is skipped; an event
+        that cannot be decoded is returned (and reported in the result's ``bad``) with the
+        reason."""
+        index, self._index = self._index, self._index + 1
+        if value is None:
+            return None
+        try:
+            routed = route(table, value)
+        except BadEvent as exc:
+            bad = Bad(index, str(exc))
+            self.result.bad.append(bad)
+            return bad
+        for space, key, message in routed:
+            if key == BROADCAST or not isinstance(message, GATHERED):
+                # A truncate (or a change of another kind) leaves after what was read before it.
+                self._flush()
+                self.result.out.append(Outgoing(space, key, encode(message), timestamp_ms, 1))
+                continue
+            group = self._groups.setdefault((space, key), _Group())
+            group.changes.append(encode(message))
+            group.timestamp_ms = _older(group.timestamp_ms, timestamp_ms)
+            if len(group.changes) >= self.max_changes:
+                self._send(space, key, self._groups.pop((space, key)))
+        return None
+
+    def finish(self) -> Gathering:
+        self._flush()
+        return self.result
+
+
 def gather(
     records: Sequence[tuple[str, bytes | None, int | None]], max_changes: int = MAX_CHANGES
 ) -> Gathering:
     """``records``: (source table, event value, Kafka timestamp in ms), in the order read.
 
     Tombstones (the null value after a delete) carry nothing and are skipped; an event that
-    cannot be decoded is reported in ``bad`` with the reason, and the others go on.
+    cannot be decoded is reported in ``bad`` with the reason (its index in ``records``), and
+    the others go on.
     """
-    result = Gathering()
-    groups: dict[tuple[str, str], _Group] = {}
-
-    def send(space: str, key: str, group: _Group) -> None:
-        value = gathered_value(group.changes)
-        result.out.append(Outgoing(space, key, value, group.timestamp_ms, len(group.changes)))
-
-    def flush() -> None:
-        for (space, key), group in groups.items():
-            send(space, key, group)
-        groups.clear()
-
-    for index, (table, value, timestamp_ms) in enumerate(records):
-        if value is None:
-            continue
-        try:
-            routed = route(table, value)
-        except BadEvent as exc:
-            result.bad.append(Bad(index, str(exc)))
-            continue
-        for space, key, message in routed:
-            if key == BROADCAST or not isinstance(message, GATHERED):
-                # A truncate (or a change of another kind) leaves after what was read before it.
-                flush()
-                result.out.append(Outgoing(space, key, encode(message), timestamp_ms, 1))
-                continue
-            group = groups.setdefault((space, key), _Group())
-            group.changes.append(encode(message))
-            group.timestamp_ms = _older(group.timestamp_ms, timestamp_ms)
-            if len(group.changes) >= max_changes:
-                send(space, key, groups.pop((space, key)))
-    flush()
-    return result
+    grouping = Grouping(max_changes)
+    for table, value, timestamp_ms in records:
+        grouping.add(table, value, timestamp_ms)
+    return grouping.finish()
 
 
 def held_back(

@@ -20,7 +20,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import (
@@ -37,7 +39,7 @@ from confluent_kafka.admin import AdminClient
 from streams import metrics, topology
 from streams.config import Settings
 from streams.deadletter import parked
-from streams.gather import gather, held_back
+from streams.gather import Grouping, held_back
 from streams.routing import BROADCAST
 from streams.sinks.follower import readable
 
@@ -46,6 +48,10 @@ log = logging.getLogger(__name__)
 #: Events taken by one read at most: in a backlog, the more a read takes, the more changes
 #: each location's message carries.
 MAX_READ = 20_000
+#: Events taken from the consumer at a time: a chunk is grouped (each change kept as about 320
+#: bytes of JSON) and its messages (Debezium's envelope, about a kilobyte each) let go before
+#: the next is taken, so a read of MAX_READ does not hold MAX_READ messages at once.
+READ_CHUNK = 1_000
 _RETRY_S = (0.5, 1.0, 2.0, 5.0)
 #: How often the gatherer's lag is measured (a request to the broker per partition read).
 LAG_EVERY_S = 5.0
@@ -55,6 +61,31 @@ AHEAD_EVERY_S = 0.5
 
 class GatherFailed(Exception):
     """A read's messages were not all acknowledged: its offsets are not committed."""
+
+
+@dataclass
+class Read:
+    """What one read brought, taken a chunk of messages at a time: their changes grouped per
+    location, the offset after the last message of each partition, the events per topic, and
+    the messages that could not be decoded (with the reason)."""
+
+    table_of: Mapping[str, str]
+    grouping: Grouping = field(default_factory=Grouping)
+    ends: dict[tuple[str, int], int] = field(default_factory=dict)
+    counts: Counter[str] = field(default_factory=Counter)
+    bad: list[tuple[Message, str]] = field(default_factory=list)
+    events: int = 0
+
+    def take(self, messages: Iterable[Message]) -> None:
+        for m in messages:
+            topic = m.topic() or ""
+            tp = (topic, m.partition() or 0)
+            self.ends[tp] = max(self.ends.get(tp, 0), (m.offset() or 0) + 1)
+            self.counts[topic] += 1
+            self.events += 1
+            bad = self.grouping.add(self.table_of[topic], m.value(), _timestamp(m))
+            if bad is not None:
+                self.bad.append((m, bad.reason))
 
 
 class Gatherer:
@@ -133,34 +164,41 @@ class Gatherer:
         finally:
             consumer.close()
 
-    def _read(self, consumer: Consumer) -> list[Message]:
+    def read_of(self, messages: Iterable[Message]) -> Read:
+        read = Read(self.table_of)
+        read.take(m for m in messages if self._readable(m))
+        return read
+
+    def _read(self, consumer: Consumer) -> Read:
         # poll returns with the first message there; consume waits for its count or timeout.
         first = consumer.poll(0.5)
+        read = self.read_of([first] if first is not None else [])
         if first is None:
-            return []
-        messages: list[Message] = [first]
+            return read
         deadline = time.monotonic() + self.settings.gather_window_s
-        while len(messages) < MAX_READ and not self.stop.is_set():
+        taken = 1
+        while taken < MAX_READ and not self.stop.is_set():
             left = deadline - time.monotonic()
             if left <= 0:
                 break
-            messages += consumer.consume(num_messages=MAX_READ - len(messages), timeout=left)
-        return [m for m in messages if self._readable(m)]
+            chunk = consumer.consume(num_messages=min(READ_CHUNK, MAX_READ - taken), timeout=left)
+            taken += len(chunk)
+            read.take(m for m in chunk if self._readable(m))
+            del chunk
+        return read
 
     def step(self, consumer: Consumer) -> int:
         """One read: gather, send, wait for the acknowledgements, commit. The events read."""
         self.hold_back(consumer)
-        messages = self._read(consumer)
+        read = self._read(consumer)
         self.report_lag(consumer)
-        if not messages:
+        if not read.events:
             return 0
-        self.send(messages)
-        self._commit(consumer, messages)
-        for topic in {m.topic() for m in messages}:
-            metrics.of_topic(metrics.EVENTS_IN, topic).inc(
-                sum(1 for m in messages if m.topic() == topic)
-            )
-        return len(messages)
+        self.send(read)
+        self._commit(consumer, read.ends)
+        for topic, n in read.counts.items():
+            metrics.of_topic(metrics.EVENTS_IN, topic).inc(n)
+        return read.events
 
     def hold_back(self, consumer: Any, now: float | None = None) -> None:
         """Every AHEAD_EVERY_S: pause the partitions whose location partition has more than
@@ -232,14 +270,12 @@ class Gatherer:
         for (topic, partition), lag in lags.items():
             metrics.GATHER_LAG.labels(topic=topic, partition=str(partition)).set(lag)
 
-    def send(self, messages: Sequence[Message]) -> None:
-        """Send what ``messages`` bring to their keys; GatherFailed unless Kafka acknowledged
+    def send(self, read: Read) -> None:
+        """Send what ``read`` brings to their keys; GatherFailed unless Kafka acknowledged
         every message."""
         producer = self._producer
         assert producer is not None
-        gathering = gather(
-            [(self.table_of[m.topic()], m.value(), _timestamp(m)) for m in messages]  # type: ignore[index]
-        )
+        gathering = read.grouping.finish()
         self._failed = []
         for out in gathering.out:
             topic = self.spaces[out.space]
@@ -251,11 +287,10 @@ class Gatherer:
                 partition = topology.space_partition(out.space, out.key, self.partitions)
                 self._produce(topic, out.key.encode(), out.value, partition, ts)
             metrics.of_topic(metrics.EVENTS_OUT, topic).inc()
-        for bad in gathering.bad:
-            m = messages[bad.index]
+        for m, reason in read.bad:
             key, value = m.key(), m.value()
             letter = parked(
-                f"{bad.reason} (key={_text(key)})",
+                f"{reason} (key={_text(key)})",
                 m.topic() or "",
                 m.partition() or 0,
                 m.offset() or 0,
@@ -299,11 +334,7 @@ class Gatherer:
     def _readable(self, msg: Message) -> bool:
         return readable(msg, self.group)
 
-    def _commit(self, consumer: Consumer, messages: Sequence[Message]) -> None:
-        ends: dict[tuple[str, int], int] = {}
-        for m in messages:
-            tp = (m.topic() or "", m.partition() or 0)
-            ends[tp] = max(ends.get(tp, 0), (m.offset() or 0) + 1)
+    def _commit(self, consumer: Consumer, ends: Mapping[tuple[str, int], int]) -> None:
         offsets = [TopicPartition(t, p, o) for (t, p), o in sorted(ends.items())]
         try:
             consumer.commit(offsets=offsets, asynchronous=False)

@@ -79,7 +79,8 @@ def gatherer(producer: Producer) -> Gatherer:
 def test_each_location_gets_one_message_in_its_own_partition() -> None:
     producer = Producer()
     messages = [Msg(reading(1, A, 10), 0), Msg(reading(2, B, 11), 1), Msg(reading(3, A, 12), 2)]
-    gatherer(producer).send(messages)
+    g = gatherer(producer)
+    g.send(g.read_of(messages))
     location_topic = topology.key_space_topic(SETTINGS.app_id, "location")
     assert {r["topic"] for r in producer.sent} == {location_topic}
     by_key = {r["key"].decode(): r for r in producer.sent}
@@ -93,7 +94,8 @@ def test_each_location_gets_one_message_in_its_own_partition() -> None:
 
 def test_an_unreadable_event_goes_to_the_dead_letters_with_its_origin() -> None:
     producer = Producer()
-    gatherer(producer).send([Msg(b'{"op": "c"', 7, partition=2), Msg(reading(1, A, 10), 8)])
+    g = gatherer(producer)
+    g.send(g.read_of([Msg(b'{"op": "c"', 7, partition=2), Msg(reading(1, A, 10), 8)]))
     (letter,) = [
         r for r in producer.sent if r["topic"] == topology.dead_letter_topic("gather-unit")
     ]
@@ -115,7 +117,7 @@ def test_a_read_not_acknowledged_fails_and_is_not_committed() -> None:
 
     consumer = Consumer()
     g = gatherer(Producer(refuse=True))
-    g._read = lambda c: [Msg(reading(1, A, 10), 0)]  # type: ignore[method-assign]
+    g._read = lambda c: g.read_of([Msg(reading(1, A, 10), 0)])  # type: ignore[method-assign]
     with pytest.raises(GatherFailed, match="refused"):
         g.step(consumer)  # type: ignore[arg-type]
     assert consumer.committed == []
@@ -123,6 +125,38 @@ def test_a_read_not_acknowledged_fails_and_is_not_committed() -> None:
     assert g.step(consumer) == 1  # type: ignore[arg-type]
     ((tp,),) = consumer.committed
     assert (tp.topic, tp.partition, tp.offset) == (TOPIC, 0, 1)
+
+
+def test_a_read_takes_its_messages_a_chunk_at_a_time_and_keeps_their_changes() -> None:
+    from streams.runtime import gatherer as module
+
+    locations = [A, B]
+    waiting = [
+        Msg(reading(n, locations[n % 2], n), n, partition=n % 2) for n in range(2 * 1000 + 501)
+    ]
+    asked: list[int] = []
+
+    class Consumer:
+        def poll(self, timeout: float) -> Msg:
+            return waiting.pop(0)
+
+        def consume(self, num_messages: int, timeout: float) -> list[Msg]:
+            asked.append(num_messages)
+            chunk = waiting[:num_messages]
+            del waiting[:num_messages]
+            if not waiting:
+                g.stop.set()  # the read would wait out its window for more
+            return chunk
+
+    g = gatherer(Producer())
+    g.settings = SETTINGS.model_copy(update={"gather_window_s": 60.0})
+    read = g._read(Consumer())  # type: ignore[arg-type]
+    assert not waiting and read.events == 2501
+    assert max(asked) == module.READ_CHUNK  # never more than a chunk held at once
+    assert read.ends == {(TOPIC, 0): 2501, (TOPIC, 1): 2500}
+    gathered = read.grouping.finish().out
+    assert sorted(o.key for o in gathered) == sorted(locations * 2)  # 1,000 changes a message
+    assert sum(o.changes for o in gathered) == 2501
 
 
 def test_the_lag_is_the_log_end_minus_the_position_of_each_partition_read() -> None:
