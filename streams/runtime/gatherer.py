@@ -141,9 +141,11 @@ class Gatherer:
                 "session.timeout.ms": int(s.session_timeout_s * 1000),
                 "max.poll.interval.ms": 300_000,
                 "topic.metadata.refresh.interval.ms": 5000,
-                # What librdkafka fetches ahead of the reads (64 MiB by default): a read takes
-                # at most MAX_READ events of about 400 bytes.
-                "queued.max.messages.kbytes": 16384,
+                # What librdkafka fetches ahead of the reads (64 MiB by default), and a fetch
+                # (50 MiB): in a backlog the queue is always full. A read takes at most
+                # MAX_READ events of under a kilobyte, and the broker is next door.
+                "queued.max.messages.kbytes": 8192,
+                "fetch.max.bytes": 4 * 2**20,
             }
         )
         if self._producer is None:
