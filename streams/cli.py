@@ -14,8 +14,13 @@ from streams.ops.commands import add_ops_commands
 
 
 def _tune_memory(settings: Settings) -> None:
+    """Run with jemalloc (MIS_ALLOCATOR), or tune glibc's malloc (streams.runtime.memory)."""
     from streams.runtime import memory
 
+    try:
+        memory.start_with(settings.allocator)
+    except memory.AllocatorMissing as exc:
+        raise SystemExit(f"mis: {exc}") from None
     memory.tune(settings.malloc_arenas, settings.malloc_trim_s, settings.malloc_mmap_threshold_kb)
 
 

@@ -64,12 +64,15 @@ class Settings(BaseSettings):
     # each memtable is flushed at MIS_ROCKSDB_WRITE_BUFFER_MB, or earlier when all of them
     # together pass MIS_ROCKSDB_MEMTABLES_MB.
     rocksdb_write_buffer_mb: int = Field(default=4, ge=1)
-    rocksdb_block_cache_mb: int = Field(default=32, ge=1)
-    rocksdb_memtables_mb: int = Field(default=48, ge=1)
+    rocksdb_block_cache_mb: int = Field(default=16, ge=1)
+    rocksdb_memtables_mb: int = Field(default=24, ge=1)
     # glibc's malloc: the most arenas a worker or sink process uses (0: glibc's default, eight
     # per core), how often it hands freed memory back to the system (0: never), and the size
     # from which a block is mapped on its own instead of taken from a heap (0: glibc's own,
     # which rises with the blocks freed); see streams.runtime.memory.
+    # The C allocator of a worker and its sink processes: jemalloc if installed (auto), or
+    # always (jemalloc: refuse to start without it), or glibc's, tuned by the three below.
+    allocator: Literal["auto", "jemalloc", "glibc"] = "auto"
     malloc_arenas: int = Field(default=2, ge=0)
     malloc_trim_s: float = Field(default=30.0, ge=0)
     malloc_mmap_threshold_kb: int = Field(default=256, ge=0)

@@ -44,7 +44,15 @@ from pymongo import MongoClient
 from launcher import process
 from launcher.stack import Stack
 from streams import source_db, topology
-from streams.bench import Worker, children_of, metrics_token, peak_rss_mib, read_metrics, table
+from streams.bench import (
+    Worker,
+    allocator_of,
+    children_of,
+    metrics_token,
+    peak_rss_mib,
+    read_metrics,
+    table,
+)
 from streams.config import REPO_ROOT, Settings, get_settings
 from streams.ops.errors import OpsError
 from streams.ops.kafka import Kafka
@@ -145,6 +153,9 @@ class Peaks(threading.Thread):
         self.gauge_peaks: dict[str, float] = {}
         self._samples = 0
         self.peaks: dict[str, float] = {}
+        #: the worker's C allocator, read once it runs (a worker may start itself again with
+        #: jemalloc first)
+        self.allocator: str | None = None
         self.load_min, self.load_max = os.getloadavg()[0], os.getloadavg()[0]
         self.stopping = threading.Event()
 
@@ -156,6 +167,8 @@ class Peaks(threading.Thread):
         self.load_max = max(self.load_max, os.getloadavg()[0])
         if self.worker.alive():
             self._keep("worker", peak_rss_mib(self.worker.pid))
+            if self._samples == 10:
+                self.allocator = allocator_of(self.worker.pid)
             if self.gauges is not None and self._samples % 10 == 0:
                 for name, mib in self.gauges().items():
                     self.gauge_peaks[name] = max(self.gauge_peaks.get(name, 0.0), mib)
@@ -348,6 +361,7 @@ def run(args: argparse.Namespace) -> str:
         *([f"peak RSS: {k}", f"{v:,.0f} MiB"] for k, v in sorted(peaks.peaks.items())),
         *([f"peak: {k}", f"{v:,.0f} MiB"] for k, v in sorted(peaks.gauge_peaks.items())),
         ["worker's data directory (RocksDB)", f"{data:,.0f} MiB"],
+        ["worker's C allocator", peaks.allocator or "-"],
     ]
     load_avg = " / ".join(f"{x:.1f}" for x in os.getloadavg())
     text = "\n".join(
