@@ -86,10 +86,11 @@ def create_app(settings: Settings) -> faust.App:
         # changelog waited on it.
         producer_compression_type="snappy",
         # What a worker holds of its input before the agents take it, in a backlog when every
-        # partition has more: a fetch of 256 kB per partition (Faust's default 1 MiB) and at
-        # most 1,024 messages waiting per stream (4,096), of up to tens of kB each (a
-        # location's gathered readings, a part). The agents take 500 at a time.
-        consumer_max_fetch_size=256 * 1024,
+        # partition has more: at most 1,024 messages waiting per stream (Faust's default is
+        # 4,096), of up to tens of kB each (a location's gathered readings, a part); the agents
+        # take 500 at a time. Fetches keep Faust's size (1 MiB a partition): at 256 kB (and
+        # 4 MiB a fetch) the 100k load wrote 44,000 rows in 900 s instead of 100,000, its
+        # batches smaller and each key written more often (docs/bench/load-20261204T032402Z.txt).
         stream_buffer_maxsize=1024,
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),

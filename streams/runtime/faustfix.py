@@ -244,8 +244,6 @@ def _put_back_inactive(faust_consumer: Any, client: Any, records: Any) -> Any:
 
 #: How long a fetch may wait at the broker for records (Faust sets 1500 ms).
 FETCH_MAX_WAIT_MS = 100
-#: The most bytes one fetch brings back over all its partitions (aiokafka's default is 50 MiB).
-FETCH_MAX_BYTES = 4 * 2**20
 _create_worker_consumer: Any = AIOKafkaConsumerThread._create_worker_consumer
 
 
@@ -257,15 +255,9 @@ def _worker_consumer_fetching_often(self: Any, transport: Any) -> Any:
     one returns. With Faust's 1.5 s, a fetch of partitions without new records held the others
     for 1.5 s at a time: a storm's key-space messages were fetched seconds after they were
     written while the worker idled. An empty fetch answered every 0.1 s costs the broker
-    little.
-
-    A fetch also brings back at most FETCH_MAX_BYTES: in a backlog every partition has a full
-    share (``consumer_max_fetch_size``) to return, and aiokafka's 50 MiB, with the records
-    decoded from it, is what a worker's memory peaked at; the broker still returns at least
-    one batch of a partition whatever its size."""
+    little."""
     consumer = _create_worker_consumer(self, transport)
     consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
-    consumer._fetch_max_bytes = FETCH_MAX_BYTES
     return consumer
 
 

@@ -446,14 +446,3 @@ def test_worker_consumers_fetch_with_a_short_wait() -> None:
         AIOKafkaConsumerThread._create_worker_consumer is faustfix._worker_consumer_fetching_often
     )
     assert faustfix.FETCH_MAX_WAIT_MS <= 250
-
-
-def test_a_worker_consumer_fetches_a_bounded_amount(monkeypatch: pytest.MonkeyPatch) -> None:
-    from types import SimpleNamespace
-
-    made = SimpleNamespace(_fetch_max_wait_ms=1500, _fetch_max_bytes=52428800)
-    monkeypatch.setattr(faustfix, "_create_worker_consumer", lambda thread, transport: made)
-    consumer = faustfix._worker_consumer_fetching_often(None, None)
-    assert consumer is made
-    assert consumer._fetch_max_wait_ms == faustfix.FETCH_MAX_WAIT_MS
-    assert consumer._fetch_max_bytes == faustfix.FETCH_MAX_BYTES <= 8 * 2**20
