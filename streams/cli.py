@@ -118,8 +118,13 @@ def _sink(args: argparse.Namespace) -> int:
         return 2
     threads = sink_threads(settings, args.only or ("postgres", "mongodb"))
     stopped = threading.Event()
+    # A handler runs in the main thread between two bytecodes, possibly inside the lock of an
+    # Event it waits on or sets, and that lock is not reentrant: a handler calling
+    # stopped.set() there (a second SIGTERM while the first one's set() ran) deadlocked the
+    # process for good. The handler only records the signal; the main thread sets ``stopped``.
+    signalled: list[int] = []
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stopped.set())
+        signal.signal(sig, lambda signum, _: signalled.append(signum))
     threads.start()
     writer = None
     if os.environ.get(METRICS_FILE_ENV):  # a worker's child: its metrics go to the worker
@@ -133,7 +138,9 @@ def _sink(args: argparse.Namespace) -> int:
         threading.Thread(
             target=stop_when_orphaned, args=(stopped, os.getppid()), name="parent", daemon=True
         ).start()
-    stopped.wait()
+    while not signalled and not stopped.wait(0.2):
+        pass
+    stopped.set()
     threads.stop()
     if writer is not None:
         writer.join(5)

@@ -315,3 +315,42 @@ def test_the_mongodb_sink_writes_by_id_among_100k_listings(
         sink.close()
         coll.drop()
         pg.execute("DELETE FROM market_listing_sync WHERE booking_id = ANY(%s)", (ids,))
+
+
+def test_a_sink_process_stops_on_a_burst_of_sigterms(stack: Any, tmp_path: Any) -> None:
+    # A worker's death sends its sinks SIGTERM (the parent-death signal), and whoever stops the
+    # worker may send another: the second must not find the first one's handler mid-way.
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.integration.workers import REPO
+
+    env = {**os.environ, "MIS_APP_ID": f"mis-sigterm-{uuid.uuid4().hex[:8]}"}
+    for attempt in range(5):
+        log = tmp_path / f"sink-{attempt}.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "streams.cli", "sink"],
+                cwd=REPO,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            wait_for(
+                "the sink to follow the snapshot topic",
+                lambda log=log, proc=proc: (
+                    "sink following" in log.read_text(errors="replace") or proc.poll() is not None
+                ),
+                timeout=60,
+            )
+            assert proc.poll() is None, log.read_text(errors="replace")[-2000:]
+            for _ in range(200):  # some land while an earlier one's handler runs
+                proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=30) == 0, f"attempt {attempt}: {log.read_text()[-2000:]}"
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
