@@ -163,15 +163,6 @@ def peak_rss_mib(pid: int) -> float:
     return 0.0
 
 
-def allocator_of(pid: int) -> str | None:
-    """The C allocator process ``pid`` runs with (streams.runtime.memory), if it is there."""
-    try:
-        maps = Path(f"/proc/{pid}/maps").read_text()
-    except OSError:
-        return None
-    return "jemalloc" if "libjemalloc" in maps else "glibc"
-
-
 class Worker:
     def __init__(self, name: str, env: dict[str, str], workdir: Path, port: int) -> None:
         self.name, self.port = name, port

@@ -46,7 +46,6 @@ from launcher.stack import Stack
 from streams import source_db, topology
 from streams.bench import (
     Worker,
-    allocator_of,
     children_of,
     metrics_token,
     peak_rss_mib,
@@ -56,6 +55,7 @@ from streams.bench import (
 from streams.config import REPO_ROOT, Settings, get_settings
 from streams.ops.errors import OpsError
 from streams.ops.kafka import Kafka
+from streams.runtime.memory import allocator_of
 
 SENSORS = 5
 VENDORS = 5

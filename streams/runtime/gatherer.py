@@ -174,9 +174,9 @@ class Gatherer:
     def _read(self, consumer: Consumer) -> Read:
         # poll returns with the first message there; consume waits for its count or timeout.
         first = consumer.poll(0.5)
-        read = self.read_of([first] if first is not None else [])
         if first is None:
-            return read
+            return Read(self.table_of)
+        read = self.read_of([first])
         deadline = time.monotonic() + self.settings.gather_window_s
         taken = 1
         while taken < MAX_READ and not self.stop.is_set():

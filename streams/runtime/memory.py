@@ -55,13 +55,18 @@ def jemalloc_library() -> str | None:
     return ctypes.util.find_library("jemalloc")
 
 
+def allocator_of(pid: int | str = "self") -> str | None:
+    """The C allocator process ``pid`` runs with, ``jemalloc`` or ``glibc``; None if unknown."""
+    try:
+        with open(f"/proc/{pid}/maps") as maps:
+            return "jemalloc" if any("libjemalloc" in line for line in maps) else "glibc"
+    except OSError:
+        return None
+
+
 def jemalloc_active() -> bool:
     """Whether this process runs with jemalloc as its allocator."""
-    try:
-        with open("/proc/self/maps") as maps:
-            return any("libjemalloc" in line for line in maps)
-    except OSError:
-        return False
+    return allocator_of() == "jemalloc"
 
 
 def start_with(allocator: str) -> None:

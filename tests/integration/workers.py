@@ -105,18 +105,12 @@ class Worker:
     def unconfirmed_sends(self) -> float | None:
         """The worker's ``mis_unconfirmed_sends``, summed over its tables; None if it did not
         answer."""
-        import urllib.request
-
         from prometheus_client.parser import text_string_to_metric_families
 
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{self.web_port}/metrics",
-            headers={"Authorization": f"Bearer {API_TOKEN}"},
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=5) as response:
-                text = response.read().decode()
-        except OSError:
+        from streams.bench import read_metrics
+
+        text = read_metrics(self.web_port, API_TOKEN)
+        if not text:
             return None
         found = [
             sample.value
